@@ -1,0 +1,266 @@
+"""The ``robench`` command line: parse flags, call one library function, render the result.
+
+Every :class:`~robench.errors.RobenchError` and every usage error becomes one line ``Error: ...`` on stderr with
+exit code 2 (usage) or 1 (runtime); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+from rich.table import Table
+
+from .errors import RobenchError
+
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    help="Adversarial robustness benchmark for spiking neural networks.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+zoo_app = typer.Typer(no_args_is_help=True, help="List, show, verify, import and build zoo entries.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and the shipped test subset.")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+ZooOpt = Annotated[Path, typer.Option("--zoo", help="Zoo folder.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+
+class Neuron(str, Enum):
+    lif = "lif"
+    stable = "stable"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    )
+
+
+def _command_line() -> str:
+    return "robench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# ------------------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    arch: Annotated[str, typer.Option(help="Architecture: vgg5, vgg11, wrn16.")] = "vgg5",
+    neuron: Annotated[Neuron, typer.Option(help="lif, or stable (DLIF with learnable gains).")] = Neuron.lif,
+    recipe: Annotated[str, typer.Option(help="clean, gaussian (gn), fgsm-at (at), pgd-at.")] = "clean",
+    dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10, cifar100.")] = "fashion-mnist",
+    data_dir: DataDirOpt = None,
+    T: Annotated[int, typer.Option("--T", "-T", "--timesteps", help="Time steps.")] = 4,
+    width: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
+    fc: Annotated[int | None, typer.Option(help="Classifier width (default: the arch's).")] = None,
+    tau: Annotated[float, typer.Option(help="Membrane leak.")] = 0.99,
+    v_th: Annotated[float, typer.Option("--v-th", help="Threshold.")] = 1.0,
+    alpha: Annotated[float, typer.Option(help="MPPD regulariser weight (0 = off).")] = 0.0,
+    kappa: Annotated[float, typer.Option(help="Weight of the clean CE term.")] = 0.5,
+    sigma: Annotated[str, typer.Option(help="Gaussian-noise std for --recipe gaussian.")] = "8/255",
+    eps: Annotated[str, typer.Option(help="L-inf budget for fgsm-at / pgd-at.")] = "4/255",
+    pgd_steps: Annotated[int, typer.Option(help="PGD-AT steps.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 1,
+    lr: Annotated[float, typer.Option(help="SGD learning rate (cosine to 0).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+    augment: Annotated[bool | None, typer.Option(help="Random crop + flip (default: on for CIFAR).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
+    ckpt_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: per epoch).")] = 0,
+    entry_id: Annotated[str | None, typer.Option("--id", help="Zoo id (default: derived).")] = None,
+    zoo: ZooOpt = Path("zoo"),
+    runs: Annotated[Path, typer.Option(help="Folder for resumable run state.")] = Path("runs"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same options.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train an SNN with a recipe and write it into the zoo."""
+    from .data import DATASETS
+    from .eps import parse_one
+    from .models import ModelConfig
+    from .train import TrainConfig, TrainJob, run_job
+
+    recipe = {"gn": "gaussian", "at": "fgsm-at"}.get(recipe, recipe)
+    info = DATASETS.get(dataset)
+    mcfg = ModelConfig(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th,
+                       **info.model_kwargs())
+    tcfg = TrainConfig(recipe=recipe, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, alpha=alpha,
+                       kappa=kappa, sigma=parse_one(sigma, "--sigma"), eps=parse_one(eps, "--eps"),
+                       pgd_steps=pgd_steps, limit=limit, weight_decay=weight_decay, ckpt_every=ckpt_every,
+                       augment=info.channels == 3 if augment is None else augment)
+    job = TrainJob(dataset, mcfg, tcfg, str(data_dir) if data_dir else None, entry_id, device, _command_line())
+    with make_progress() as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def progress(ev: dict) -> None:
+            if ev["kind"] == "start":
+                bar.update(task, total=ev["total"], completed=ev["done"])
+            elif ev["kind"] == "step":
+                info_s = f"ep {ev['epoch']} loss {ev['loss']:.3f} acc {100 * ev['acc']:.1f}%"
+                bar.update(task, advance=1, info=info_s)
+
+        card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=progress)
+    acc = card.clean_acc
+    console.print(f"[green]saved[/] {card.id} -> {zoo}/{card.id}.safetensors  clean acc "
+                  f"{100 * acc:.2f}% on {card.metrics['n_test']} test images  sha256 {card.sha256[:12]}")
+
+
+# ---------------------------------------------------------------------------------------------------- zoo
+def _fmt_acc(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+@zoo_app.command("list")
+def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--format")] = Format.table):
+    """List zoo entries."""
+    from .zoo import list_cards
+
+    cards, problems = list_cards(zoo)
+    rows = [c.summary() for c in cards]
+    if fmt == Format.json:
+        console.print_json(json.dumps(rows))
+    else:
+        t = Table(title=f"zoo: {zoo} ({len(rows)} entries)")
+        cols = ("id", "arch", "dataset", "neuron", "T", "width", "recipe", "alpha", "epochs", "clean_acc",
+                "sha256")
+        for col in cols:
+            t.add_column(col, justify="right" if col in ("T", "width", "alpha", "epochs", "clean_acc") else "left")
+        for r in rows:
+            t.add_row(*[_fmt_acc(r[k]) if k == "clean_acc" else str(r[k]) for k in cols])
+        console.print(t)
+    for p in problems:
+        err_console.print(f"[yellow]warning:[/] {p}")
+
+
+@zoo_app.command("show")
+def zoo_show(entry: Annotated[str, typer.Argument(help="Id or unique prefix.")], zoo: ZooOpt = Path("zoo")):
+    """Show one entry's card."""
+    from .zoo import select
+
+    cards = select(entry, zoo)
+    for c in cards:
+        console.print_json(c.to_json())
+
+
+@zoo_app.command("verify")
+def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or arch (default: all).")] = None,
+               zoo: ZooOpt = Path("zoo")):
+    """Check every entry's card, sha256 and shapes."""
+    from .zoo import verify
+
+    results = verify(zoo, entry)
+    for i, ok, msg in results:
+        console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {i}: {msg}")
+    if not results:
+        raise RobenchError(f"no zoo entries in {str(zoo)!r}")
+    if not all(ok for _, ok, _ in results):
+        raise RobenchError(f"{sum(not ok for _, ok, _ in results)} of {len(results)} entries failed verification")
+
+
+# --------------------------------------------------------------------------------------------------- data
+@data_app.command("subset")
+def data_subset(data_dir: DataDirOpt = None,
+                per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
+                out: Annotated[Path | None, typer.Option(help="Output file (default: the package's).")] = None):
+    """(Re)build the shipped balanced Fashion-MNIST test subset (first N test images of each class)."""
+    from .data import SUBSET_FILE, make_subset
+    from .errors import BadSpec
+
+    if per_class < 1 or per_class > 1000:
+        raise BadSpec(f"--per-class {per_class}; must be in 1..1000")
+    path = make_subset(data_dir, per_class, out or SUBSET_FILE)
+    console.print(f"wrote {path} ({per_class * 10} images, {path.stat().st_size // 1024} KiB)")
+
+
+@data_app.command("info")
+def data_info(data_dir: DataDirOpt = None):
+    """Show which datasets are available and where they were found."""
+    from .data import DATASETS, load
+    from .errors import RobenchError as _E
+
+    t = Table(title="datasets")
+    for col in ("dataset", "split", "images", "status"):
+        t.add_column(col)
+    for name in DATASETS:
+        for split in ("train", "test", "subset") if name == "fashion-mnist" else ("train", "test"):
+            try:
+                x, _ = load(name, split, data_dir)
+                t.add_row(name, split, str(len(x)), "ok")
+            except _E as e:
+                t.add_row(name, split, "-", str(e)[:90])
+    console.print(t)
+
+
+# --------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning errors into one line and an exit code."""
+    from .runtime import configure_threads
+
+    configure_threads()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    cmd = typer.main.get_command(app)
+    try:
+        code = cmd.main(args=args, prog_name="robench", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except RobenchError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]Error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("[red]Error:[/] aborted", highlight=False)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("[red]Error:[/] interrupted; finished work was kept", highlight=False)
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors of the bundled click: bad option, bad value, ...
+        if debug:
+            raise
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        ctx = getattr(e, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx is not None else ""
+        err_console.print(f"[red]Error{where}:[/] {' '.join(msg.split())}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    except OSError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]Error:[/] {e.strerror or e}: {e.filename or ''}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

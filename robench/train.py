@@ -1,0 +1,372 @@
+"""Training recipes (PAPER.md §3), the MPPD regulariser (PAPER.md §2) and a plain, resumable training loop.
+
+Loss with a perturbed input ``x'``: ``kappa * CE(f(x), y) + (1 - kappa) * CE(f(x'), y) + alpha * V`` where ``V``
+is the mean square of the simplified membrane-potential perturbation at the last spiking layer. The ``clean``
+recipe is plain CE.
+
+Resuming is exact: each epoch's data order and noise come from generators seeded by ``(seed, epoch)``, and a
+checkpoint stores the step within the epoch and the RNG state, so an interrupted run that is resumed ends with
+the same weights as one that never stopped (same device).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import DATASETS
+from .data import load as load_data
+from .errors import BadSpec, IntegrityError, Interrupted, UsageError
+from .gradients import grad_mode
+from .models import SNN, ModelConfig, accuracy, build_model
+from .registry import Registry
+from .runtime import resolve_device, seed_everything
+from .zoo import Card, validate_id
+from .zoo import _paths as _zoo_paths
+from .zoo import save as save_entry
+
+Recipe = Callable[[nn.Module, Tensor, Tensor, "TrainConfig"], "Tensor | None"]
+RECIPES: Registry[Recipe] = Registry("recipe")
+RECIPE_SHORT = {"clean": "clean", "gaussian": "gn", "fgsm-at": "at", "pgd-at": "pgdat"}
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class TrainConfig:
+    """One CLI flag per field; defaults follow PAPER.md §3 except the epoch count.
+
+    Arguments:
+        recipe: ``clean``, ``gaussian``, ``fgsm-at`` or ``pgd-at``.
+        alpha: MPPD weight (0: no regulariser); kappa: weight of the clean CE term.
+        sigma: Gaussian-noise std for ``gaussian``; eps: L-inf budget for ``fgsm-at``/``pgd-at``.
+        pgd_steps, pgd_step: PGD-AT iterations and step size (None: 2.5 * eps / steps).
+        limit: use only the first N training images (quick runs); augment: random crop + flip.
+        ckpt_every: also checkpoint every N steps (0: end of epoch only).
+    """
+
+    recipe: str = "clean"
+    epochs: int = 1
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    seed: int = 0
+    alpha: float = 0.0
+    kappa: float = 0.5
+    sigma: float = 8 / 255
+    eps: float = 4 / 255
+    pgd_steps: int = 3
+    pgd_step: float | None = None
+    limit: int | None = None
+    augment: bool = False
+    ckpt_every: int = 0
+
+    def __post_init__(self) -> None:
+        RECIPES.get(self.recipe)
+        checks = [
+            (self.epochs >= 1, f"--epochs {self.epochs}; must be >= 1"),
+            (_pos(self.lr), f"--lr {self.lr}; must be > 0"),
+            (_fin(self.momentum) and 0 <= self.momentum < 1, f"--momentum {self.momentum}; in [0, 1)"),
+            (_fin(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay}; >= 0"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size}; must be >= 1"),
+            (self.seed >= 0, f"--seed {self.seed}; must be >= 0"),
+            (_fin(self.alpha) and self.alpha >= 0, f"--alpha {self.alpha}; must be >= 0"),
+            (_fin(self.kappa) and 0 <= self.kappa <= 1, f"--kappa {self.kappa}; must be in [0, 1]"),
+            (_fin(self.sigma) and self.sigma >= 0, f"--sigma {self.sigma}; must be >= 0"),
+            (_fin(self.eps) and self.eps >= 0, f"--eps {self.eps}; must be >= 0"),
+            (self.pgd_steps >= 1, f"--pgd-steps {self.pgd_steps}; must be >= 1"),
+            (self.pgd_step is None or _pos(self.pgd_step), f"--pgd-step {self.pgd_step}; must be > 0"),
+            (self.limit is None or self.limit >= 1, f"--limit {self.limit}; must be >= 1"),
+            (self.ckpt_every >= 0, f"--ckpt-every {self.ckpt_every}; must be >= 0"),
+            (not (self.recipe == "clean" and self.alpha > 0),
+             "--alpha > 0 needs a perturbed input; use --recipe gaussian, fgsm-at or pgd-at"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise BadSpec(msg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise BadSpec(f"unknown training config keys {sorted(set(d) - known)}")
+        return cls(**d)
+
+
+def _fin(v: float) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _pos(v: float) -> bool:
+    return _fin(v) and v > 0
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+@RECIPES.register("clean")
+def _clean(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
+    return None
+
+
+@RECIPES.register("gaussian")
+def _gaussian(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
+    return x + cfg.sigma * torch.randn_like(x)  # not clipped, as in the reference (PAPER.md §3)
+
+
+def _eval_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Input gradient of CE in eval mode (BN running stats, BPTT), restoring the training mode after."""
+    was = model.training
+    model.eval()
+    x = x.detach().requires_grad_(True)
+    with grad_mode(model, "bptt"):
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+    model.train(was)
+    return g
+
+
+@RECIPES.register("fgsm-at")
+def _fgsm_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
+    x0 = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)
+    return (x0 + cfg.eps * _eval_grad(model, x0, y).sign()).clamp(0, 1).detach()
+
+
+@RECIPES.register("pgd-at")
+def _pgd_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
+    step = cfg.pgd_step or 2.5 * cfg.eps / cfg.pgd_steps
+    xa = (x + torch.empty_like(x).uniform_(-cfg.eps, cfg.eps)).clamp(0, 1)
+    for _ in range(cfg.pgd_steps):
+        xa = xa + step * _eval_grad(model, xa, y).sign()
+        xa = torch.min(torch.max(xa, x - cfg.eps), x + cfg.eps).clamp(0, 1)
+    return xa.detach()
+
+
+# ------------------------------------------------------------------------------------------------- MPPD
+def mppd_sequence(delta_current: Tensor, tau: float) -> Tensor:
+    """Simplified membrane-potential perturbation ``du[t] = tau * du[t-1] + dI[t]``, ``du[0] = 0``.
+
+    Shape: ``[T, B, ...]`` in and out.
+    """
+    out, du = [], torch.zeros_like(delta_current[0])
+    for t in range(delta_current.shape[0]):
+        du = tau * du + delta_current[t]
+        out.append(du)
+    return torch.stack(out)
+
+
+def mppd_penalty(clean_current: Tensor, perturbed_current: Tensor, tau: float) -> Tensor:
+    """``V = mean_{t, elements} (du[t])^2`` with the clean currents detached (PAPER.md §2)."""
+    return mppd_sequence(perturbed_current - clean_current.detach(), tau).pow(2).mean()
+
+
+def robust_loss(
+    model: SNN, x: Tensor, x_pert: Tensor | None, y: Tensor, kappa: float, alpha: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The training loss of PAPER.md §2. Returns (loss, clean logits, MPPD value)."""
+    neuron = model.last_neuron()
+    neuron.record = alpha > 0
+    try:
+        logits = model(x)
+        if x_pert is None:
+            return F.cross_entropy(logits, y), logits, torch.zeros((), device=x.device)
+        clean_cur = neuron.recorded
+        logits_p = model(x_pert)
+        v = mppd_penalty(clean_cur, neuron.recorded, neuron.tau) if alpha > 0 else logits.new_zeros(())
+    finally:
+        neuron.record, neuron.recorded, neuron.last_membrane = False, None, None
+    loss = kappa * F.cross_entropy(logits, y) + (1 - kappa) * F.cross_entropy(logits_p, y) + alpha * v
+    return loss, logits, v
+
+
+# ------------------------------------------------------------------------------------------------- loop
+@dataclass
+class TrainResult:
+    clean_acc: float | None
+    n_test: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Random crop (padding 4) and horizontal flip, per sample; ``[B, C, H, W]``."""
+    B, _, H, W = x.shape
+    pad = F.pad(x, (4, 4, 4, 4))
+    dx, dy = torch.randint(0, 9, (2, B), generator=gen).tolist()
+    flip = torch.rand(B, generator=gen) < 0.5
+    out = torch.stack([pad[i, :, dy[i] : dy[i] + H, dx[i] : dx[i] + W] for i in range(B)])
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def train(
+    model: SNN,
+    cfg: TrainConfig,
+    train_data: tuple[Tensor, Tensor],
+    test_data: tuple[Tensor, Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with SGD + cosine (PAPER.md §3); checkpoint into ``run_dir`` if given.
+
+    Shape: ``train_data`` = images ``[N, C, H, W]`` in ``[0, 1]`` and labels ``[N]``.
+    """
+    device = torch.device(device)
+    x_all, y_all = train_data
+    if cfg.limit:
+        x_all, y_all = x_all[: cfg.limit], y_all[: cfg.limit]
+    model.to(device)
+    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    recipe = RECIPES.get(cfg.recipe)
+    state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
+    ckpt = run_dir / "state.pt" if run_dir else None
+    if resume and ckpt and ckpt.exists():
+        state = _load_state(ckpt, cfg, model, opt, sched)
+    notify = progress or (lambda e: None)
+    notify({"kind": "start", "total": cfg.epochs * steps_per_epoch,
+            "done": state["epoch"] * steps_per_epoch + state["step"]})
+    t0 = time.perf_counter() - state["seconds"]
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            gen = _epoch_generator(cfg.seed, epoch)
+            order = torch.randperm(len(x_all), generator=gen)
+            if state["step"] == 0:
+                torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # the recipe's noise
+                state["stats"] = [0.0, 0, 0]  # loss sum, correct, seen
+            model.train()
+            for step in range(state["step"], steps_per_epoch):
+                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                x, y = x_all[idx], y_all[idx]
+                if cfg.augment:
+                    x = _augment(x, torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100_003 + step))
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x_pert = recipe(model, x, y, cfg)
+                loss, logits, v = robust_loss(model, x, x_pert, y, cfg.kappa, cfg.alpha)
+                if not torch.isfinite(loss):
+                    raise IntegrityError(f"training diverged at epoch {epoch + 1} step {step} (loss {loss})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                st = state["stats"]
+                st[0] += float(loss.detach()) * len(y)
+                st[1] += int((logits.argmax(1) == y).sum())
+                st[2] += len(y)
+                state["step"] = step + 1
+                notify({"kind": "step", "epoch": epoch + 1, "loss": st[0] / st[2], "acc": st[1] / st[2],
+                        "mppd": float(v)})
+                if ckpt and cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
+                    _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0)
+            st = state["stats"]
+            state["history"].append({"epoch": epoch + 1, "loss": st[0] / st[2], "train_acc": st[1] / st[2]})
+            state["epoch"], state["step"] = epoch + 1, 0
+            if ckpt:
+                _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0)
+            notify({"kind": "epoch", **state["history"][-1]})
+    except KeyboardInterrupt:
+        hint = f"; resume with --resume (state in {run_dir})" if ckpt else ""
+        raise Interrupted(f"training interrupted at epoch {state['epoch'] + 1}{hint}") from None
+    model.eval()
+    acc = accuracy(model, *test_data, batch_size=256) if test_data is not None else None
+    return TrainResult(acc, len(test_data[1]) if test_data else 0, state["history"],
+                       time.perf_counter() - t0)
+
+
+def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float) -> None:
+    """Atomic: write beside, then rename, so a kill never leaves a half-written checkpoint."""
+    blob = {
+        "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "epoch": state["epoch"], "step": state["step"],
+        "stats": list(state.get("stats", [0.0, 0, 0])), "history": state["history"], "seconds": seconds,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, cfg: TrainConfig, model, opt, sched) -> dict:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise IntegrityError(f"cannot resume from {str(path)!r}: {e}") from None
+    if blob.get("config") != cfg.to_dict():
+        raise BadSpec(f"--resume: the run in {str(path.parent)!r} used other options; rerun them or drop --resume")
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["rng_cpu"])
+    if blob["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+    return {"epoch": blob["epoch"], "step": blob["step"], "stats": blob["stats"],
+            "history": blob["history"], "seconds": blob["seconds"]}
+
+
+# ------------------------------------------------------------------------------------- train into the zoo
+@dataclass
+class TrainJob:
+    """A whole ``robench train`` run: data, model, recipe, and where the entry and run state go."""
+
+    dataset: str
+    model: ModelConfig
+    train: TrainConfig
+    data_dir: str | None = None
+    entry_id: str | None = None
+    device: str = "auto"
+    command: str = ""
+
+
+def default_id(dataset_short: str, cfg: ModelConfig, recipe: str, alpha: float) -> str:
+    """``<dataset>-<arch>-<neuron>-<recipe>``: ``stable`` = DLIF + MPPD, ``dlif`` = DLIF without it,
+    ``-mppd`` marks LIF with the regulariser."""
+    if cfg.neuron == "stable":
+        neuron = "stable" if alpha > 0 or recipe == "clean" else "dlif"
+    else:
+        neuron = "lif"
+    mppd = "-mppd" if alpha > 0 and cfg.neuron == "lif" else ""
+    return f"{dataset_short}-{cfg.arch}-{neuron}-{RECIPE_SHORT[recipe]}{mppd}"
+
+
+def run_job(
+    job: TrainJob,
+    zoo_dir: Path,
+    runs_dir: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Card:
+    """Load data, build, train (resumable state in ``runs_dir/<id>``), measure, and save into the zoo."""
+    info = DATASETS.get(job.dataset)
+    entry_id = validate_id(job.entry_id or default_id(info.short, job.model, job.train.recipe, job.train.alpha))
+    if not overwrite and any(_zoo_paths(zoo_dir, entry_id)[i].exists() for i in (0, 1)):
+        raise UsageError(f"zoo entry {entry_id!r} already exists in {str(zoo_dir)!r}; "
+                         "pass --id NAME for a new one or --overwrite to replace it")
+    device = resolve_device(job.device)
+    train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit)
+    test_set = load_data(job.dataset, "test", job.data_dir)
+    seed_everything(job.train.seed)
+    model = build_model(job.model)
+    result = train(model, job.train, train_set, test_set, device, runs_dir / entry_id, resume, progress)
+    card = Card.new(entry_id, job.model, job.dataset, recipe=job.train.to_dict(), device=device.type,
+                    command=job.command,
+                    metrics={"clean_acc": result.clean_acc, "n_test": result.n_test,
+                             "train_seconds": round(result.seconds, 1), "history": result.history})
+    return save_entry(model, card, zoo_dir, overwrite=overwrite)

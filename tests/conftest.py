@@ -1,0 +1,61 @@
+"""Tiny synthetic data, a tiny model and a zoo in tmp_path, shared by every test file."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TERMINAL_WIDTH", "200")
+os.environ.setdefault("_TYPER_FORCE_DISABLE_TERMINAL", "1")
+os.environ.setdefault("COLUMNS", "200")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from robench.models import ModelConfig, build_model  # noqa: E402
+
+TINY = dict(arch="vgg5", neuron="lif", T=2, width=0.125, fc=16, in_channels=1, image_size=8, num_classes=2,
+            mean=(0.5,), std=(0.5,))
+
+
+def make_tiny_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2-class 8x8 task: class 1 images are brighter in the left half. Images in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.rand(n, 1, 8, 8, generator=g) * 0.5
+    x[y == 1, :, :, :4] += 0.5
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture
+def tiny_data():
+    return make_tiny_data()
+
+
+@pytest.fixture
+def tiny_cfg() -> ModelConfig:
+    return ModelConfig(**TINY)
+
+
+@pytest.fixture
+def tiny_model(tiny_cfg):
+    torch.manual_seed(0)
+    return build_model(tiny_cfg).eval()
+
+
+@pytest.fixture
+def trained_zoo(tmp_path):
+    """A zoo in tmp_path with one tiny entry trained for a few steps: (zoo_dir, card, model)."""
+    from robench.train import TrainConfig, train
+    from robench.zoo import Card, save
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    model = build_model(cfg)
+    data = make_tiny_data(128)
+    res = train(model, TrainConfig(recipe="clean", epochs=2, lr=0.05, batch_size=32), data, make_tiny_data(64, 1))
+    card = Card.new("tiny-vgg5-lif-clean", cfg, "fashion-mnist", recipe={"recipe": "clean"},
+                    metrics={"clean_acc": res.clean_acc, "n_test": res.n_test})
+    zoo_dir = tmp_path / "zoo"
+    save(model, card, zoo_dir)
+    return zoo_dir, card, model.eval()
