@@ -53,7 +53,7 @@ def trained_zoo(tmp_path):
     cfg = ModelConfig(**TINY)
     model = build_model(cfg)
     data = make_tiny_data(128)
-    res = train(model, TrainConfig(recipe="clean", epochs=2, lr=0.05, batch_size=32), data, make_tiny_data(64, 1))
+    res = train(model, TrainConfig(recipe="clean", epochs=3, lr=0.1, batch_size=16), data, make_tiny_data(64, 1))
     card = Card.new("tiny-vgg5-lif-clean", cfg, "fashion-mnist", recipe={"recipe": "clean"},
                     metrics={"clean_acc": res.clean_acc, "n_test": res.n_test})
     zoo_dir = tmp_path / "zoo"
