@@ -7,7 +7,6 @@ exit code 2 (usage) or 1 (runtime); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from enum import Enum
@@ -16,8 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .errors import RobenchError
@@ -106,32 +104,33 @@ def train(
     device: DeviceOpt = "auto",
 ) -> None:
     """Train an SNN with a recipe and write it into the zoo."""
-    from .data import DATASETS
-    from .eps import parse_one
-    from .models import ModelConfig
-    from .train import TrainConfig, TrainJob, run_job
+    from .train import job_from_options, run_job
 
-    recipe = {"gn": "gaussian", "at": "fgsm-at"}.get(recipe, recipe)
-    info = DATASETS.get(dataset)
-    mcfg = ModelConfig(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th,
-                       **info.model_kwargs())
-    tcfg = TrainConfig(recipe=recipe, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, alpha=alpha,
-                       kappa=kappa, sigma=parse_one(sigma, "--sigma"), eps=parse_one(eps, "--eps"),
-                       pgd_steps=pgd_steps, limit=limit, weight_decay=weight_decay, ckpt_every=ckpt_every,
-                       augment=info.channels == 3 if augment is None else augment)
-    job = TrainJob(dataset, mcfg, tcfg, str(data_dir) if data_dir else None, entry_id, device, _command_line())
+    opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
+                width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
+                pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device)
+    job = job_from_options(opts, _command_line())
     with make_progress() as bar:
-        task = bar.add_task("train", total=None, info="")
+        card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=_train_progress(bar))
+    _print_saved(card, zoo)
 
-        def progress(ev: dict) -> None:
-            if ev["kind"] == "start":
-                bar.update(task, total=ev["total"], completed=ev["done"])
-            elif ev["kind"] == "step":
-                info_s = f"ep {ev['epoch']} loss {ev['loss']:.3f} acc {100 * ev['acc']:.1f}%"
-                bar.update(task, advance=1, info=info_s)
 
-        card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=progress)
-    acc = card.clean_acc
+def _train_progress(bar: Progress, label: str = "train"):
+    task = bar.add_task(label, total=None, info="")
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start":
+            bar.update(task, total=ev["total"], completed=ev["done"])
+        elif ev["kind"] == "step":
+            info_s = f"ep {ev['epoch']} loss {ev['loss']:.3f} acc {100 * ev['acc']:.1f}%"
+            bar.update(task, advance=1, info=info_s)
+
+    return progress
+
+
+def _print_saved(card, zoo: Path) -> None:
+    acc = card.clean_acc or 0.0
     console.print(f"[green]saved[/] {card.id} -> {zoo}/{card.id}.safetensors  clean acc "
                   f"{100 * acc:.2f}% on {card.metrics['n_test']} test images  sha256 {card.sha256[:12]}")
 
@@ -186,6 +185,39 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
         raise RobenchError(f"no zoo entries in {str(zoo)!r}")
     if not all(ok for _, ok, _ in results):
         raise RobenchError(f"{sum(not ok for _, ok, _ in results)} of {len(results)} entries failed verification")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    ids: Annotated[list[str] | None, typer.Argument(help="Recipe ids (default: all).")] = None,
+    recipes: Annotated[Path, typer.Option(help="Recipes file.")] = Path("zoo/recipes.toml"),
+    zoo: ZooOpt = Path("zoo"),
+    runs: Annotated[Path, typer.Option(help="Folder for resumable run state.")] = Path("runs"),
+    data_dir: DataDirOpt = None,
+    force: Annotated[bool, typer.Option(help="Retrain entries already in the zoo.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the training commands only.")] = False,
+    device: DeviceOpt = "auto",
+):
+    """Retrain the shipped zoo (or some entries) from its recipes file; resumable."""
+    from .recipes import load_recipes, pick
+    from .train import job_from_options, run_job
+    from .zoo import entry_ids
+
+    chosen = pick(load_recipes(recipes), ids or [])
+    jobs = []
+    for r in chosen:  # check every recipe before training any
+        opts = {**r.options, "device": device, **({"data_dir": data_dir} if data_dir else {})}
+        jobs.append((r, job_from_options(opts, r.command())))
+    for r, job in jobs:
+        if dry_run:
+            console.print(r.command(), soft_wrap=True)
+            continue
+        if r.id in entry_ids(zoo) and not force:
+            console.print(f"[dim]skip[/] {r.id}: already in {zoo} (--force retrains)")
+            continue
+        with make_progress() as bar:
+            card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=_train_progress(bar, r.id))
+        _print_saved(card, zoo)
 
 
 # --------------------------------------------------------------------------------------------------- data

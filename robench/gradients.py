@@ -51,5 +51,5 @@ def grad_mode(model: nn.Module, mode: str | GradMode) -> Iterator[nn.Module]:
             n.grad_mode = mode
         yield model
     finally:
-        for n, m in zip(neurons, saved):
+        for n, m in zip(neurons, saved, strict=True):
             n.grad_mode = m

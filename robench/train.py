@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .data import DATASETS
 from .data import load as load_data
+from .eps import parse_one
 from .errors import BadSpec, IntegrityError, Interrupted, UsageError
 from .gradients import grad_mode
 from .models import SNN, ModelConfig, accuracy, build_model
@@ -370,3 +371,33 @@ def run_job(
                     metrics={"clean_acc": result.clean_acc, "n_test": result.n_test,
                              "train_seconds": round(result.seconds, 1), "history": result.history})
     return save_entry(model, card, zoo_dir, overwrite=overwrite)
+
+
+JOB_OPTIONS = {
+    "dataset", "data_dir", "arch", "neuron", "T", "width", "fc", "tau", "v_th", "recipe", "alpha", "kappa",
+    "sigma", "eps", "pgd_steps", "epochs", "lr", "batch_size", "weight_decay", "augment", "seed", "limit",
+    "ckpt_every", "id", "device",
+}
+
+
+def job_from_options(opts: dict, command: str = "") -> TrainJob:
+    """The one path from `robench train` options (CLI flags or a zoo recipe) to a checked TrainJob."""
+    unknown = set(opts) - JOB_OPTIONS
+    if unknown:
+        raise BadSpec(f"unknown training options {sorted(unknown)}; accepted: {sorted(JOB_OPTIONS)}")
+    o = dict(opts)
+    recipe = {"gn": "gaussian", "at": "fgsm-at"}.get(o.get("recipe", "clean"), o.get("recipe", "clean"))
+    info = DATASETS.get(o.get("dataset", "fashion-mnist"))
+    model_keys = ("arch", "neuron", "T", "width", "fc", "tau", "v_th")
+    mcfg = ModelConfig(**{k: o[k] for k in model_keys if o.get(k) is not None}, **info.model_kwargs())
+    tkeys = ("epochs", "lr", "batch_size", "seed", "alpha", "kappa", "pgd_steps", "limit", "weight_decay",
+             "ckpt_every")
+    tcfg = TrainConfig(
+        recipe=recipe,
+        sigma=parse_one(o.get("sigma", "8/255"), "--sigma"),
+        eps=parse_one(o.get("eps", "4/255"), "--eps"),
+        augment=info.channels == 3 if o.get("augment") is None else bool(o["augment"]),
+        **{k: o[k] for k in tkeys if o.get(k) is not None},
+    )
+    data_dir = str(o["data_dir"]) if o.get("data_dir") else None
+    return TrainJob(info.name, mcfg, tcfg, data_dir, o.get("id"), str(o.get("device", "auto")), command)
