@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -66,6 +68,17 @@ def make_progress() -> Progress:
     )
 
 
+@contextmanager
+def lazy_progress() -> Iterator[Progress]:
+    """A progress bar that appears on its first "start" event, so an early error leaves stderr one line."""
+    bar = make_progress()
+    try:
+        yield bar
+    finally:
+        if bar.live.is_started:  # stopping a bar never shown would still print an empty line
+            bar.stop()
+
+
 def _command_line() -> str:
     return "robench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -111,7 +124,7 @@ def train(
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device)
     job = job_from_options(opts, _command_line())
-    with make_progress() as bar:
+    with lazy_progress() as bar:
         card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=_train_progress(bar))
     _print_saved(card, zoo)
 
@@ -121,6 +134,7 @@ def _train_progress(bar: Progress, label: str = "train"):
 
     def progress(ev: dict) -> None:
         if ev["kind"] == "start":
+            bar.start()
             bar.update(task, total=ev["total"], completed=ev["done"])
         elif ev["kind"] == "step":
             info_s = f"ep {ev['epoch']} loss {ev['loss']:.3f} acc {100 * ev['acc']:.1f}%"
@@ -154,7 +168,8 @@ def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--f
         cols = ("id", "arch", "dataset", "neuron", "T", "width", "recipe", "alpha", "epochs", "clean_acc",
                 "sha256")
         for col in cols:
-            t.add_column(col, justify="right" if col in ("T", "width", "alpha", "epochs", "clean_acc") else "left")
+            t.add_column(col, justify="right" if col in ("T", "width", "alpha", "epochs", "clean_acc") else "left",
+                         no_wrap=col in ("id", "clean_acc"))  # never cut the id (other commands take it)
         for r in rows:
             t.add_row(*[_fmt_acc(r[k]) if k == "clean_acc" else str(r[k]) for k in cols])
         console.print(t)
@@ -215,7 +230,7 @@ def zoo_build(
         if r.id in entry_ids(zoo) and not force:
             console.print(f"[dim]skip[/] {r.id}: already in {zoo} (--force retrains)")
             continue
-        with make_progress() as bar:
+        with lazy_progress() as bar:
             card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=_train_progress(bar, r.id))
         _print_saved(card, zoo)
 

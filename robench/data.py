@@ -155,12 +155,18 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused global {module}.{name}")
 
 
-def _read_cifar_batch(path: Path) -> dict:
+def _read_cifar_batch(path: Path, label_key: str) -> dict:
+    """One batch as a dict with str keys (a batch pickled with bytes keys, b'data', reads the same)."""
     try:
         with open(path, "rb") as f:
-            return _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+            d = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
         raise IntegrityError(f"cannot read CIFAR batch {str(path)!r}: {e}") from None
+    if isinstance(d, dict):
+        d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
+    if not isinstance(d, dict) or "data" not in d or label_key not in d:
+        raise IntegrityError(f"CIFAR batch {str(path)!r} lacks the keys 'data' and {label_key!r}")
+    return d
 
 
 def _load_cifar(info: DatasetInfo, split: str, data_dir, download: bool) -> tuple[Tensor, Tensor]:
@@ -180,7 +186,7 @@ def _load_cifar(info: DatasetInfo, split: str, data_dir, download: bool) -> tupl
         names, key = (["train"] if split == "train" else ["test"]), "fine_labels"
     if not all((root / n).exists() for n in names):
         raise DataNotFound(f"{info.name} ({split}) not found in {str(base)!r}: {info.how_to_get}")
-    batches = [_read_cifar_batch(root / n) for n in names]
+    batches = [_read_cifar_batch(root / n, key) for n in names]
     x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
     y = np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
     return torch.from_numpy(x), torch.from_numpy(y)

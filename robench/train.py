@@ -271,7 +271,7 @@ def train(
                 st[2] += len(y)
                 state["step"] = step + 1
                 notify({"kind": "step", "epoch": epoch + 1, "loss": st[0] / st[2], "acc": st[1] / st[2],
-                        "mppd": float(v)})
+                        "mppd": float(v.detach())})
                 if ckpt and cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
                     _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0)
             st = state["stats"]
