@@ -61,15 +61,15 @@ DATASETS.add(
         "--data-dir DIR with train/t10k-{images-idx3,labels-idx1}-ubyte.gz",
     ),
 )
-for _name, _short, _k, _mean, _std in (
-    ("cifar10", "c10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    ("cifar100", "c100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+for _name, _short, _k, _mean, _std, _folder in (
+    ("cifar10", "c10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py"),
+    ("cifar100", "c100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar-100-python"),
 ):
     DATASETS.add(
         _name,
         DatasetInfo(
             _name, _short, 3, 32, _k, _mean, _std,
-            f"pass --data-dir DIR holding the python batches ({_name.replace('cifar', 'cifar-')}-python), "
+            f"pass --data-dir DIR holding the python batches ({_folder}), "
             "or --download when online (needs torchvision)",
         ),
     )
