@@ -91,6 +91,7 @@ def train(
     recipe: Annotated[str, typer.Option(help="clean, gaussian (gn), fgsm-at (at), pgd-at.")] = "clean",
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10, cifar100.")] = "fashion-mnist",
     data_dir: DataDirOpt = None,
+    download: Annotated[bool, typer.Option(help="Download CIFAR into --data-dir with torchvision (online).")] = False,
     T: Annotated[int, typer.Option("--T", "-T", "--timesteps", help="Time steps.")] = 4,
     width: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
     fc: Annotated[int | None, typer.Option(help="Classifier width (default: the arch's).")] = None,
@@ -122,7 +123,8 @@ def train(
     opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
                 width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device)
+                augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device,
+                download=download)
     job = job_from_options(opts, _command_line())
     with lazy_progress() as bar:
         card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=_train_progress(bar))

@@ -333,6 +333,7 @@ class TrainJob:
     entry_id: str | None = None
     device: str = "auto"
     command: str = ""
+    download: bool = False
 
 
 def default_id(dataset_short: str, cfg: ModelConfig, recipe: str, alpha: float) -> str:
@@ -361,7 +362,7 @@ def run_job(
         raise UsageError(f"zoo entry {entry_id!r} already exists in {str(zoo_dir)!r}; "
                          "pass --id NAME for a new one or --overwrite to replace it")
     device = resolve_device(job.device)
-    train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit)
+    train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit, download=job.download)
     test_set = load_data(job.dataset, "test", job.data_dir)
     seed_everything(job.train.seed)
     model = build_model(job.model)
@@ -376,7 +377,7 @@ def run_job(
 JOB_OPTIONS = {
     "dataset", "data_dir", "arch", "neuron", "T", "width", "fc", "tau", "v_th", "recipe", "alpha", "kappa",
     "sigma", "eps", "pgd_steps", "epochs", "lr", "batch_size", "weight_decay", "augment", "seed", "limit",
-    "ckpt_every", "id", "device",
+    "ckpt_every", "id", "device", "download",
 }
 
 
@@ -400,4 +401,5 @@ def job_from_options(opts: dict, command: str = "") -> TrainJob:
         **{k: o[k] for k in tkeys if o.get(k) is not None},
     )
     data_dir = str(o["data_dir"]) if o.get("data_dir") else None
-    return TrainJob(info.name, mcfg, tcfg, data_dir, o.get("id"), str(o.get("device", "auto")), command)
+    return TrainJob(info.name, mcfg, tcfg, data_dir, o.get("id"), str(o.get("device", "auto")), command,
+                    bool(o.get("download", False)))
