@@ -12,10 +12,13 @@ Examples:
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from .data import DATASETS
 from .errors import BadSpec, IntegrityError, UnknownName, UsageError
 from .models import ARCHS, SNN, ModelConfig, build_model
 from .runtime import now, versions
@@ -87,37 +91,116 @@ class Card:
 
     @classmethod
     def validate(cls, d: object, where: str = "card") -> Card:
-        """Types and allowed values of every field; unknown or missing keys are refused."""
+        """Types and allowed values of every field, of the model config and of the recipe; unknown or missing
+        keys are refused (a card written by robench always has every key)."""
         if not isinstance(d, dict):
             raise IntegrityError(f"{where}: a card must be a JSON object")
-        types = {"id": str, "arch": str, "model": dict, "dataset": str, "recipe": dict, "metrics": dict,
-                 "sha256": str, "versions": dict, "created": str, "device": str, "command": str,
-                 "notes": str, "schema": int}
         names = {f.name for f in fields(cls)}
-        unknown, missing = set(d) - names, {"id", "arch", "model", "dataset", "sha256"} - set(d)
+        unknown, missing = set(d) - names, names - set(d)
         if unknown:
             raise IntegrityError(f"{where}: unknown keys {sorted(unknown)}; accepted: {sorted(names)}")
         if missing:
             raise IntegrityError(f"{where}: missing keys {sorted(missing)}")
         for k, v in d.items():
-            if not isinstance(v, types[k]) or (types[k] is int and isinstance(v, bool)):
-                raise IntegrityError(f"{where}: {k!r} must be {types[k].__name__}, got {type(v).__name__}")
-        if d.get("schema", SCHEMA) != SCHEMA:
+            if not isinstance(v, CARD_TYPES[k]) or (CARD_TYPES[k] is int and isinstance(v, bool)):
+                raise IntegrityError(f"{where}: {k!r} must be {CARD_TYPES[k].__name__}, got {type(v).__name__}")
+        if d["schema"] != SCHEMA:
             raise IntegrityError(f"{where}: schema {d['schema']}; this robench reads schema {SCHEMA}")
-        if not ID_RE.match(d["id"]):
-            raise IntegrityError(f"{where}: id {d['id']!r} is not a valid zoo id")
-        if not re.fullmatch(r"[0-9a-f]{64}", d["sha256"]):
-            raise IntegrityError(f"{where}: sha256 must be 64 hex digits")
-        if d["arch"] not in ARCHS:
-            raise IntegrityError(f"{where}: unknown arch {d['arch']!r}; known: {', '.join(ARCHS.names())}")
-        if d["model"].get("arch") != d["arch"]:
-            raise IntegrityError(f"{where}: model config is for arch {d['model'].get('arch')!r}, "
-                                 f"card says {d['arch']!r}")
-        try:
-            ModelConfig.from_dict(d["model"])
-        except (UsageError, TypeError) as e:
-            raise IntegrityError(f"{where}: bad model config: {e}") from None
+        checks = [
+            (ID_RE.match(d["id"]), f"id {d['id']!r} is not a valid zoo id"),
+            (re.fullmatch(r"[0-9a-f]{64}", d["sha256"]), "sha256 must be 64 hex digits"),
+            (d["arch"] in ARCHS, f"unknown arch {d['arch']!r}; known: {', '.join(ARCHS.names())}"),
+            (d["dataset"] in DATASETS, f"unknown dataset {d['dataset']!r}; known: {', '.join(DATASETS.names())}"),
+            (DEVICE_RE.match(d["device"]), f"device {d['device']!r}; accepted: cpu, cuda, cuda:N, mps"),
+            (all(isinstance(k, str) and isinstance(v, str) for k, v in d["versions"].items()),
+             "versions must map names to version strings"),
+            (d["model"].get("arch") == d["arch"],
+             f"model config is for arch {d['model'].get('arch')!r}, card says {d['arch']!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise IntegrityError(f"{where}: {msg}")
+        _check_created(d["created"], where)
+        _check_model(d["model"], where)
+        _check_recipe(d["recipe"], where)
+        _check_metrics(d["metrics"], where)
         return cls(**d)
+
+
+CARD_TYPES = {"id": str, "arch": str, "model": dict, "dataset": str, "recipe": dict, "metrics": dict, "sha256": str,
+              "versions": dict, "created": str, "device": str, "command": str, "notes": str, "schema": int}
+DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:[0-9]+)?)$")
+_JSON_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple[float, ...]": list}
+
+
+def check_fields(d: dict, cls: type, where: str, require_all: bool = False) -> None:
+    """Keys of ``d`` are fields of dataclass ``cls`` and each value has the field's JSON type."""
+    known = {f.name: str(f.type) for f in fields(cls)}
+    unknown, missing = set(d) - set(known), (set(known) - set(d)) if require_all else set()
+    if unknown or missing:
+        bad = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
+        raise IntegrityError(f"{where}: {bad}; accepted: {sorted(known)}")
+    for k, v in d.items():
+        tname = known[k]
+        base = tname.removesuffix(" | None")
+        if v is None and base != tname:
+            continue
+        ok = isinstance(v, _JSON_TYPES[base]) and (base == "bool" or not isinstance(v, bool))
+        if ok and base.startswith("tuple"):
+            ok = all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)
+        if not ok:
+            raise IntegrityError(f"{where}: {k!r} must be {tname.replace('None', 'null')}, got {v!r:.40}")
+
+
+def _check_model(model: dict, where: str) -> None:
+    check_fields(model, ModelConfig, f"{where}: model", require_all=True)
+    try:
+        ModelConfig.from_dict(model)
+    except (UsageError, TypeError) as e:
+        raise IntegrityError(f"{where}: bad model config: {e}") from None
+
+
+def _check_recipe(recipe: dict, where: str) -> None:
+    """The training options (a subset of TrainConfig's fields; an imported entry has none)."""
+    from .train import TrainConfig  # train imports zoo: import on use
+
+    check_fields(recipe, TrainConfig, f"{where}: recipe")
+    try:
+        TrainConfig(**recipe)
+    except (UsageError, TypeError) as e:
+        raise IntegrityError(f"{where}: bad recipe: {e}") from None
+
+
+METRICS = {"clean_acc": "a fraction in [0, 1] or null", "n_test": "an integer >= 0",
+           "train_seconds": "a number >= 0", "history": "a list of per-epoch {name: number} objects"}
+
+
+def _check_metrics(metrics: dict, where: str) -> None:
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise IntegrityError(f"{where}: unknown metrics {sorted(unknown)}; accepted: {sorted(METRICS)}")
+
+    def num(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    ok = {
+        "clean_acc": lambda v: v is None or (num(v) and 0 <= v <= 1),
+        "n_test": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "train_seconds": lambda v: num(v) and v >= 0,
+        "history": lambda v: isinstance(v, list) and all(
+            isinstance(e, dict) and all(isinstance(k, str) and num(x) for k, x in e.items()) for e in v),
+    }
+    for k, v in metrics.items():
+        if not ok[k](v):
+            raise IntegrityError(f"{where}: metrics {k!r} = {v!r:.40}; must be {METRICS[k]}")
+
+
+def _check_created(created: str, where: str) -> None:
+    try:
+        if created:
+            _dt.datetime.fromisoformat(created)
+    except ValueError:
+        raise IntegrityError(f"{where}: created {created!r} is not an ISO date") from None
 
 
 def validate_id(entry_id: str) -> str:
@@ -137,45 +220,83 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _write_tmp(path: Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path`` under a hidden temporary name, flushed to disk; returns that name."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def check_writable(zoo_dir: Path | str) -> None:
+    """Refuse early (before hours of training) a zoo folder that cannot be written; creates nothing."""
+    d = Path(zoo_dir)
+    base = next((p for p in (d, *d.parents) if p.exists()), Path("."))
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(base))
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise IntegrityError(f"cannot write to the zoo folder {str(d)!r}: {e.strerror or e} ({str(base)!r}); "
+                             "pass --zoo DIR with a writable folder") from None
 
 
 def save(model: nn.Module, card: Card, zoo_dir: Path | str, overwrite: bool = False) -> Card:
-    """Write weights then card (the card commits the entry); refuses to replace an entry unless asked."""
+    """Write weights and card beside their final names, then rename both: a failed write changes nothing, and
+    a crash between the two renames leaves a hash mismatch that loading refuses, never a wrong model."""
     validate_id(card.id)
     wpath, cpath = _paths(zoo_dir, card.id)
     if not overwrite and (wpath.exists() or cpath.exists()):
         raise UsageError(f"zoo entry {card.id!r} already exists in {str(zoo_dir)!r}; "
                          "pass --id NAME for a new one or --overwrite to replace it")
-    blob = st_save(_state_dict(model), metadata={"id": card.id, "format": "robench"})
+    # one metadata key: safetensors writes a metadata map in random order, and the sha256 must not vary
+    meta = json.dumps({"arch": card.arch, "format": "robench", "id": card.id}, sort_keys=True)
+    blob = st_save(_state_dict(model), metadata={"robench": meta})
     card.sha256 = hashlib.sha256(blob).hexdigest()
+    tmps: list[Path] = []
     try:
         Path(zoo_dir).mkdir(parents=True, exist_ok=True)
-        _atomic_write(wpath, blob)
-        _atomic_write(cpath, card.to_json().encode())
+        tmps = [_write_tmp(wpath, blob)]
+        tmps.append(_write_tmp(cpath, card.to_json().encode()))
+        os.replace(tmps[0], wpath)
+        os.replace(tmps[1], cpath)
     except OSError as e:
-        raise IntegrityError(f"cannot write zoo entry {card.id!r} to {str(zoo_dir)!r}: {e.strerror}") from None
+        for t in tmps:
+            t.unlink(missing_ok=True)
+        raise IntegrityError(f"cannot write zoo entry {card.id!r} to {str(zoo_dir)!r}: {e.strerror or e}") from None
     return card
 
 
 def read_card(zoo_dir: Path | str, entry_id: str) -> Card:
-    _, cpath = _paths(zoo_dir, entry_id)
+    wpath, cpath = _paths(zoo_dir, entry_id)
     if not cpath.exists():
-        raise IntegrityError(f"zoo entry {entry_id!r}: card {str(cpath)!r} is missing")
-    card = Card.from_json(cpath.read_text(), where=str(cpath))
+        hint = "; weights alone are never loaded (add them with `robench zoo import`)" if wpath.exists() else ""
+        raise IntegrityError(f"zoo entry {entry_id!r}: card {str(cpath)!r} is missing{hint}")
+    try:
+        text = cpath.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"cannot read card {str(cpath)!r}: {e}") from None
+    card = Card.from_json(text, where=str(cpath))
     if card.id != entry_id:
         raise IntegrityError(f"{str(cpath)}: card id {card.id!r} does not match its file name")
     return card
 
 
+def _header_metadata(blob: bytes) -> dict:
+    """What robench wrote into a safetensors header (empty for older files or an unreadable header)."""
+    try:
+        n = int.from_bytes(blob[:8], "little")
+        meta = json.loads(json.loads(blob[8 : 8 + n])["__metadata__"]["robench"])
+        return meta if isinstance(meta, dict) else {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
 def load_weights(zoo_dir: Path | str, card: Card) -> dict[str, torch.Tensor]:
-    """The entry's tensors, after checking the file's sha256 against the card."""
+    """The entry's tensors, after checking the file's sha256 against the card (never unpickled)."""
     wpath, _ = _paths(zoo_dir, card.id)
     if not wpath.exists():
         raise IntegrityError(f"zoo entry {card.id!r}: weights {str(wpath)!r} are missing")
@@ -184,21 +305,29 @@ def load_weights(zoo_dir: Path | str, card: Card) -> dict[str, torch.Tensor]:
     if digest != card.sha256:
         raise IntegrityError(f"zoo entry {card.id!r}: sha256 of {wpath.name} is {digest[:12]}…, card says "
                              f"{card.sha256[:12]}…; the file was changed or truncated; refusing to load")
+    arch = _header_metadata(blob).get("arch", card.arch)
+    if arch != card.arch:
+        raise IntegrityError(f"zoo entry {card.id!r}: the weights are a {arch}, the card is for {card.arch}; "
+                             "refusing to load")
     try:
         return st_load(blob)
     except (SafetensorError, Exception) as e:
         raise IntegrityError(f"zoo entry {card.id!r}: not a valid safetensors file ({e})") from None
 
 
-def model_from(card: Card, tensors: dict[str, torch.Tensor]) -> SNN:
-    model = build_model(card.model_config)
+def fit_weights(model: nn.Module, tensors: dict[str, torch.Tensor], what: str, arch: str) -> None:
+    """``load_state_dict(strict=True)``: every name and shape must match, or a one-line IntegrityError."""
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise IntegrityError(f"zoo entry {card.id!r}: weights do not fit its {card.arch} config: "
-                             f"{detail[:300]}") from None
+        raise IntegrityError(f"{what}: weights do not fit its {arch} config: {detail[:300]}") from None
+
+
+def model_from(card: Card, tensors: dict[str, torch.Tensor]) -> SNN:
+    model = build_model(card.model_config)
+    fit_weights(model, tensors, f"zoo entry {card.id!r}", card.arch)
     return model.eval()
 
 
@@ -214,8 +343,11 @@ def load(query: str, zoo_dir: Path | str, device: str | torch.device = "cpu") ->
 
 # ------------------------------------------------------------------------------------------- selection
 def entry_ids(zoo_dir: Path | str) -> list[str]:
+    """Every entry name, including weights whose card is missing (reading those says so)."""
     d = Path(zoo_dir)
-    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    return sorted({p.stem for p in d.glob("*.json")} | {p.stem for p in d.glob("*.safetensors")})
 
 
 def list_cards(zoo_dir: Path | str) -> tuple[list[Card], list[str]]:
@@ -232,6 +364,8 @@ def list_cards(zoo_dir: Path | str) -> tuple[list[Card], list[str]]:
 def select(query: str, zoo_dir: Path | str) -> list[Card]:
     """Entries matching ``query``: an exact id, an arch name (every entry of that arch), or a unique prefix."""
     ids = entry_ids(zoo_dir)
+    if not query.strip():
+        raise BadSpec(f"--model {query!r} is empty; give an id, a unique prefix or an arch")
     if not ids:
         raise UnknownName(f"--model {query!r}: the zoo {str(zoo_dir)!r} is empty or missing; "
                           "train one with `robench train` or pass --zoo DIR")
@@ -252,7 +386,7 @@ def select(query: str, zoo_dir: Path | str) -> list[Card]:
 
 def verify(zoo_dir: Path | str, query: str | None = None) -> list[tuple[str, bool, str]]:
     """Check card schema, hash and shapes of every (or the selected) entry: ``(id, ok, message)``."""
-    ids = [c.id for c in select(query, zoo_dir)] if query else entry_ids(zoo_dir)
+    ids = [c.id for c in select(query, zoo_dir)] if query is not None else entry_ids(zoo_dir)
     out = []
     for i in ids:
         try:
