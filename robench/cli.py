@@ -204,6 +204,32 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
         raise RobenchError(f"{sum(not ok for _, ok, _ in results)} of {len(results)} entries failed verification")
 
 
+@zoo_app.command("import")
+def zoo_import(
+    file: Annotated[Path, typer.Argument(help="A PyTorch state dict (.pt/.pth; tensors only) or .safetensors.")],
+    entry_id: Annotated[str, typer.Option("--id", help="Zoo id for the new entry.")],
+    arch: Annotated[str, typer.Option(help="Architecture: vgg5, vgg11, wrn16.")] = "vgg5",
+    neuron: Annotated[Neuron, typer.Option(help="lif, or stable (DLIF with learnable gains).")] = Neuron.lif,
+    dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10, cifar100.")] = "fashion-mnist",
+    T: Annotated[int, typer.Option("--T", "-T", "--timesteps", help="Time steps.")] = 4,
+    width: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
+    fc: Annotated[int | None, typer.Option(help="Classifier width (default: the arch's).")] = None,
+    tau: Annotated[float, typer.Option(help="Membrane leak.")] = 0.99,
+    v_th: Annotated[float, typer.Option("--v-th", help="Threshold.")] = 1.0,
+    zoo: ZooOpt = Path("zoo"),
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
+):
+    """Import your own weights (never runs code from the file); shapes must fit the model options exactly."""
+    from .data import DATASETS
+    from .models import ModelConfig
+    from .zoo_import import import_state_dict
+
+    opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th)
+    cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
+    card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=_command_line())
+    console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}")
+
+
 @zoo_app.command("build")
 def zoo_build(
     ids: Annotated[list[str] | None, typer.Argument(help="Recipe ids (default: all).")] = None,
@@ -286,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     except RobenchError as e:
         if debug:
             raise
-        err_console.print(f"[red]Error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]Error:[/] {' '.join(str(e).split())}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -308,6 +334,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err_console.print(f"[red]Error:[/] {e.strerror or e}: {e.filename or ''}", highlight=False)
+        sys.exit(1)
+    except Exception as e:  # a failure nobody foresaw (a bug, memory): still one line; --debug shows where
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        err_console.print(f"[red]Error:[/] unexpected {type(e).__name__}: {first} (rerun with --debug for the "
+                          "traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -14,10 +14,13 @@ from .errors import BadSpec
 ACCEPTED = "a number in [0, 1] such as 8/255 or 0.031, a list a,b,c, or a range start:stop:step"
 _NUM = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+))?\s*$")
 MAX_VALUES = 1000
+MAX_CHARS = 40  # per value
 
 
 def _one(text: str, what: str) -> tuple[float, Fraction | None]:
     """One value: (float, exact fraction when given as k/n with integers)."""
+    if len(text.strip()) > MAX_CHARS:  # also keeps int() below its digit limit
+        raise BadSpec(f"{what} {text.strip()[:MAX_CHARS]!r}... is too long; accepted: {ACCEPTED}")
     m = _NUM.match(text)
     if not m and text.strip().startswith("-") and _NUM.match(text.strip()[1:]):
         raise BadSpec(f"{what} {text.strip()!r} is negative; accepted: {ACCEPTED}")
@@ -90,14 +93,16 @@ def _range(part: str, what: str) -> list[tuple[float, str]]:
         raise BadSpec(f"{what} {part.strip()!r}: the step must be > 0; accepted: {ACCEPTED}")
     if b[0] < a[0]:
         raise BadSpec(f"{what} {part.strip()!r}: stop is below start; accepted: {ACCEPTED}")
-    n = math.floor((b[0] - a[0]) / c[0] + 1e-9) + 1
+    span = (b[0] - a[0]) / c[0]  # inf for a tiny step
+    n = math.floor(span + 1e-9) + 1 if span < MAX_VALUES else MAX_VALUES + 1
     if n > MAX_VALUES:
-        raise BadSpec(f"{what} {part.strip()!r} gives {n} values; at most {MAX_VALUES}")
+        raise BadSpec(f"{what} {part.strip()!r} gives more than {MAX_VALUES} values; at most {MAX_VALUES}")
     if all(x[1] is not None for x in (a, b, c)):  # exact arithmetic keeps k/255 strings exact
-        fr = [a[1] + i * c[1] for i in range(n)]
-        den = max(x[1].denominator for x in (a, b, c))
+        fr = [a[1] + i * c[1] for i in range(math.floor((b[1] - a[1]) / c[1]) + 1)]
+        den = max(int(_NUM.match(p).group(2) or 1) for p in part.split(":"))  # as typed: 3/255, not 1/85
         return [(float(f), format_eps(float(f), f, den)) for f in fr]
-    return [(a[0] + i * c[0], f"{a[0] + i * c[0]:.6g}") for i in range(n)]
+    values = [min(a[0] + i * c[0], b[0]) for i in range(n)]  # the 1e-9 above must not step past stop
+    return [(v, f"{v:.6g}") for v in values]
 
 
 def parse_one(text: str | float, what: str) -> float:

@@ -30,7 +30,7 @@ from .gradients import grad_mode
 from .models import SNN, ModelConfig, accuracy, build_model
 from .registry import Registry
 from .runtime import resolve_device, seed_everything
-from .zoo import Card, validate_id
+from .zoo import Card, check_writable, validate_id
 from .zoo import _paths as _zoo_paths
 from .zoo import save as save_entry
 
@@ -78,7 +78,7 @@ class TrainConfig:
             (_fin(self.momentum) and 0 <= self.momentum < 1, f"--momentum {self.momentum}; in [0, 1)"),
             (_fin(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay}; >= 0"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size}; must be >= 1"),
-            (self.seed >= 0, f"--seed {self.seed}; must be >= 0"),
+            (0 <= self.seed < 2**32, f"--seed {self.seed}; must be in 0..{2**32 - 1}"),  # seeds * 1e6 fit 64 bits
             (_fin(self.alpha) and self.alpha >= 0, f"--alpha {self.alpha}; must be >= 0"),
             (_fin(self.kappa) and 0 <= self.kappa <= 1, f"--kappa {self.kappa}; must be in [0, 1]"),
             (_fin(self.sigma) and self.sigma >= 0, f"--sigma {self.sigma}; must be >= 0"),
@@ -364,6 +364,7 @@ def run_job(
     device = resolve_device(job.device)
     train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit, download=job.download)
     test_set = load_data(job.dataset, "test", job.data_dir)
+    check_writable(zoo_dir)  # before training, not after it
     seed_everything(job.train.seed)
     model = build_model(job.model)
     result = train(model, job.train, train_set, test_set, device, runs_dir / entry_id, resume, progress)
