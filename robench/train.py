@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -307,9 +308,11 @@ def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float)
 def _load_state(path: Path, cfg: TrainConfig, model, opt, sched) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise IntegrityError(f"cannot resume from {str(path)!r}: {e}") from None
-    if blob.get("config") != cfg.to_dict():
+    except Exception as e:  # a truncated or foreign file, or a pickle that needs more than tensors
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        why = f"refused: it needs {m.group(1)}; nothing in it was run" if m else str(e).strip().split("\n")[0][:200]
+        raise IntegrityError(f"cannot resume from {str(path)!r}: {why}") from None
+    if not isinstance(blob, dict) or blob.get("config") != cfg.to_dict():
         raise BadSpec(f"--resume: the run in {str(path.parent)!r} used other options; rerun them or drop --resume")
     model.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])

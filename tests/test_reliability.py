@@ -217,3 +217,16 @@ def test_debug_prints_a_traceback_from_the_real_command(tmp_path):
     code, out, err = _finish(_robench(["--debug", "zoo", "show", "nothing", "--zoo", str(tmp_path / "zoo")],
                                       tmp_path))
     assert code == 1 and "Traceback (most recent call last)" in err and "UnknownName" in err
+
+
+def test_importing_into_an_unwritable_zoo_is_one_line(tmp_path, unwritable, capsys):
+    from robench.data import DATASETS
+    from robench.models import ModelConfig, build_model
+
+    f = tmp_path / "mine.pt"
+    cfg = ModelConfig(arch="vgg5", T=2, width=0.125, fc=16, **DATASETS.get("fashion-mnist").model_kwargs())
+    torch.save(build_model(cfg).state_dict(), f)
+    code, out, err = _run_main(capsys, ["zoo", "import", str(f), "--id", "mine", "-T", "2", "--width", "0.125",
+                                        "--fc", "16", "--zoo", str(unwritable)])
+    assert code == 1 and out == ""
+    assert f"cannot write zoo entry 'mine' to '{unwritable}'" in _one_error_line(err)

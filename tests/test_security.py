@@ -279,3 +279,18 @@ def test_a_damaged_entry_is_refused_with_its_reason(tmp_path, capsys, fm_model, 
     code, out, err = _run(capsys, ["zoo", "verify", "--zoo", str(zoo)])
     assert code == 1 and "FAIL" in out and message in " ".join(out.split())
     assert "failed verification" in _one_line(err)
+
+
+def test_a_crafted_resume_state_is_refused_and_never_runs(tmp_path, capsys):
+    from fmnist_files import write_fmnist
+
+    marker, runs = tmp_path / "pwned", tmp_path / "runs"
+    (runs / "tiny").mkdir(parents=True)
+    torch.save({"config": {}, "model": WritesAFile(marker)}, runs / "tiny" / "state.pt")
+    code, out, err = _run(capsys, ["train", *FM_OPTS, "--limit", "16", "--batch-size", "16", "--device", "cpu",
+                                   "--data-dir", str(write_fmnist(tmp_path / "fm")), "--id", "tiny",
+                                   "--zoo", str(tmp_path / "zoo"), "--runs", str(runs), "--resume"])
+    line = _one_line(err)
+    assert code == 1 and "cannot resume from" in line and "refused: it needs" in line
+    assert "nothing in it was run" in line
+    assert not marker.exists() and not (tmp_path / "zoo" / "tiny.json").exists()
