@@ -33,13 +33,14 @@ import torch
 import robench.train as t
 
 where, at = os.environ["KILL_WHERE"], int(os.environ["KILL_AT"])
+sig = signal.SIGINT if os.environ.get("KILL_SIGNAL") == "INT" else signal.SIGKILL
 calls = {"step": 0, "save": 0}
 loss, save = t.robust_loss, torch.save
 
 def step(*a, **k):  # the training step number `at` (1-based) never finishes
     calls["step"] += 1
     if where == "step" and calls["step"] == at:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), sig)  # SIGINT: what Ctrl-C sends
     return loss(*a, **k)
 
 def half_save(obj, f, *a, **k):  # checkpoint number `at` dies half written
@@ -57,9 +58,9 @@ main(sys.argv[1:])
 """
 
 
-def _robench(args: list[str], cwd: Path, kill: tuple[str, int] | None = None) -> subprocess.Popen:
+def _robench(args: list[str], cwd: Path, kill: tuple | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-c", DRIVER, *args] if kill else [sys.executable, "-m", "robench", *args]
-    env = {**ENV, "KILL_WHERE": kill[0], "KILL_AT": str(kill[1])} if kill else ENV
+    env = {**ENV, "KILL_WHERE": kill[0], "KILL_AT": str(kill[1]), "KILL_SIGNAL": kill[2]} if kill else ENV
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -83,8 +84,10 @@ def fmnist(tmp_path_factory) -> Path:
 
 # Kill points: step 7 is epoch 2's third step, one step after the checkpoint at its step 2 (that step is lost
 # and redone); save 3 is the end-of-epoch-1 checkpoint dying half written, so resume starts from save 2 (epoch 1
-# with all its steps done, the epoch not yet closed).
-KILLS = {"mid-epoch": (("step", 7), (1, 2)), "mid-checkpoint-write": (("save", 3), (0, 4))}
+# with all its steps done, the epoch not yet closed). Ctrl-C (SIGINT) at step 7 stops cleanly: exit 130 and one
+# line saying how to resume, the state on disk that of step 6.
+KILLS = {"mid-epoch": (("step", 7, "KILL"), (1, 2)), "mid-checkpoint-write": (("save", 3, "KILL"), (0, 4)),
+         "ctrl-c": (("step", 7, "INT"), (1, 2))}
 
 
 def test_sigkilled_training_resumes_to_the_same_weights(tmp_path, fmnist):
@@ -95,11 +98,18 @@ def test_sigkilled_training_resumes_to_the_same_weights(tmp_path, fmnist):
     resumed = {}
     for name, p in killed.items():
         code, _, err = _finish(p)
-        assert code == -signal.SIGKILL, err
+        if name == "ctrl-c":
+            assert code == 130 and "Traceback" not in err
+            assert err.splitlines()[-1] == f"Error: training interrupted at epoch 2; resume with --resume (state in "\
+                                           f"{name}/runs/tiny)"
+        else:
+            assert code == -signal.SIGKILL, err
         state = tmp_path / name / "runs" / "tiny" / "state.pt"
         assert state.exists() and not (tmp_path / name / "zoo").exists()  # killed before the end: no entry
         saved = torch.load(state, weights_only=True)
         assert (saved["epoch"], saved["step"]) == KILLS[name][1]
+        if name == "ctrl-c":
+            continue  # the same state as mid-epoch's, whose resume is checked: one process less
         resumed[name] = _robench([*opts, "--zoo", f"{name}/zoo", "--runs", f"{name}/runs", "--resume"], tmp_path)
     code, _, err = _finish(ref)
     assert code == 0, err
@@ -211,8 +221,8 @@ def test_unexpected_failures_are_one_line_and_debug_shows_the_traceback(tmp_path
         main(["--debug", "zoo", "list", "--zoo", str(tmp_path)])
 
 
-def test_debug_prints_a_traceback_from_the_real_command(tmp_path):
-    code, out, err = _finish(_robench(["zoo", "show", "nothing", "--zoo", str(tmp_path / "zoo")], tmp_path))
+def test_debug_prints_a_traceback_from_the_real_command(tmp_path, capsys):
+    code, out, err = _run_main(capsys, ["zoo", "show", "nothing", "--zoo", str(tmp_path / "zoo")])
     assert code == 2 and _one_error_line(err).startswith("Error: --model 'nothing'")
     code, out, err = _finish(_robench(["--debug", "zoo", "show", "nothing", "--zoo", str(tmp_path / "zoo")],
                                       tmp_path))
