@@ -34,7 +34,7 @@ from .models import ARCHS, SNN, ModelConfig, build_model
 from .runtime import now, versions
 
 SCHEMA = 1
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+ID_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,79}\Z")  # \Z: "$" would let a final newline in
 
 
 @dataclass

@@ -223,3 +223,16 @@ def test_zoo_list_and_data_info_on_random_folders(place, monkeypatch, folder):
         assert code in (0, 1, 2)
         if code:
             _one_error(code, out, err)
+
+
+@FAST
+@given(st.one_of(ARG, st.from_regex(r"\A[a-z0-9][a-z0-9._-]{0,90}\Z")))
+@example("mine\n")  # a final newline once passed the id check and would have named files "mine\n.json"
+def test_zoo_import_ids(place, entry_id):
+    from robench.zoo import ID_RE
+
+    zoo = place / "id-zoo"
+    code, out, err = _cli(["zoo", "import", str(place / "empty.pt"), "--id", entry_id, "--zoo", str(zoo)])
+    line = _one_error(code, out, err)
+    assert code == (1 if ID_RE.match(entry_id) else 2), line
+    assert not zoo.exists()
