@@ -129,7 +129,7 @@ class Card:
 
 CARD_TYPES = {"id": str, "arch": str, "model": dict, "dataset": str, "recipe": dict, "metrics": dict, "sha256": str,
               "versions": dict, "created": str, "device": str, "command": str, "notes": str, "schema": int}
-DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:[0-9]+)?)$")
+DEVICE_RE = re.compile(r"\A(cpu|mps|cuda(:[0-9]+)?)\Z")
 _JSON_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple[float, ...]": list}
 
 
