@@ -8,13 +8,18 @@ shape. Per element, for t = 1..T, starting from rest (u = 0) on every call::
     fire:    s[t] = H(h[t] - v_th)                      (H(0) = 1: a spike when h >= v_th)
     reset:   u[t] = h[t] * (1 - s[t])                   (hard reset to 0)
 
-Two engines compute the same thing: ``fused`` (one autograd function over all T steps, saving only the
-pre-spike membrane ``h`` for BPTT or the mean current for the rate gradient) and ``reference`` (a plain
-per-step loop under autograd, kept as the executable specification the tests compare against).
+Two engines compute the same thing: ``fused`` (one autograd function over all T steps, in place on
+preallocated buffers, saving only the pre-spike membrane ``h`` for BPTT or the rate slope of the mean
+current for the rate gradient, and no autograd at all when no gradient is needed) and ``reference`` (a plain
+per-step loop under autograd, kept as the executable specification the tests compare against). The fused
+forward is bit-identical to the reference; ``set_compile(True)`` (or ROBENCH_COMPILE=1) swaps in
+``torch.compile``d kernels, off by default.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from enum import Enum
 
 import torch
@@ -81,62 +86,163 @@ def rate_slope(ibar: Tensor, tau: float, v_th: float = 1.0, gamma: float = 0.2) 
 
 
 # -------------------------------------------------------------------------------------------- engines
-def _forward_loop(current: Tensor, tau: float, v_th: float) -> tuple[Tensor, Tensor]:
-    """Exact forward over T steps without autograd. Returns (spikes, pre-spike membrane h), both [T, ...]."""
-    spikes = torch.empty_like(current)
-    h_all = torch.empty_like(current)
+# The fused engine works in place on preallocated [T, ...] buffers with one scratch tensor per step; every
+# op is a plain torch op, so the same code runs on CPU and CUDA. The forward is bit-identical to the
+# reference: ``addcmul(I, h, keep, value=tau)`` computes ``(tau * h) * keep + I`` and ``keep`` is 0 or 1,
+# exactly the reference's ``tau * (h * (1 - s)) + I``.
+def _forward_loop(current: Tensor, tau: float, v_th: float, keep_h: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Exact forward over T steps without autograd.
+
+    Shape: ``current`` ``[T, ...]`` (any strides, e.g. expanded over T). Returns spikes ``[T, ...]`` in {0, 1}
+    and, when ``keep_h``, the pre-spike membrane ``h`` ``[T, ...]`` (else None; two step buffers are reused).
+    """
+    T, shape = current.shape[0], current.shape[1:]
+    opts = dict(dtype=current.dtype, device=current.device)
+    spikes = torch.empty(current.shape, **opts)
+    h_all = torch.empty(current.shape if keep_h else (min(T, 2), *shape), **opts)
+    keep = torch.empty(shape, **opts)  # 1 - s[t-1]: the hard-reset mask of the previous step
+    h_prev = h_all[0]
+    for t in range(T):
+        h = h_all[t] if keep_h else h_all[t % 2]
+        if t == 0:
+            h.copy_(current[0])  # u = 0 at rest: h[1] = I[1]
+        else:
+            torch.addcmul(current[t], h_prev, keep, value=tau, out=h)  # tau * u[t-1] + I[t]
+        torch.lt(h, v_th, out=keep)
+        torch.ge(h, v_th, out=spikes[t])
+        h_prev = h
+    return spikes, (h_all if keep_h else None)
+
+
+def _bptt_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
+    """Exact BPTT of the reference loop, reset path included, from the saved pre-spike membrane.
+
+    With ``sg = max(0, gamma - |h - v_th|) / gamma^2``, ``keep = 1 - s`` and ``g[t+1]`` the gradient w.r.t.
+    ``I[t+1]``: ``g[t] = sg * (grad_s[t] - tau * g[t+1] * h[t]) + tau * g[t+1] * keep[t]``, since
+    ``du[t]/dh[t] = keep[t] - h[t] * sg[t]`` and ``dh[t+1]/du[t] = tau``. Shape: ``[T, ...]`` in and out.
+    """
+    T = h.shape[0]
+    grad_in = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    sg, tmp, keep = (torch.empty(h.shape[1:], dtype=h.dtype, device=h.device) for _ in range(3))
+    for t in range(T - 1, -1, -1):
+        torch.sub(h[t], v_th, out=sg).abs_().neg_().add_(gamma).clamp_min_(0)
+        if gamma != 1.0:
+            sg.mul_(1.0 / (gamma * gamma))
+        if t == T - 1:
+            torch.mul(grad_s[t], sg, out=grad_in[t])
+            continue
+        torch.addcmul(grad_s[t], grad_in[t + 1], h[t], value=-tau, out=tmp)
+        torch.lt(h[t], v_th, out=keep)
+        torch.mul(sg, tmp, out=grad_in[t]).addcmul_(grad_in[t + 1], keep, value=tau)
+    return grad_in
+
+
+# Optional torch.compile path (off by default, never required): the same math written functionally, which
+# inductor fuses into one kernel per layer that reads each input once. Turn on with ``set_compile(True)`` or
+# the environment variable ROBENCH_COMPILE=1; the first call per layer shape pays the compile time.
+def _forward_fn(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tuple[Tensor, Tensor | None]:
+    """Functional twin of ``_forward_loop`` (same values, bit for bit): what ``torch.compile`` fuses."""
+    hs, ss = [], []
     u = torch.zeros_like(current[0])
     for t in range(current.shape[0]):
-        h = torch.add(current[t], u, alpha=tau) if tau != 0 else current[t].clone()
-        h_all[t] = h
-        s = h >= v_th
-        spikes[t] = s
-        u = h.masked_fill_(s, 0.0)  # hard reset; h is stored above, so it may be overwritten in place
-    return spikes, h_all
+        h = tau * u + current[t]
+        s = (h >= v_th).to(current.dtype)
+        u = h * (h < v_th).to(current.dtype)
+        hs.append(h)
+        ss.append(s)
+    return torch.stack(ss), (torch.stack(hs) if keep_h else None)
+
+
+def _bptt_backward_fn(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
+    """Functional twin of ``_bptt_backward``: what ``torch.compile`` fuses."""
+    out: list[Tensor] = []
+    g_next: Tensor | None = None
+    for t in range(h.shape[0] - 1, -1, -1):
+        sg = (gamma - (h[t] - v_th).abs()).clamp_min(0) / (gamma * gamma)
+        g = grad_s[t] * sg
+        if g_next is not None:
+            g = g + tau * g_next * ((h[t] < v_th).to(h.dtype) - h[t] * sg)
+        out.append(g)
+        g_next = g
+    return torch.stack(out[::-1])
+
+
+_KERNELS: dict[str, Callable] = {}
+
+
+def set_compile(on: bool = True) -> None:
+    """Use ``torch.compile``d kernels in the fused engine (``on``) or the eager in-place ones (default)."""
+    _KERNELS.clear()
+    if on:
+        _KERNELS["forward"] = torch.compile(_forward_fn, dynamic=True)
+        _KERNELS["backward"] = torch.compile(_bptt_backward_fn, dynamic=True)
+
+
+def compile_enabled() -> bool:
+    return bool(_KERNELS)
+
+
+def _run_forward(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tuple[Tensor, Tensor | None]:
+    return _KERNELS.get("forward", _forward_loop)(current, tau, v_th, keep_h)
+
+
+def _run_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
+    return _KERNELS.get("backward", _bptt_backward)(h, grad_s, tau, v_th, gamma)
 
 
 class _FusedBPTT(torch.autograd.Function):
-    """All T steps in one function; backward is the exact BPTT of the reference loop (reset path included)."""
+    """All T steps in one function; saves only the pre-spike membrane ``h`` (in the input's dtype)."""
 
     @staticmethod
     def forward(ctx, current: Tensor, tau: float, v_th: float, gamma: float):  # type: ignore[override]
-        spikes, h = _forward_loop(current, tau, v_th)
+        spikes, h = _run_forward(current, tau, v_th, True)
         ctx.save_for_backward(h)
         ctx.cfg = (tau, v_th, gamma)
         ctx.mark_non_differentiable(h)
+        ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for the membrane output
         return spikes, h
 
     @staticmethod
-    def backward(ctx, grad_s: Tensor, _grad_h: Tensor | None):  # type: ignore[override]
+    def backward(ctx, grad_s: Tensor | None, _grad_h: Tensor | None):  # type: ignore[override]
+        if grad_s is None:
+            return None, None, None, None
         (h,) = ctx.saved_tensors
-        tau, v_th, gamma = ctx.cfg
-        grad_in = torch.empty_like(h)
-        grad_u = torch.zeros_like(h[0])  # dL/du[t] flowing back from step t+1
-        for t in range(h.shape[0] - 1, -1, -1):
-            x = h[t] - v_th
-            sg = (gamma - x.abs()).clamp_min_(0).div_(gamma * gamma)  # surrogate dH/dh
-            not_fired = (x < 0).to(h.dtype)
-            # u = h * (1 - s): du/dh = (1 - s) - h * sg ; s: ds/dh = sg
-            g = grad_u * (not_fired - h[t] * sg) + grad_s[t] * sg
-            grad_in[t] = g
-            grad_u = g * tau
-        return grad_in, None, None, None
+        return _run_backward(h, grad_s, *ctx.cfg), None, None, None
 
 
 class _FusedRate(torch.autograd.Function):
-    """Exact forward; backward multiplies the gradient at every step by the rate slope of the mean current."""
+    """Exact forward; backward multiplies the gradient at every step by the rate slope of the mean current.
+
+    Saves only the slope ``[...]`` (T times smaller than the input); ``h`` is returned only when asked for.
+    """
 
     @staticmethod
-    def forward(ctx, current: Tensor, tau: float, v_th: float, gamma: float):  # type: ignore[override]
-        spikes, h = _forward_loop(current, tau, v_th)
+    def forward(ctx, current: Tensor, tau: float, v_th: float, keep_h: bool):  # type: ignore[override]
+        spikes, h = _run_forward(current, tau, v_th, keep_h)
         ctx.save_for_backward(rate_slope(current.mean(0), tau, v_th))
+        if h is None:
+            return spikes
         ctx.mark_non_differentiable(h)
+        ctx.set_materialize_grads(False)
         return spikes, h
 
     @staticmethod
-    def backward(ctx, grad_s: Tensor, _grad_h: Tensor | None):  # type: ignore[override]
+    def backward(ctx, grad_s: Tensor | None, *_grad_h: Tensor | None):  # type: ignore[override]
+        if grad_s is None:
+            return None, None, None, None
         (slope,) = ctx.saved_tensors
         return grad_s * slope, None, None, None
+
+
+def _fused(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor | None]:
+    """The fused engine: skip autograd entirely when no gradient is needed (inference, clean predictions)."""
+    tau, v_th, keep_h = neuron.tau, neuron.v_th, neuron.record
+    if not (torch.is_grad_enabled() and current.requires_grad):
+        return _run_forward(current, tau, v_th, keep_h)
+    if neuron.grad_mode == GradMode.rate:
+        out = _FusedRate.apply(current, tau, v_th, keep_h)
+        return out if keep_h else (out, None)
+    return _FusedBPTT.apply(current, tau, v_th, neuron.surrogate.gamma)
 
 
 def _reference(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor]:
@@ -211,11 +317,7 @@ class SpikingNeuron(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         current = self.input_current(x)
-        if self.engine == "reference":
-            spikes, h = _reference(current, self)
-        else:
-            fn = _FusedRate if self.grad_mode == GradMode.rate else _FusedBPTT
-            spikes, h = fn.apply(current, self.tau, self.v_th, self.surrogate.gamma)
+        spikes, h = (_reference if self.engine == "reference" else _fused)(current, self)
         if self.record:
             self.recorded, self.last_membrane = current, h
         return spikes
@@ -236,3 +338,7 @@ def set_engine(model: nn.Module, engine: str) -> None:
         raise BadSpec(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
     for n in spiking_neurons(model):
         n.engine = engine
+
+
+if os.environ.get("ROBENCH_COMPILE", "") == "1":
+    set_compile(True)
