@@ -151,6 +151,157 @@ def _print_saved(card, zoo: Path) -> None:
                   f"{100 * acc:.2f}% on {card.metrics['n_test']} test images  sha256 {card.sha256[:12]}")
 
 
+# ------------------------------------------------------------------------------------------------- attack
+class Grad(str, Enum):
+    bptt = "bptt"
+    rate = "rate"
+    both = "both"
+
+
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
+
+
+@app.command()
+def attack(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Zoo id, unique prefix, or arch (then every "
+                                             "entry of that arch, side by side); repeatable.")],
+    attacks: Annotated[list[str] | None, typer.Option(
+        "--attack", "-a", help="fgsm, pgd, bim, apgd-ce, apgd-dlr, autoattack, gaussian; repeatable or a,b "
+        "(default fgsm,pgd).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
+                                              "noise.")] = None,
+    eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
+                                            "(default 8/255, or the suite's own). For gaussian: sigma.")] = None,
+    grad: Annotated[Grad, typer.Option(help="Input-gradient mode; both also records the per-sample worst "
+                                       "case.")] = Grad.both,
+    n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim, apgd-* (default 10; apgd 100).")] = None,
+    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim (default 2/255).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, apgd-* (default 1).")] = None,
+    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd (default on).")] = None,
+    aa_version: Annotated[str | None, typer.Option(help="autoattack version: standard, rand, or custom "
+                                                   "(APGD-CE + APGD-T with --steps).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's; its test split, or the "
+                                                "shipped subset when missing).")] = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    name: Annotated[str, typer.Option(help="Results file name in --out (NAME.csv).")] = "results",
+    force: Annotated[bool, typer.Option(help="Rerun cells already in the results (their rows are replaced).")] = False,
+    zoo: ZooOpt = Path("zoo"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells."""
+    import re
+
+    from .attacks import specs_from
+    from .eps import parse_one
+    from .errors import BadSpec
+    from .evaluate import evaluate, load_data, load_targets, parse_grads
+    from .results import ResultsStore
+    from .runtime import resolve_device
+    from .zoo import select
+
+    specs = specs_from(attacks, suite, eps, steps=steps, restarts=restarts, random_start=random_start,
+                       version=aa_version, step_size=parse_one(step_size, "--step-size") if step_size else None)
+    grads = parse_grads(grad.value)
+    if n < 1:
+        raise BadSpec(f"--n {n}; must be an integer >= 1")
+    bs = _batch_size(batch_size)
+    if not re.fullmatch(NAME_RE, name):
+        raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
+    dev = resolve_device(device)
+    cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
+    store = ResultsStore(out / f"{name}.csv")
+    store.check_writable()  # a results file that is not ours is refused before any work
+    targets = load_targets(cards, zoo, dataset)
+    data = {}
+    for ds in dict.fromkeys(t.dataset for t in targets):
+        data[ds], note = load_data(ds, data_dir, n)
+        if note:
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    with lazy_progress() as bar:
+        ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar), force=force, seed=seed,
+                      batch_size=bs, device=dev)
+    _print_results(ev, store)
+
+
+def _batch_size(text: str) -> int | None:
+    from .errors import BadSpec
+
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise BadSpec(f"--batch-size {text!r}; accepted: an integer >= 1 or auto")
+    return int(text)
+
+
+def _attack_progress(bar: Progress):
+    task = bar.add_task("attack", total=None, info="")
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start" and ev["total"]:
+            bar.start()
+            bar.update(task, total=ev["total"], completed=0)
+        elif ev["kind"] == "cell":
+            bar.update(task, advance=1, info=f"{ev['model']} {ev['attack']} {ev['eps_str']} {ev['grad']} "
+                                             f"{100 * ev['robust_acc']:.1f}%")
+
+    return progress
+
+
+def _print_results(ev, store) -> None:
+    from .checks import check_records
+    from .report import attack_labels
+    from .results import row_key
+
+    df = ev.records
+    t = Table(title=f"robust accuracy (%) on {', '.join(df['dataset'].unique())}, n = "
+                    f"{', '.join(map(str, df['n'].unique()))}")
+    for col in ("model", "attack", "eps", "grad", "clean", "robust", "seconds", ""):
+        t.add_column(col, justify="right" if col in ("eps", "clean", "robust", "seconds") else "left")
+    labels = attack_labels(df) if len(df) else []
+    for r, label in zip(df.to_dict("records"), labels, strict=True):
+        t.add_row(r["model"], label, r["eps_str"], r["grad"], f"{100 * r['clean_acc']:.1f}",
+                  f"{100 * r['robust_acc']:.1f}", f"{r['seconds']:.1f}",
+                  "" if row_key(r) in ev.new else "[dim]cached[/]")
+    console.print(t)
+    for f in [*ev.findings, *check_records(df)]:
+        console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
+    console.print(f"{len(ev.new)} new rows -> {store.path}; {ev.skipped} cells already there (--force reruns)",
+                  highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option(help="Results folder (every CSV in it), or one results CSV.")] = Path(
+        "results"),
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("results/report"),
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only these models (id, prefix or "
+                                                    "glob); repeatable or a,b.")] = None,
+    attacks: Annotated[list[str] | None, typer.Option("--attack", "-a", help="Only these attacks.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
+) -> None:
+    """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
+    from .checks import check_records, stored_flags
+    from .errors import UsageError
+    from .report import comparison_table, select, to_markdown, write_report
+    from .results import ResultsStore, read_dir
+
+    if out.resolve() == results.resolve():
+        raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
+    df = ResultsStore(results).read() if results.is_file() else read_dir(results)
+    df = select(df, model, attacks, dataset)
+    findings = [*stored_flags(df), *check_records(df)]
+    paths = write_report(df, out, findings)
+    console.print(to_markdown(comparison_table(df)), markup=False, highlight=False, soft_wrap=True)
+    for f in findings:
+        console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------------------------------- zoo
 def _fmt_acc(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"

@@ -1,0 +1,351 @@
+"""Attacks as configured callables ``attack(x, y) -> x_adv``, built by a registry from an :class:`AttackSpec`.
+
+``fgsm``, ``pgd`` and ``bim`` come from torchattacks; ``apgd-ce``, ``apgd-dlr`` and ``autoattack`` (versions
+``standard``, ``rand`` and ``custom`` = APGD-CE + APGD-T) from pyautoattack through one adapter; ``gaussian`` is
+accuracy under clipped Gaussian noise, its ``eps`` being the noise std sigma. Every attack uses the model only
+through ``model(x)``, so a user's own attack object (e.g. ``torchattacks.MIFGSM(model, eps=8/255)``) runs the
+same way: :func:`build` passes any callable through. A budget of 0 returns ``x`` unchanged for every attack.
+
+Examples:
+    >>> spec = AttackSpec("pgd", eps=8 / 255, steps=10, step_size=2 / 255)
+    >>> x_adv = build(spec, model)(x, y)  # x: [B, C, H, W] in [0, 1], y: [B]; x_adv: same shape, in [0, 1]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+import torchattacks
+from torch import Tensor, nn
+
+from .eps import format_eps, parse_eps
+from .errors import BadSpec
+from .registry import Registry
+
+__all__ = ["ATTACKS", "AttackSpec", "SUITES", "build", "make_specs", "parse_eps", "suite"]
+
+AttackFn = Callable[[Tensor, Tensor], Tensor]
+ATTACKS: Registry[Callable[[AttackSpec, nn.Module], AttackFn]] = Registry("attack")
+# which optional parameters each attack takes, with their defaults (None: the field does not apply)
+DEFAULTS: dict[str, dict[str, object]] = {
+    "fgsm": {},
+    "pgd": {"steps": 10, "step_size": 2 / 255, "restarts": 1, "random_start": True},
+    "bim": {"steps": 10, "step_size": 2 / 255},
+    "apgd-ce": {"steps": 100, "restarts": 1},
+    "apgd-dlr": {"steps": 100, "restarts": 1},
+    "autoattack": {"version": "standard", "steps": None, "restarts": None},  # steps, restarts: custom only
+    "gaussian": {},
+}
+AA_VERSIONS = ("standard", "rand", "custom")
+GRADIENT_FREE = frozenset({"gaussian"})
+OPTIONAL = ("steps", "step_size", "restarts", "random_start", "version")
+FLAGS = {"steps": "--steps", "step_size": "--step-size", "restarts": "--restarts", "random_start": "--random-start",
+         "version": "--aa-version"}
+logging.getLogger("auto-attack").addHandler(logging.NullHandler())  # pyautoattack logs; a library prints nothing
+
+
+@dataclass
+class AttackSpec:
+    """One attack with every hyper-parameter fixed; unset optional fields take the attack's defaults.
+
+    Arguments:
+        name: a name from ``ATTACKS`` (``fgsm``, ``pgd``, ``bim``, ``apgd-ce``, ``apgd-dlr``, ``autoattack``,
+            ``gaussian``), or a label for ``attack``.
+        eps: L-inf budget in [0, 1] (for ``gaussian`` the noise std); eps_str: as given (default ``k/255``).
+        steps, step_size, restarts, random_start: iterative attacks; version: ``autoattack`` only
+            (``custom`` runs APGD-CE + APGD-T with ``steps`` and ``restarts``).
+        attack: a user's own already-built attack ``attack(x, y) -> x_adv``, used instead of the registry.
+    """
+
+    name: str
+    eps: float = 8 / 255
+    eps_str: str = ""
+    steps: int | None = None
+    step_size: float | None = None
+    restarts: int | None = None
+    random_start: bool | None = None
+    version: str | None = None
+    attack: AttackFn | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not 0 <= self.eps <= 1:
+            raise BadSpec(f"--eps {self.eps!r}; accepted: a number in [0, 1] such as 8/255")
+        self.eps = float(self.eps)
+        self.eps_str = self.eps_str or format_eps(self.eps, den=255)
+        if self.attack is not None:
+            if not callable(self.attack):
+                raise BadSpec(f"attack {self.attack!r} is not callable as attack(x, y)")
+            return
+        defaults = DEFAULTS[self.name] if self.name in ATTACKS else ATTACKS.get(self.name)  # unknown -> choices
+        for opt in OPTIONAL:
+            value = getattr(self, opt)
+            if value is None:
+                setattr(self, opt, defaults.get(opt))
+            elif opt not in defaults:
+                raise BadSpec(f"{FLAGS[opt]} does not apply to {self.name}; it applies to: {_takers(opt)}")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        checks = [
+            (self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
+             f"--steps {self.steps!r}; must be an integer >= 1"),
+            (self.step_size is None or (math.isfinite(self.step_size) and 0 < self.step_size <= 1),
+             f"--step-size {self.step_size!r}; must be in (0, 1]"),
+            (self.restarts is None or (isinstance(self.restarts, int) and self.restarts >= 1),
+             f"--restarts {self.restarts!r}; must be an integer >= 1"),
+            (self.version is None or self.version in AA_VERSIONS,
+             f"--aa-version {self.version!r}; choose from: {', '.join(AA_VERSIONS)}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise BadSpec(msg)
+        if self.name == "autoattack" and self.version == "custom":
+            self.steps = self.steps or 100
+            self.restarts = self.restarts or 1
+        elif self.name == "autoattack" and (self.steps or self.restarts):
+            raise BadSpec(f"--steps and --restarts apply to autoattack --aa-version custom only; version "
+                          f"{self.version!r} fixes every parameter")
+
+    @property
+    def gradient_free(self) -> bool:
+        return self.attack is None and self.name in GRADIENT_FREE
+
+    def params(self) -> dict:
+        """The hyper-parameters that define the attack (not eps), for the results' ``params`` column."""
+        if self.attack is not None:
+            keys = ("steps", "alpha", "decay", "random_start", "n_restarts")
+            return {"user": type(self.attack).__name__, **{k: _plain(getattr(self.attack, k)) for k in keys
+                                                           if hasattr(self.attack, k)}}
+        out = {k: getattr(self, k) for k in OPTIONAL if getattr(self, k) is not None}
+        return out if self.gradient_free else {**out, "norm": "Linf"}
+
+    def params_json(self) -> str:
+        return json.dumps(self.params(), sort_keys=True)
+
+    def at(self, eps: float, eps_str: str = "") -> AttackSpec:
+        """The same attack at another budget."""
+        return replace(self, eps=eps, eps_str=eps_str)
+
+    @classmethod
+    def of(cls, attack: AttackFn, eps: float | None = None, name: str | None = None) -> AttackSpec:
+        """Describe a user's own built attack (its ``eps`` attribute is read when not given)."""
+        eps = float(getattr(attack, "eps", 0.0)) if eps is None else eps
+        return cls(name or type(attack).__name__.lower(), eps=eps, attack=attack)
+
+
+def _takers(opt: str) -> str:
+    return ", ".join(n for n, d in DEFAULTS.items() if opt in d)
+
+
+def _plain(v: object) -> object:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+# ------------------------------------------------------------------------------------------------ build
+def build(spec: AttackSpec | AttackFn, model: nn.Module) -> AttackFn:
+    """The attack ``(x, y) -> x_adv`` for ``spec`` on ``model``; a callable that is not a spec passes through.
+
+    Shape: ``x`` ``[B, C, H, W]`` in ``[0, 1]``, ``y`` ``[B]``; ``x_adv`` the same shape, in ``[0, 1]``.
+    """
+    if not isinstance(spec, AttackSpec):
+        if not callable(spec):
+            raise BadSpec(f"attack {spec!r} is neither an AttackSpec nor callable as attack(x, y)")
+        return spec
+    if spec.eps == 0:  # attack libraries may still move points (random starts) or fail at a zero budget
+        return _unchanged
+    if spec.attack is not None:
+        return spec.attack
+    return ATTACKS.get(spec.name)(spec, model)
+
+
+def _unchanged(x: Tensor, y: Tensor) -> Tensor:
+    return x.detach().clone()
+
+
+@ATTACKS.register("fgsm")
+def _fgsm(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return torchattacks.FGSM(model, eps=spec.eps)
+
+
+@ATTACKS.register("bim")
+def _bim(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return torchattacks.BIM(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps)
+
+
+@ATTACKS.register("pgd")
+def _pgd(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                           random_start=bool(spec.random_start))
+    return atk if spec.restarts == 1 else Restarts(atk, model, spec.restarts)
+
+
+class Restarts:
+    """Run ``attack`` up to ``restarts`` times, re-attacking only the samples not yet misclassified."""
+
+    def __init__(self, attack: AttackFn, model: nn.Module, restarts: int) -> None:
+        self.attack, self.model, self.restarts = attack, model, restarts
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        adv = x.detach().clone()
+        alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(self.restarts):
+            idx = alive.nonzero().flatten()
+            if len(idx) == 0:
+                break
+            a = self.attack(x[idx], y[idx])
+            with torch.inference_mode():
+                fooled = self.model(a).argmax(1) != y[idx]
+            adv[idx] = a  # keep the last try for samples that stay robust
+            alive[idx[fooled]] = False
+        return adv
+
+
+@ATTACKS.register("gaussian")
+def _gaussian(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    sigma = spec.eps
+
+    def noise(x: Tensor, y: Tensor) -> Tensor:
+        """``clip(x + sigma * N(0, 1), 0, 1)``; drawn from torch's global generator (seeded per cell)."""
+        return (x + sigma * torch.randn_like(x)).clamp_(0, 1)
+
+    return noise
+
+
+# ----------------------------------------------------------------------------------------- pyautoattack
+class AutoAttackAdapter:
+    """pyautoattack's ``AutoAttack`` as ``attack(x, y) -> x_adv``, on the input's device and seeded.
+
+    ``attacks`` (for version ``custom``): pyautoattack names such as ``["apgd-ce"]``; ``steps`` and
+    ``restarts`` set APGD's iterations and restarts. Targeted attacks use ``min(9, K - 1)`` target classes.
+    """
+
+    MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2}  # DLR losses read the 3rd (4th) largest logit
+
+    def __init__(self, model: nn.Module, spec: AttackSpec, attacks: Sequence[str] | None = None) -> None:
+        self.model, self.spec = model, spec
+        self.attacks = list(attacks) if attacks else None
+        self.version = "custom" if attacks else spec.version
+
+    def _make(self, device: torch.device, n_classes: int):
+        import pyautoattack
+
+        s = self.spec
+        aa = pyautoattack.AutoAttack(self.model, attacks=self.attacks, device=device, eps=s.eps, norm="Linf",
+                                     seed=torch.initial_seed() % 2**31, version=self.version)
+        names = aa.attacks_to_run or []
+        for name in names:
+            if n_classes < self.MIN_CLASSES.get(name, 2):
+                raise BadSpec(f"{s.name}: {name} needs at least {self.MIN_CLASSES[name]} classes; "
+                              f"the model has {n_classes}")
+        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, n_classes - 1)
+        aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
+        if self.version == "custom":
+            for apgd in (aa.apgd, aa.apgd_targeted):
+                _set_iterations(apgd, s.steps)
+            aa.apgd.n_restarts = s.restarts
+            aa.apgd_targeted.n_restarts = s.restarts
+        return aa
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            n_classes = self.model(x[:1]).shape[1]
+        aa = self._make(x.device, n_classes)
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        return x_adv.detach()
+
+
+def _set_iterations(apgd, n: int) -> None:
+    """APGD derives its checkpoints from ``n_iter`` in its constructor; set them all together."""
+    apgd.n_iter = apgd.n_iter_orig = n
+    apgd.n_iter_2 = max(int(0.22 * n), 1)
+    apgd.n_iter_min = max(int(0.06 * n), 1)
+    apgd.size_decr = max(int(0.03 * n), 1)
+
+
+@ATTACKS.register("apgd-ce")
+def _apgd_ce(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return AutoAttackAdapter(model, spec, ["apgd-ce"])
+
+
+@ATTACKS.register("apgd-dlr")
+def _apgd_dlr(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return AutoAttackAdapter(model, spec, ["apgd-dlr"])
+
+
+@ATTACKS.register("autoattack")
+def _autoattack(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return AutoAttackAdapter(model, spec, ["apgd-ce", "apgd-t"] if spec.version == "custom" else None)
+
+
+# ---------------------------------------------------------------------------------------- suites as data
+_E8 = dict(eps=8 / 255, eps_str="8/255")
+SUITES: dict[str, list[AttackSpec]] = {
+    # PAPER.md §4: FGSM; PGD (steps, step size) = (7, 2.55/255), (10, 2/255), (20, 1/255), (40, 0.5/255);
+    # APGD-CE and APGD-DLR with 10 steps; all at eps = 8/255
+    "paper": [
+        AttackSpec("fgsm", **_E8),
+        *(AttackSpec("pgd", **_E8, steps=k, step_size=a / 255) for k, a in ((7, 2.55), (10, 2), (20, 1), (40, 0.5))),
+        AttackSpec("apgd-ce", **_E8, steps=10),
+        AttackSpec("apgd-dlr", **_E8, steps=10),
+    ],
+    "quick": [AttackSpec("fgsm", **_E8), AttackSpec("pgd", **_E8, steps=10, step_size=2 / 255)],
+    # PAPER.md §4: PGD-10 sweeps over larger budgets, step eps/4
+    "pgd-sweep": [AttackSpec("pgd", eps=k / 255, eps_str=f"{k}/255", steps=10, step_size=k / 4 / 255)
+                  for k in range(10, 101, 10)],
+    "autoattack": [AttackSpec("autoattack", **_E8, version="standard")],
+    "noise": [AttackSpec("gaussian", eps=k / 255, eps_str=f"{k}/255") for k in (4, 8, 16, 32, 64)],
+}
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+
+
+def suite(name: str) -> list[AttackSpec]:
+    if name not in SUITES:
+        raise BadSpec(f"unknown suite {name!r}; choose from: {', '.join(SUITES)}")
+    return [replace(s) for s in SUITES[name]]
+
+
+def make_specs(names: Sequence[str], eps: Sequence[tuple[float, str]], **options: object) -> list[AttackSpec]:
+    """One spec per attack name and budget. Each option given (not None) is set on the attacks that take it;
+    an option that no chosen attack takes is an error. Unknown names list the choices."""
+    for name in names:
+        ATTACKS.get(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    for opt in given:
+        if opt not in OPTIONAL:
+            raise BadSpec(f"unknown attack option {opt!r}; accepted: {', '.join(OPTIONAL)}")
+        if not any(opt in DEFAULTS[n] for n in names):
+            raise BadSpec(f"{FLAGS[opt]} applies to none of {', '.join(names)}; it applies to: {_takers(opt)}")
+    specs = []
+    for name in names:
+        kw = {k: v for k, v in given.items() if k in DEFAULTS[name]}
+        specs += [AttackSpec(name, eps=v, eps_str=s, **kw) for v, s in eps]
+    return specs
+
+
+def specs_from(names: Sequence[str] | None = None, suite_name: str | None = None, eps: str | None = None,
+               **options: object) -> list[AttackSpec]:
+    """The specs of a command line: ``names`` (repeatable or comma lists; default fgsm and pgd unless a suite is
+    given) at every budget of ``eps`` (default 8/255), plus the suite's specs (re-targeted to ``eps`` when
+    given). Options such as ``steps`` apply to named attacks only: a suite fixes every parameter."""
+    names = [n.strip() for item in names or () for n in item.split(",") if n.strip()]
+    budgets = parse_eps(eps) if eps is not None else None
+    specs: list[AttackSpec] = []
+    if suite_name is not None:
+        base = suite(suite_name)
+        if any(v is not None for v in options.values()) and not names:
+            raise BadSpec(f"--suite {suite_name} fixes every attack parameter; name attacks with --attack to set "
+                          "steps, step size, restarts or version")
+        specs += [s.at(v, t) for s in base for v, t in budgets] if budgets else base
+    elif not names:
+        names = list(DEFAULT_ATTACKS)
+    if names:
+        specs += make_specs(names, budgets or parse_eps("8/255"), **options)
+    unique: dict[tuple, AttackSpec] = {}
+    for s in specs:
+        unique.setdefault((s.name, s.params_json(), s.eps), s)
+    return list(unique.values())

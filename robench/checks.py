@@ -1,0 +1,189 @@
+"""Sanity checks as pure functions returning findings: how users spot gradient masking and broken evaluations.
+
+Record checks read a results table (see :mod:`robench.results`) and need only pandas:
+
+- ``eps0-not-clean``: at eps = 0 robust accuracy must equal clean accuracy;
+- ``robust-above-clean``: robust accuracy may not exceed clean accuracy;
+- ``not-monotone``: within one attack (model, parameters, grad mode), accuracy must not rise with eps;
+- ``iterative-above-fgsm``: an iterative attack (PGD, BIM, APGD, AutoAttack) must do at least as well as FGSM at
+  the same eps;
+- ``grad-gap``: the rate and BPTT gradients give robust accuracies further apart than a threshold (10 pt): the
+  weaker mode overstates robustness, a sign of gradient masking.
+
+Model checks (STYLE rule 15) take a model; they import torch only when called:
+
+- ``nondeterministic``: two evaluations of the same input differ (the stateless model contract is broken);
+- ``probabilities``: the model returns probabilities rather than logits;
+- ``zero-grad``: a large fraction of samples has an input gradient that is exactly zero in a gradient mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+ITERATIVE = frozenset({"pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack"})
+SINGLE_STEP = frozenset({"fgsm"})
+CELL = ("model", "sha256", "dataset", "n", "seed")
+SHOWN = 3  # offending cells named in a message
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A named sanity-check result: a one-line message and the offending cells (dicts of column values)."""
+
+    name: str
+    message: str
+    cells: tuple[dict, ...] = field(default=(), compare=False)
+    model: str = ""
+    grads: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _where(r: dict) -> str:
+    return f"{r['model']} {r['attack']} eps={r['eps_str']} grad={r['grad']}"
+
+
+def _finding(name: str, what: str, bad: list[dict], describe) -> list[Finding]:
+    if not bad:
+        return []
+    shown = "; ".join(describe(r) for r in bad[:SHOWN])
+    more = f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return [Finding(name, f"{len(bad)} cell(s) {what}: {shown}{more}", tuple(bad))]
+
+
+# ---------------------------------------------------------------------------------------- record checks
+def eps_zero(df: pd.DataFrame) -> list[Finding]:
+    bad = df[(df["eps"] == 0) & (df["robust_acc"] != df["clean_acc"])].to_dict("records")
+    return _finding("eps0-not-clean", "at eps=0 differ from clean accuracy", bad,
+                    lambda r: f"{_where(r)} robust {_pct(r['robust_acc'])} vs clean {_pct(r['clean_acc'])}")
+
+
+def robust_le_clean(df: pd.DataFrame, tol: float = 1e-9) -> list[Finding]:
+    bad = df[df["robust_acc"] > df["clean_acc"] + tol].to_dict("records")
+    return _finding("robust-above-clean", "exceed clean accuracy", bad,
+                    lambda r: f"{_where(r)} robust {_pct(r['robust_acc'])} > clean {_pct(r['clean_acc'])}")
+
+
+def monotone_in_eps(df: pd.DataFrame, tol: float = 0.0) -> list[Finding]:
+    bad = []
+    for _, g in df.groupby([*CELL, "attack", "params", "grad"], sort=False):
+        g = g.sort_values("eps").to_dict("records")
+        bad += [dict(b, prev_eps_str=a["eps_str"], prev_acc=a["robust_acc"])
+                for a, b in zip(g, g[1:], strict=False) if b["robust_acc"] > a["robust_acc"] + tol]
+    return _finding("not-monotone", "rise with eps", bad,
+                    lambda r: f"{_where(r)} {_pct(r['robust_acc'])} > {_pct(r['prev_acc'])} at {r['prev_eps_str']}")
+
+
+def iterative_le_single_step(df: pd.DataFrame, tol: float = 0.0) -> list[Finding]:
+    bad = []
+    for _, g in df.groupby([*CELL, "grad", "eps"], sort=False):
+        single = g[g["attack"].isin(SINGLE_STEP)]["robust_acc"]
+        if single.empty:
+            continue
+        best = float(single.min())
+        bad += [dict(r, fgsm_acc=best) for r in g[g["attack"].isin(ITERATIVE)].to_dict("records")
+                if r["robust_acc"] > best + tol]
+    return _finding("iterative-above-fgsm", "of an iterative attack do worse than FGSM", bad,
+                    lambda r: f"{_where(r)} {_pct(r['robust_acc'])} > FGSM {_pct(r['fgsm_acc'])}")
+
+
+def grad_gap(df: pd.DataFrame, threshold: float = 0.10) -> list[Finding]:
+    bad = []
+    modes = df[df["grad"].isin(("bptt", "rate"))]
+    for _, g in modes.groupby([*CELL, "attack", "params", "eps"], sort=False):
+        acc = dict(zip(g["grad"], g["robust_acc"], strict=False))
+        if len(acc) == 2 and abs(acc["bptt"] - acc["rate"]) > threshold:
+            r = g.iloc[0].to_dict()
+            strong, weak = ("rate", "bptt") if acc["rate"] < acc["bptt"] else ("bptt", "rate")
+            bad.append(dict(r, grad=weak, strong=strong, gap=acc[weak] - acc[strong]))
+    return _finding("grad-gap", f"where one gradient mode is more than {100 * threshold:.0f} pt weaker", bad,
+                    lambda r: f"{r['model']} {r['attack']} eps={r['eps_str']}: {r['strong']} gradient is "
+                              f"{100 * r['gap']:.1f} pt stronger than {r['grad']}")
+
+
+def check_records(df: pd.DataFrame, gap: float = 0.10, tol: float = 0.0) -> list[Finding]:
+    """Every record check on a results table (rows as written by :mod:`robench.results`)."""
+    if df.empty:
+        return []
+    return [*eps_zero(df), *robust_le_clean(df), *monotone_in_eps(df, tol), *iterative_le_single_step(df, tol),
+            *grad_gap(df, gap)]
+
+
+def stored_flags(df: pd.DataFrame) -> list[Finding]:
+    """The model checks' findings kept in the rows' ``flags`` column: one finding per (flag, model)."""
+    out = []
+    flagged = df[df["flags"].astype(str) != ""]
+    for (flag_text, model), g in flagged.groupby(["flags", "model"], sort=True):
+        for name in str(flag_text).split(";"):
+            grads = ", ".join(sorted(set(g["grad"]) - {"worst"}))
+            out.append(Finding(name, f"{model}: stored by the evaluation (grad modes {grads}); "
+                               f"{DOC.get(name, '')}".rstrip("; "), tuple(g.to_dict("records")), model=model))
+    return list({(f.name, f.model): f for f in out}.values())
+
+
+DOC = {
+    "nondeterministic": "two evaluations of the same input differed",
+    "probabilities": "the model outputs probabilities, not logits",
+    "zero-grad": "many samples had an all-zero input gradient (gradient masking)",
+}
+
+
+# ----------------------------------------------------------------------------------------- model checks
+def eval_determinism(model, x) -> bool:
+    """True when two evaluations of ``x`` ``[B, C, H, W]`` in ``[0, 1]`` give identical logits."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        return bool(torch.equal(model(x), model(x)))
+
+
+def outputs_probabilities(model, x, tol: float = 1e-5) -> bool:
+    """True when the outputs look like probabilities (in [0, 1], rows summing to 1) instead of logits."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(x)
+    return bool(out.min() > -tol and out.max() < 1 + tol and ((out.sum(-1) - 1).abs() < tol).all())
+
+
+def zero_grad_fraction(model, x, y, mode: str) -> float:
+    """Fraction of samples whose input gradient of the cross-entropy is exactly zero in gradient ``mode``."""
+    import torch
+    import torch.nn.functional as F
+
+    from .gradients import grad_mode
+
+    model.eval()
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), grad_mode(model, mode):
+        loss = F.cross_entropy(model(x), y, reduction="sum")  # samples are independent in eval mode
+        (g,) = torch.autograd.grad(loss, x)
+    return float((g.flatten(1) == 0).all(1).float().mean())
+
+
+def model_findings(model, model_id: str, x, y, modes: Sequence[str], zero_grad: float = 0.05) -> list[Finding]:
+    """The model checks on a few samples: determinism, logits, and the zero-gradient fraction per mode."""
+    out = []
+    if not eval_determinism(model, x):
+        out.append(Finding("nondeterministic", f"{model_id}: two evaluations of the same input differ; the "
+                           "model keeps state between calls or is randomised", model=model_id))
+    if outputs_probabilities(model, x):
+        out.append(Finding("probabilities", f"{model_id}: outputs look like probabilities; attacks need logits",
+                           model=model_id))
+    for mode in modes:
+        frac = zero_grad_fraction(model, x, y, mode)
+        if frac > zero_grad:
+            out.append(Finding("zero-grad", f"{model_id}: {_pct(frac)} of {len(x)} samples have an all-zero input "
+                               f"gradient with {mode} (gradient masking: that mode's attacks are blind there)",
+                               model=model_id, grads=(mode,)))
+    return out

@@ -1,0 +1,381 @@
+"""Sweeps of model x attack x gradient mode x eps -> tidy records, skipping cells already in the store.
+
+A cell returns a per-sample vector ``correct[n]``: a sample counts as robust when it is classified correctly both
+clean and under attack (the AutoAttack convention), so only initially correct samples are attacked, and robust
+accuracy never exceeds clean accuracy. The worst case over gradient modes (``grad = worst``) is the AND of the
+modes' vectors. A gradient-free attack (``gaussian``) runs once, recorded with ``grad = none``.
+
+The evaluation path keeps work to what is needed: clean predictions are computed once per model and data under
+``torch.inference_mode``; the data is moved to the device once and every batch is gathered there; the
+parameters do not require gradients during attacks (only the input does); and the batch size is chosen
+automatically unless given (:func:`auto_batch_size`).
+
+Examples:
+    >>> correct = run_cell(model, AttackSpec("pgd", eps=8 / 255), "rate", x, y, seed=0)   # bool [N]
+    >>> ev = evaluate([Target("m", sha, model, "fashion-mnist:test")], specs, ["bptt", "rate"], data, store)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .attacks import AttackSpec, build
+from .checks import Finding, model_findings
+from .data import DATASETS
+from .data import load as load_dataset
+from .errors import BadSpec, DataNotFound, IntegrityError
+from .gradients import grad_mode, parse_grad_mode
+from .results import COLUMNS, Key, ResultsStore, row_key, to_frame
+from .runtime import now, resolve_device, seed_everything, versions
+
+GRAD_CHOICES = ("bptt", "rate", "both")
+CPU_CAP, CUDA_CAP = 256, 4096  # larger CPU batches do not run faster; the GPU cap keeps one launch modest
+CHECK_SAMPLES = 64  # samples used by the model checks
+
+
+@dataclass(frozen=True)
+class Data:
+    """Evaluation data: ``name`` (the results' dataset column, e.g. ``fashion-mnist:test``), images ``x``
+    ``[N, C, H, W]`` in ``[0, 1]`` and labels ``y`` ``[N]``."""
+
+    name: str
+    x: Tensor
+    y: Tensor
+
+
+@dataclass
+class Target:
+    """A model to evaluate, with the id and weights hash that go into its rows, and its dataset's name."""
+
+    id: str
+    sha256: str
+    model: nn.Module
+    dataset: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: a model (id, sha256) on data (dataset, n), one attack at one eps, one gradient mode, one seed."""
+
+    model: str
+    sha256: str
+    dataset: str
+    n: int
+    spec: AttackSpec
+    grad: str
+    seed: int
+
+    def stub(self) -> dict:
+        return {"model": self.model, "sha256": self.sha256, "dataset": self.dataset, "n": self.n,
+                "attack": self.spec.name, "params": self.spec.params_json(), "grad": self.grad,
+                "eps": self.spec.eps, "eps_str": self.spec.eps_str, "seed": self.seed}
+
+    @property
+    def key(self) -> Key:
+        return row_key(self.stub())
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns: the rows of every requested cell (new and already stored), how many
+    cells ran and were skipped, and the model checks' findings."""
+
+    records: pd.DataFrame
+    ran: int = 0
+    skipped: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    new: set[Key] = field(default_factory=set)
+
+
+def parse_grads(grad: str | Sequence[str]) -> list[str]:
+    """``both`` -> ``["bptt", "rate"]``; a mode or a list of modes is checked and returned as a list."""
+    items = [grad] if isinstance(grad, str) else list(grad)
+    out: list[str] = []
+    for g in items:
+        if g == "both":
+            out += ["bptt", "rate"]
+        else:
+            try:
+                out.append(parse_grad_mode(g).value)
+            except BadSpec:
+                raise BadSpec(f"--grad {g!r}; choose from: {', '.join(GRAD_CHOICES)}") from None
+    return list(dict.fromkeys(out))
+
+
+# ------------------------------------------------------------------------------------------ one cell
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Parameters need no gradient while attacking (only the input does): less memory and work."""
+    saved = [p.requires_grad for p in model.parameters()]
+    try:
+        model.requires_grad_(False)
+        yield model
+    finally:
+        for p, r in zip(model.parameters(), saved, strict=True):
+            p.requires_grad_(r)
+
+
+def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """Per-sample clean correctness ``bool [N]`` (on ``x``'s device), under ``torch.inference_mode``."""
+    model.eval()
+    with torch.inference_mode():
+        preds = [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        return (torch.cat(preds) == y) if preds else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
+             batch_size: int | None = None, device: str | torch.device | None = None,
+             clean: Tensor | None = None) -> Tensor:
+    """Per-sample robustness ``bool [N]`` (on the CPU) of ``model`` under ``spec`` with gradient mode ``grad``.
+
+    ``model`` must already be on ``device`` (default: its parameters' device); ``x`` ``[N, C, H, W]`` in
+    ``[0, 1]`` and ``y`` ``[N]`` are moved there (a no-op when they are). Torch is seeded with ``seed`` first,
+    so a cell is reproducible. ``clean``: the clean ``correct`` vector when already known.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    model.eval()
+    bs = batch_size or auto_batch_size(model, x, device)
+    clean = clean_correct(model, x, y, bs) if clean is None else clean.to(device)
+    ctx = nullcontext if grad == "none" else (lambda: grad_mode(model, grad))
+    correct = torch.zeros(len(x), dtype=torch.bool, device=device)
+    seed_everything(seed)
+    with frozen(model):
+        attack = build(spec, model)
+        todo = clean.nonzero().flatten()  # only initially correct samples are attacked
+        for i in range(0, len(todo), bs):
+            idx = todo[i : i + bs]
+            xb, yb = x[idx], y[idx]
+            with ctx():
+                x_adv = attack(xb, yb)
+            _check_adversarial(spec, xb, x_adv)
+            with torch.inference_mode():
+                ok = model(x_adv).argmax(1) == yb
+            correct[idx] = ok.clone()
+    return correct.cpu()
+
+
+def _check_adversarial(spec: AttackSpec | Callable, x: Tensor, x_adv: Tensor) -> None:
+    """An attack must return images of the input's shape in [0, 1], within its L-inf budget."""
+    name = getattr(spec, "name", type(spec).__name__)
+    if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
+        raise IntegrityError(f"attack {name} returned {type(x_adv).__name__} "
+                             f"{tuple(getattr(x_adv, 'shape', ()))}, expected a tensor {tuple(x.shape)}")
+    if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+        raise IntegrityError(f"attack {name} returned images outside [0, 1]")
+    if isinstance(spec, AttackSpec) and not spec.gradient_free:
+        dist = float((x_adv - x).abs().max()) if len(x) else 0.0
+        if dist > spec.eps + 1e-5:
+            raise IntegrityError(f"attack {name} moved images by {dist:.6g} > eps {spec.eps:.6g} ({spec.eps_str})")
+
+
+# ------------------------------------------------------------------------------------------ batch size
+def activation_bytes(model: nn.Module, x1: Tensor) -> int:
+    """Bytes of every leaf module's output for one sample ``x1`` ``[1, C, H, W]`` (T steps included)."""
+    total = 0
+
+    def hook(_m, _inp, out) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, Tensor):
+                total += t.numel() * t.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total, 1)
+
+
+def _memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 2**32
+    return int(min(avail * 0.25, 4 * 2**30))
+
+
+def auto_batch_size(model: nn.Module, x: Tensor, device: torch.device | None = None) -> int:
+    """The largest power of two whose attack step fits half the free GPU memory (a quarter of the free RAM,
+    at most 4 GiB, on the CPU), estimating 4x a sample's forward activations (saved activations, their
+    gradients, the attack's buffers); capped at 256 on the CPU, 4096 on a GPU, and at ``len(x)``."""
+    device = device or x.device
+    need = 4 * activation_bytes(model, x[:1].to(device))
+    fit = max(1, _memory_budget(device) // need)
+    bs = 1 << (int(fit).bit_length() - 1)
+    return max(1, min(bs, CUDA_CAP if device.type == "cuda" else CPU_CAP, len(x)))
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+@dataclass
+class _Group:
+    """The cells of one (model, attack spec): one per gradient mode, plus ``worst`` over several modes."""
+
+    target: Target
+    spec: AttackSpec
+    modes: list[str]
+    cells: list[Cell]
+
+
+def plan(models: Sequence[Target], specs: Sequence[AttackSpec], grads: Sequence[str],
+         data: Mapping[str, Data], seed: int) -> list[_Group]:
+    groups = []
+    for t in models:
+        d = data[t.dataset]
+        for spec in specs:
+            modes = ["none"] if spec.gradient_free else list(grads)
+            names = modes + (["worst"] if len(modes) > 1 else [])
+            cells = [Cell(t.id, t.sha256, d.name, len(d.x), spec, g, seed) for g in names]
+            groups.append(_Group(t, spec, modes, cells))
+    return groups
+
+
+def _row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: torch.device, flags: str) -> dict:
+    n = max(len(clean), 1)  # fractions in float64: exact counts / n
+    return {**cell.stub(), "params": cell.spec.params_json(), "clean_acc": int(clean.sum()) / n,
+            "robust_acc": int(correct.sum()) / n, "clean_count": int(clean.sum()),
+            "robust_count": int(correct.sum()), "seconds": round(seconds, 3), "device": str(device),
+            "versions": json.dumps(versions(), sort_keys=True), "timestamp": now(), "flags": flags}
+
+
+def _flags(findings: Sequence[Finding], grad: str) -> str:
+    return ";".join(dict.fromkeys(f.name for f in findings if not f.grads or grad in f.grads or grad == "worst"))
+
+
+def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str | Sequence[str],
+             data: Data | Mapping[str, Data], store: ResultsStore | None = None,
+             progress: Callable[[dict], None] | None = None, force: bool = False, seed: int = 0,
+             batch_size: int | None = None, device: str | torch.device = "auto",
+             check_models: bool = True) -> Evaluation:
+    """Run every cell of ``models x specs x grads`` not yet in ``store`` (all of them with ``force``, replacing
+    the stored rows) and append each (model, attack) group's rows as soon as it finishes.
+
+    ``data``: one :class:`Data` for every model, or a mapping from each target's ``dataset`` to its data.
+    ``progress`` gets ``{"kind": "start", "total", "skipped"}`` and one ``{"kind": "cell", ...}`` per cell run.
+    """
+    grads = parse_grads(grads)
+    if batch_size is not None and batch_size < 1:
+        raise BadSpec(f"--batch-size {batch_size}; must be an integer >= 1 or auto")
+    dev = resolve_device(str(device))
+    data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
+    on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
+    for t in models:
+        _check_fits(t, on_dev[t.dataset])
+    groups = plan(models, specs, grads, on_dev, seed)
+    done = set() if (store is None or force) else store.keys_done()
+    todo = [g for g in groups if any(c.key not in done for c in g.cells)]
+    total = sum(len(g.modes) for g in todo)
+    emit = progress or (lambda ev: None)
+    emit({"kind": "start", "total": total, "skipped": sum(len(g.cells) for g in groups if g not in todo)})
+    new_rows, findings = [], []
+    for target in models:
+        mine = [g for g in todo if g.target is target]
+        if mine:
+            rows, found = _run_target(target, mine, on_dev[target.dataset], dev, batch_size, done, check_models,
+                                      store, force, emit)
+            new_rows += rows
+            findings += found
+    records = _records(groups, new_rows, store)
+    return Evaluation(records, ran=total, skipped=sum(len(g.cells) for g in groups) - len(new_rows),
+                      findings=findings, new={row_key(r) for r in new_rows})
+
+
+def _check_fits(t: Target, d: Data) -> None:
+    """Refuse, before any cell runs, data the model cannot take: image shape, or labels beyond its classes."""
+    model = t.model.to(d.x.device).eval()
+    try:
+        with torch.inference_mode():
+            k = model(d.x[:1]).shape[-1]
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or [""])[0][:150]
+        raise BadSpec(f"model {t.id} does not take {d.name} images {tuple(d.x.shape[1:])}: {first}") from None
+    if len(d.y) and int(d.y.max()) >= k:
+        raise BadSpec(f"model {t.id} has {k} classes, but {d.name} labels go up to {int(d.y.max())}")
+
+
+def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device, batch_size: int | None,
+                done: set, check_models: bool, store: ResultsStore | None, force: bool, emit) -> tuple[list, list]:
+    model = target.model.to(dev).eval()
+    bs = batch_size or auto_batch_size(model, d.x, dev)
+    clean = clean_correct(model, d.x, d.y, bs)  # once per model and data
+    modes = sorted({m for g in groups for m in g.modes} - {"none"})
+    found = model_findings(model, target.id, d.x[:CHECK_SAMPLES], d.y[:CHECK_SAMPLES], modes) if check_models else []
+    rows = []
+    for g in groups:
+        vectors, group_rows = [], []
+        for cell in g.cells[: len(g.modes)]:
+            t0 = time.perf_counter()
+            correct = run_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean)
+            secs = time.perf_counter() - t0
+            vectors.append((correct, secs))
+            group_rows.append(_row(cell, correct, clean, secs, dev, _flags(found, cell.grad)))
+            emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
+                  "grad": cell.grad, "robust_acc": group_rows[-1]["robust_acc"]})
+        if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
+            worst = torch.stack([v for v, _ in vectors]).all(0)
+            group_rows.append(_row(g.cells[-1], worst, clean, sum(s for _, s in vectors), dev, _flags(found, "worst")))
+        group_rows = [r for r in group_rows if force or row_key(r) not in done]
+        if store is not None and group_rows:
+            store.append(group_rows, replace=force)
+        rows += group_rows
+    return rows, found
+
+
+def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | None) -> pd.DataFrame:
+    """The rows of every requested cell, in plan order: the new ones, and the stored ones for skipped cells."""
+    by_key = {row_key(r): r for r in to_frame(new_rows).to_dict("records")} if new_rows else {}
+    if store is not None:
+        for r in store.read().to_dict("records"):
+            by_key.setdefault(row_key(r), r)
+    rows = [by_key[c.key] for g in groups for c in g.cells if c.key in by_key]
+    return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else to_frame([])
+
+
+# ---------------------------------------------------------------------------------------- from the zoo
+def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = None) -> list[Target]:
+    """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given."""
+    from .zoo import load_weights, model_from
+
+    out = []
+    for card in cards:
+        if dataset is not None and DATASETS.get(dataset).name != card.dataset:
+            raise BadSpec(f"--dataset {dataset}: model {card.id} was trained on {card.dataset}")
+        out.append(Target(card.id, card.sha256, model_from(card, load_weights(zoo_dir, card)), card.dataset))
+    return out
+
+
+def load_data(dataset: str, data_dir: str | Path | None, n: int) -> tuple[Data, str | None]:
+    """The first ``n`` images of ``dataset``'s test split; Fashion-MNIST falls back to the shipped subset when
+    the full data is not found and no ``data_dir`` was given. Returns the data and a note on any fallback."""
+    if n < 1:
+        raise BadSpec(f"--n {n}; must be an integer >= 1")
+    note = None
+    try:
+        x, y = load_dataset(dataset, "test", data_dir, limit=n)
+        name = f"{dataset}:test"
+    except DataNotFound as e:
+        if data_dir is not None or dataset != "fashion-mnist":
+            raise
+        x, y = load_dataset(dataset, "subset", limit=n)
+        name = f"{dataset}:subset"
+        note = f"{e}; using the shipped {dataset} test subset ({len(x)} images) instead"
+    if len(x) < n:
+        note = (note + "; " if note else "") + f"{name} holds {len(x)} images, fewer than --n {n}: using {len(x)}"
+    return Data(name, x, y), note

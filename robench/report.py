@@ -1,0 +1,240 @@
+"""Results tables -> comparison tables (Markdown, CSV, LaTeX) and robustness curves (PNG).
+
+Rows of a table are models; columns are clean accuracy, then ``attack @ eps (grad)`` for every attack, budget and
+gradient mode in the results, the worst case over modes included. Percentages carry one decimal; budgets are shown
+as stored (``8/255``). Curves plot accuracy against eps, one line per model, one panel per attack x gradient mode,
+with clean accuracy at eps = 0. This module imports only :mod:`robench.results`, pandas and matplotlib (Agg): it
+never needs torch, so it is fast and testable on CSV files.
+
+Examples:
+    >>> df = select(read_dir("results"), model="fmnist-vgg11")
+    >>> paths = write_report(df, "results/report")   # table.md, table.csv, table.tex, curves.png, findings.md
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .errors import DataNotFound, UsageError  # noqa: E402
+from .results import read_dir  # noqa: E402
+
+__all__ = ["read_dir", "select", "comparison_table", "to_markdown", "to_latex", "plot_curves", "write_report"]
+
+ORDER = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack", "gaussian")
+GRAD_ORDER = ("bptt", "rate", "worst", "none")
+ROW = ("model", "dataset", "n")
+
+
+def _split(values: str | Sequence[str] | None) -> list[str]:
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    return [v.strip() for item in items for v in item.split(",") if v.strip()]
+
+
+def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: str | Sequence[str] | None = None,
+           dataset: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows whose model matches an id, prefix or glob; attack a name; dataset a name (``fashion-mnist`` matches
+    ``fashion-mnist:test`` and ``fashion-mnist:subset``). Nothing left is an error naming the filter."""
+    keep = pd.Series(True, index=df.index)
+    models, attacks, datasets = _split(model), _split(attack), _split(dataset)
+    if models:
+        keep &= df["model"].map(lambda m: any(m.startswith(q) or fnmatch.fnmatchcase(m, q) for q in models))
+    if attacks:
+        keep &= df["attack"].isin(attacks)
+    if datasets:
+        keep &= df["dataset"].map(lambda d: d in datasets or d.split(":")[0] in datasets)
+    out = df[keep]
+    if out.empty:
+        given = ", ".join(f"--{k} {','.join(v)}" for k, v in (("model", models), ("attack", attacks),
+                                                              ("dataset", datasets)) if v)
+        have = f"models: {', '.join(sorted(df['model'].unique()))}; attacks: {', '.join(sorted(df['attack'].unique()))}"
+        raise DataNotFound(f"no results match {given}; the results hold {have}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ labels
+def _k255(v: float) -> str:
+    k = v * 255
+    return f"{round(k, 2):g}/255" if abs(k - round(k, 2)) < 1e-9 else f"{v:.4g}"
+
+
+def attack_labels(df: pd.DataFrame) -> pd.Series:
+    """A short label per row: ``pgd-10``, ``apgd-ce-10``, ``autoattack-standard``; parameters that still differ
+    between rows of the same label are appended (``pgd-10 step=1/255``)."""
+    params = df["params"].map(json.loads)
+
+    def base(attack: str, p: dict) -> str:
+        if attack == "autoattack":
+            return f"autoattack-{p.get('version', '?')}" + (f"-{p['steps']}" if "steps" in p else "")
+        return f"{attack}-{p['steps']}" if "steps" in p else attack
+
+    labels = pd.Series([base(a, p) for a, p in zip(df["attack"], params, strict=True)], index=df.index)
+    for label in labels.unique():
+        rows = labels[labels == label].index
+        distinct = {json.dumps(params[i], sort_keys=True) for i in rows}
+        if len(distinct) < 2:
+            continue
+        keys = sorted({k for i in rows for k in params[i]})
+        varying = [k for k in keys if len({json.dumps(params[i].get(k)) for i in rows}) > 1]
+        for i in rows:
+            extra = " ".join(f"{'step' if k == 'step_size' else k}="
+                             f"{_k255(params[i][k]) if k == 'step_size' else params[i].get(k)}" for k in varying)
+            labels[i] = f"{label} {extra}"
+    return labels
+
+
+def _row_labels(df: pd.DataFrame) -> pd.Series:
+    per_model = df.groupby("model")[["dataset", "n"]].nunique()
+    plain = set(per_model.index[(per_model["dataset"] == 1) & (per_model["n"] == 1)])
+    return df.apply(lambda r: r["model"] if r["model"] in plain else f"{r['model']} [{r['dataset']}, n={r['n']}]",
+                    axis=1)
+
+
+def _attack_order(label: str) -> tuple:
+    name = label.split(" ")[0]
+    fam = next((i for i, a in enumerate(ORDER) if name == a or name.startswith(a + "-")), len(ORDER))
+    digits = "".join(c for c in name.rsplit("-", 1)[-1] if c.isdigit())
+    return fam, int(digits) if digits else 0, label
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Models x (clean, attack @ eps (grad)) in percent with one decimal; means over seeds when several."""
+    d = df.assign(row=_row_labels(df), label=attack_labels(df))
+    clean = d.groupby(["row", "seed"])["clean_acc"].first().groupby("row").mean()
+    cols = d.groupby(["label", "eps", "eps_str", "grad"])["robust_acc"].count().reset_index()
+    cols["order"] = [(_attack_order(lab), eps, GRAD_ORDER.index(g) if g in GRAD_ORDER else 9)
+                     for lab, eps, g in zip(cols["label"], cols["eps"], cols["grad"], strict=True)]
+    cols = cols.sort_values("order")
+    acc = d.groupby(["row", "label", "eps", "grad"])["robust_acc"].mean()
+    table = pd.DataFrame(index=pd.Index(sorted(d["row"].unique()), name="model"))
+    table["clean"] = (100 * clean).round(1)
+    for lab, eps, eps_str, grad in cols[["label", "eps", "eps_str", "grad"]].itertuples(index=False):
+        name = f"{lab} @ {eps_str} ({grad})"
+        table[name] = [round(100 * acc[(r, lab, eps, grad)], 1) if (r, lab, eps, grad) in acc.index else math.nan
+                       for r in table.index]
+    seeds = d.groupby("row")["seed"].nunique()
+    if (seeds > 1).any():
+        table["seeds"] = seeds.reindex(table.index)
+    return table
+
+
+def _cell(v: object) -> str:
+    return "–" if isinstance(v, float) and math.isnan(v) else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    return table.map(_cell).to_markdown(stralign="right", disable_numparse=True)
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+        "$": r"\$", "~": r"\~{}", "^": r"\^{}", "–": "--"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX.get(c, c) for c in s)
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); accuracies in percent."""
+    cols = [table.index.name or "model", *table.columns]
+    lines = ["% robench report: accuracy in percent; needs \\usepackage{booktabs}",
+             "\\begin{tabular}{l" + "r" * len(table.columns) + "}", "\\toprule",
+             " & ".join(_tex(str(c)) for c in cols) + " \\\\", "\\midrule"]
+    for idx, row in table.iterrows():
+        lines.append(" & ".join([_tex(str(idx)), *(_tex(_cell(v)) for v in row)]) + " \\\\")
+    return "\n".join([*lines, "\\bottomrule", "\\end{tabular}", ""])
+
+
+# ------------------------------------------------------------------------------------------------ curves
+def plot_curves(df: pd.DataFrame, path: str | Path) -> Path:
+    """Accuracy (%) vs eps, one line per model, one panel per attack x gradient mode; clean accuracy at eps = 0."""
+    d = df.assign(row=_row_labels(df), label=attack_labels(df))
+    panels = sorted({(lab, g) for lab, g in zip(d["label"], d["grad"], strict=True)},
+                    key=lambda p: (_attack_order(p[0]), GRAD_ORDER.index(p[1]) if p[1] in GRAD_ORDER else 9))
+    rows_ = sorted(d["row"].unique())
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    legend_rows = math.ceil(len(rows_) / 3)
+    height = 3.4 * nrows + 0.6 + 0.3 * legend_rows  # inches: panels, title, legend
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, height), squeeze=False, sharey=True)
+    colors = plt.get_cmap("tab10")
+    for ax, (lab, grad) in zip(axes.flat, panels, strict=False):
+        sub = d[(d["label"] == lab) & (d["grad"] == grad)]
+        ticks: dict[float, str] = {0.0: "0"}
+        for i, r in enumerate(rows_):
+            m = sub[sub["row"] == r]
+            if m.empty:
+                continue
+            pts = m.groupby(["eps", "eps_str"])["robust_acc"].mean().reset_index()
+            clean = float(m["clean_acc"].mean())
+            if not (pts["eps"] == 0).any():
+                pts = pd.concat([pd.DataFrame({"eps": [0.0], "eps_str": ["0"], "robust_acc": [clean]}), pts])
+            pts = pts.sort_values("eps")
+            ticks.update(zip(pts["eps"], pts["eps_str"], strict=True))
+            ax.plot(pts["eps"], 100 * pts["robust_acc"], marker="o", color=colors(i % 10), label=r)
+        _ticks(ax, ticks)
+        ax.set_title(f"{lab} · {grad}", fontsize=10)
+        ax.set_xlabel("sigma" if lab.startswith("gaussian") else "eps (L-inf)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)) or 1, fontsize=9, frameon=False)
+    data = ", ".join(f"{ds} (n={n})" for ds, n in sorted(set(zip(d["dataset"], d["n"], strict=True))))
+    fig.suptitle(f"Accuracy under attack vs budget; eps 0 = clean accuracy; {data}", fontsize=11)
+    fig.tight_layout(rect=(0, (0.15 + 0.3 * legend_rows) / height, 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _ticks(ax, ticks: dict[float, str]) -> None:
+    """Label eps ticks as stored (k/255); thin them out when they would overlap."""
+    xs = sorted(ticks)
+    step = max(1, math.ceil(len(xs) / 6))
+    shown = xs[::step] if xs[-1] in xs[::step] else [*xs[::step], xs[-1]]
+    ax.set_xticks(shown)
+    ax.set_xticklabels([ticks[x] for x in shown], fontsize=8)
+
+
+# ------------------------------------------------------------------------------------------------- files
+def findings_markdown(findings: Sequence[object]) -> str:
+    """Findings (objects with ``name`` and ``message``, e.g. :class:`robench.checks.Finding`) as Markdown."""
+    lines = ["# Sanity findings", ""]
+    lines += [f"- **{f.name}**: {f.message}" for f in findings] or ["No findings: every sanity check passed."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[object] = ()) -> dict[str, Path]:
+    """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``."""
+    if df.empty:
+        raise DataNotFound("no results to report")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    table = comparison_table(df)
+    paths = {k: out / f for k, f in (("md", "table.md"), ("csv", "table.csv"), ("tex", "table.tex"),
+                                      ("png", "curves.png"), ("findings", "findings.md"))}
+    paths["md"].write_text(to_markdown(table) + "\n")
+    table.map(_cell).to_csv(paths["csv"])
+    paths["tex"].write_text(to_latex(table))
+    plot_curves(df, paths["png"])
+    paths["findings"].write_text(findings_markdown(findings))
+    return paths

@@ -1,0 +1,169 @@
+"""The one results schema and its store: tidy rows, one per (model, attack, gradient mode, eps, seed) cell.
+
+A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
+rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is ``bptt``, ``rate``, ``worst`` (the
+per-sample AND over the modes run) or ``none`` (gradient-free attacks). A row's :data:`KEY` identifies its cell;
+a rerun skips keys already present. Appends rewrite the whole file to a temporary file in the same folder and
+rename it over the old one under a file lock, so a crash never leaves a half-written file and two processes
+never interleave. This module imports pandas and filelock only (never torch), so reports stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from .errors import DataNotFound, IntegrityError
+
+COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
+           "robust_acc", "clean_count", "robust_count", "seconds", "device", "seed", "versions", "timestamp",
+           "flags")
+KEY = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
+INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
+FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
+GRADS = ("bptt", "rate", "worst", "none")
+JSON_COLUMNS = ("params", "versions")
+
+Key = tuple[str, ...]
+
+
+def _canon_json(text: object) -> str:
+    return json.dumps(json.loads(text) if isinstance(text, str) else text, sort_keys=True)
+
+
+def row_key(row: Mapping) -> Key:
+    """The cell key of a row, normalised so a row read back from CSV gives the key it was written with."""
+    return (str(row["model"]), str(row["sha256"]), str(row["dataset"]), str(int(row["n"])), str(row["attack"]),
+            _canon_json(row["params"]), str(row["grad"]), repr(float(row["eps"])), str(int(row["seed"])))
+
+
+def empty() -> pd.DataFrame:
+    return _typed(pd.DataFrame({c: pd.Series(dtype=str) for c in COLUMNS}), "empty")
+
+
+def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """String columns as read, numbers parsed exactly (Python's float round-trips what repr wrote)."""
+    df = df.copy()
+    for cols, conv in ((INT_COLUMNS, int), (FLOAT_COLUMNS, float)):
+        for c in cols:
+            try:
+                df[c] = df[c].map(conv).astype("int64" if conv is int else "float64")
+            except (ValueError, TypeError) as e:
+                raise IntegrityError(f"{where}: column {c!r} holds a value that is not a number ({e})") from None
+    return df
+
+
+def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Refuse a table that is not a robench results table: missing columns, bad numbers or JSON, bad grads."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise IntegrityError(f"{where} is not a robench results file: missing columns {', '.join(missing)}")
+    df = _typed(df, where)
+    bad_acc = ~df["robust_acc"].between(0, 1) | ~df["clean_acc"].between(0, 1)
+    bad_grad = ~df["grad"].isin(GRADS)
+    if bad_acc.any() or bad_grad.any():
+        i = int((bad_acc | bad_grad).to_numpy().nonzero()[0][0])
+        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad not in {GRADS}")
+    for c in JSON_COLUMNS:
+        for i, v in enumerate(df[c]):
+            try:
+                json.loads(v)
+            except (TypeError, ValueError):
+                raise IntegrityError(f"{where}: row {i + 2} column {c!r} is not JSON") from None
+    return df
+
+
+def to_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    rows = list(rows)
+    for r in rows:
+        missing = [c for c in COLUMNS if c not in r]
+        if missing:
+            raise ValueError(f"a results row lacks columns {missing}")
+    df = pd.DataFrame([{c: r[c] for c in COLUMNS} for r in rows], columns=list(COLUMNS))
+    for c in JSON_COLUMNS:
+        df[c] = df[c].map(_canon_json)
+    return validate(df.astype({c: str for c in COLUMNS if c not in INT_COLUMNS + FLOAT_COLUMNS}), "new rows")
+
+
+class ResultsStore:
+    """One results CSV: ``read()``, ``keys_done()``, ``append(rows)``; the lock file sits beside it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock = FileLock(str(self.path) + ".lock")
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    def read(self) -> pd.DataFrame:
+        """All rows (an empty table when the file does not exist yet); a file that is not ours is refused."""
+        if not self.path.exists():
+            return empty()
+        if not self.path.is_file():
+            raise IntegrityError(f"results file {str(self.path)!r} is not a file")
+        try:
+            df = pd.read_csv(self.path, dtype=str, keep_default_na=False, na_values=[])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:120]
+            raise IntegrityError(f"{str(self.path)!r} is not a robench results file ({first})") from None
+        return validate(df, repr(str(self.path)))
+
+    def keys_done(self) -> set[Key]:
+        return {row_key(r) for r in self.read().to_dict("records")}
+
+    def check_writable(self) -> None:
+        """Refuse early a results file that is not ours or a folder that cannot be written; writes nothing."""
+        self.read()
+        base = next((p for p in (self.path.parent, *self.path.parents) if p.exists()), Path("."))
+        if not base.is_dir() or not os.access(base, os.W_OK):
+            raise IntegrityError(f"cannot write results to {str(self.path.parent)!r} ({str(base)!r} is not a "
+                                 "writable folder); pass --out DIR")
+
+    def append(self, rows: Iterable[Mapping], replace: bool = False) -> pd.DataFrame:
+        """Add ``rows`` (``replace``: drop old rows with the same keys first); returns the whole new table."""
+        new = to_frame(rows)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            old = self.read()
+            if replace and len(old):
+                keys = {row_key(r) for r in new.to_dict("records")}
+                old = old[[row_key(r) not in keys for r in old.to_dict("records")]]
+            df = pd.concat([old, new], ignore_index=True) if len(old) else new
+            self._write(df)
+        return df
+
+    def _write(self, df: pd.DataFrame) -> None:
+        out = df.copy()
+        for c in FLOAT_COLUMNS:
+            out[c] = out[c].map(repr)  # exact round trip
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                out.to_csv(f, index=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def read_dir(folder: str | Path) -> pd.DataFrame:
+    """Every results CSV in ``folder`` (not its subfolders) as one table; a CSV that is not ours is refused."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise DataNotFound(f"results folder {str(d)!r} does not exist; run `robench attack --out {d}` first")
+    files = sorted(p for p in d.glob("*.csv") if p.is_file())
+    if not files:
+        raise DataNotFound(f"no results CSV in {str(d)!r}; run `robench attack --out {d}` first")
+    frames = [ResultsStore(p).read() for p in files]
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        raise DataNotFound(f"the results files in {str(d)!r} hold no rows")
+    return df

@@ -1,0 +1,119 @@
+"""Reports and record checks on synthetic results tables (no model, no torch needed by the code under test)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import robench.report as report
+from robench.checks import check_records, grad_gap, stored_flags
+from robench.errors import DataNotFound
+from robench.results import ResultsStore, to_frame
+
+PGD = {"norm": "Linf", "random_start": True, "restarts": 1, "step_size": 2 / 255, "steps": 10}
+
+
+def row(model="m1", attack="pgd", grad="bptt", k=8, acc=0.4, clean=0.9, params=None, seed=0, flags=""):
+    params = params if params is not None else (PGD if attack == "pgd" else {"norm": "Linf"})
+    return {"model": model, "sha256": "ab" * 32, "dataset": "fashion-mnist:test", "n": 100, "attack": attack,
+            "params": json.dumps(params, sort_keys=True), "grad": grad, "eps": k / 255,
+            "eps_str": f"{k}/255" if k else "0", "clean_acc": clean, "robust_acc": acc, "clean_count": 90,
+            "robust_count": round(100 * acc), "seconds": 1.0, "device": "cpu", "seed": seed,
+            "versions": "{}", "timestamp": "2026-01-01T00:00:00", "flags": flags}
+
+
+@pytest.fixture
+def records() -> pd.DataFrame:
+    rows = []
+    for model, base in (("m1", 0.5), ("m2", 0.3)):
+        for k in (0, 4, 8):
+            acc = 0.9 if k == 0 else base - k / 100
+            rows += [row(model, "fgsm", g, k, acc + (0.05 if k else 0)) for g in ("bptt", "rate")]
+            rows += [row(model, "pgd", "bptt", k, acc), row(model, "pgd", "rate", k, acc),
+                     row(model, "pgd", "worst", k, acc - (0.01 if k else 0))]
+    return to_frame(rows)
+
+
+def test_comparison_table_rows_models_columns_attack_eps_grad(records):
+    t = report.comparison_table(records)
+    assert list(t.index) == ["m1", "m2"]
+    assert list(t.columns[:4]) == ["clean", "fgsm @ 0 (bptt)", "fgsm @ 0 (rate)", "fgsm @ 4/255 (bptt)"]
+    assert "pgd-10 @ 8/255 (worst)" in t.columns
+    assert t.loc["m1", "clean"] == 90.0 and t.loc["m1", "pgd-10 @ 8/255 (worst)"] == 41.0
+    md = report.to_markdown(t)
+    assert md.splitlines()[2].split("|")[1].strip() == "m1"
+    assert " 41.0 |" in md and " 90.0 |" in md  # one decimal, never '41'
+
+
+def test_labels_tell_pgd_variants_apart():
+    rows = [row(params={**PGD, "steps": s, "step_size": a / 255}) for s, a in ((7, 2.55), (10, 2), (20, 1))]
+    rows += [row(params={**PGD, "steps": 10, "step_size": 1 / 255}), row(attack="fgsm")]
+    labels = report.attack_labels(to_frame(rows)).tolist()
+    assert labels == ["pgd-7", "pgd-10 step=2/255", "pgd-20", "pgd-10 step=1/255", "fgsm"]
+
+
+def test_write_report_writes_every_file(records, tmp_path):
+    paths = report.write_report(records, tmp_path / "rep", check_records(records))
+    assert {p.name for p in paths.values()} == {"table.md", "table.csv", "table.tex", "curves.png", "findings.md"}
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 10_000
+    tex = paths["tex"].read_text()
+    assert "\\toprule" in tex and "8/255" in tex and "41.0" in tex
+    csv = pd.read_csv(paths["csv"], index_col=0, dtype=str)
+    assert csv.loc["m2", "pgd-10 @ 8/255 (bptt)"] == "22.0"
+    assert "No findings" in paths["findings"].read_text()
+
+
+def test_select_filters_and_empty_is_one_line_error(records):
+    assert set(report.select(records, model="m2")["model"]) == {"m2"}
+    assert set(report.select(records, attack="fgsm")["attack"]) == {"fgsm"}
+    assert len(report.select(records, dataset="fashion-mnist")) == len(records)
+    with pytest.raises(DataNotFound, match="no results match --model zz; the results hold models: m1, m2"):
+        report.select(records, model="zz")
+
+
+def test_report_module_never_imports_torch():
+    tree = ast.parse(Path(report.__file__).read_text())
+    mods = {n.module if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in (n.names if isinstance(n, ast.Import) else [n])}
+    assert not any("torch" in (m or "") for m in mods)
+    assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
+                    "matplotlib.pyplot", "pandas", "errors", "results"}
+
+
+# ---------------------------------------------------------------------------------------- record checks
+def test_clean_records_give_no_findings(records):
+    assert check_records(records) == []
+
+
+@pytest.mark.parametrize("change, name", [
+    (dict(k=0, acc=0.5), "eps0-not-clean"),
+    (dict(k=8, acc=0.95), "robust-above-clean"),
+    (dict(k=8, acc=0.48), "not-monotone"),
+    (dict(k=4, acc=0.53), "iterative-above-fgsm"),
+])
+def test_each_record_check_names_its_offending_cell(records, change, name):
+    bad = row("m1", "pgd", "bptt", **change)
+    df = records[~((records["model"] == "m1") & (records["attack"] == "pgd") & (records["grad"] == "bptt")
+                   & (records["eps"] == change["k"] / 255))]
+    found = [f for f in check_records(pd.concat([df, to_frame([bad])], ignore_index=True)) if f.name == name]
+    assert len(found) == 1 and "m1 pgd" in found[0].message and found[0].cells
+
+
+def test_grad_gap_flags_the_weaker_mode():
+    df = to_frame([row(grad="bptt", acc=0.50), row(grad="rate", acc=0.20), row(model="m2", grad="bptt", acc=0.5),
+                   row(model="m2", grad="rate", acc=0.45)])
+    found = grad_gap(df, threshold=0.10)
+    assert len(found) == 1 and "rate gradient is 30.0 pt stronger than bptt" in found[0].message
+    assert found[0].cells[0]["model"] == "m1"
+
+
+def test_stored_flags_become_findings(tmp_path):
+    store = ResultsStore(tmp_path / "r.csv")
+    store.append([row(flags="zero-grad"), row(grad="rate"), row(grad="worst", flags="zero-grad")])
+    found = stored_flags(store.read())
+    assert [(f.name, f.model) for f in found] == [("zero-grad", "m1")]
