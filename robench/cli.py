@@ -259,17 +259,19 @@ def _print_results(ev, store) -> None:
     df = ev.records
     t = Table(title=f"robust accuracy (%) on {', '.join(df['dataset'].unique())}, n = "
                     f"{', '.join(map(str, df['n'].unique()))}")
-    for col in ("model", "attack", "eps", "grad", "clean", "robust", "seconds", ""):
-        t.add_column(col, justify="right" if col in ("eps", "clean", "robust", "seconds") else "left")
+    for col in ("model", "attack", "eps", "grad", "clean", "robust", "s"):
+        t.add_column(col, justify="right" if col in ("eps", "clean", "robust", "s") else "left",
+                     no_wrap=True)  # never cut an id
     labels = attack_labels(df) if len(df) else []
     for r, label in zip(df.to_dict("records"), labels, strict=True):
         t.add_row(r["model"], label, r["eps_str"], r["grad"], f"{100 * r['clean_acc']:.1f}",
                   f"{100 * r['robust_acc']:.1f}", f"{r['seconds']:.1f}",
-                  "" if row_key(r) in ev.new else "[dim]cached[/]")
+                  style=None if row_key(r) in ev.new else "dim")  # dim: already in the results file
     console.print(t)
     for f in [*ev.findings, *check_records(df)]:
         console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
-    console.print(f"{len(ev.new)} new rows -> {store.path}; {ev.skipped} cells already there (--force reruns)",
+    console.print(f"{len(ev.new)} new rows -> {store.path}; {ev.skipped} cells already there (dimmed; --force "
+                  "reruns them)",
                   highlight=False, soft_wrap=True)
 
 

@@ -135,7 +135,8 @@ def _cell(v: object) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    return table.map(_cell).to_markdown(stralign="right", disable_numparse=True)
+    align = ("left", *("right",) * len(table.columns))
+    return table.map(_cell).to_markdown(colalign=align, disable_numparse=True)
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",

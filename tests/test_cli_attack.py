@@ -78,7 +78,7 @@ def test_attack_writes_rows_prints_table_and_rerun_skips(zoo, tmp_path, capsys):
     assert ID in out and "8/255" in out and "8 new rows" in out
     before = (out_dir / "results.csv").read_bytes()
     code, out, _ = run(capsys, args)
-    assert code == 0 and "0 new rows" in out and "cached" in out
+    assert code == 0 and "0 new rows" in out and "8 cells already there" in out
     assert (out_dir / "results.csv").read_bytes() == before
 
     code, out, err = run(capsys, ["report", "--results", str(out_dir), "--out", str(tmp_path / "rep")])
