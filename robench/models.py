@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import BadSpec
@@ -116,6 +117,28 @@ class SeqFold(nn.Module):
         return y.view(T, B, *y.shape[1:])  # [T, B, ...]
 
 
+class _AvgPool2x2(torch.autograd.Function):
+    """``F.avg_pool2d(x, 2)`` whose backward needs only the input's shape, so autograd keeps no copy of it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.shape = x.shape
+        return F.avg_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        like = grad.new_empty(ctx.shape)  # read for its shape only, never for its values
+        return torch.ops.aten.avg_pool2d_backward(grad, like, [2, 2], [2, 2], [0, 0], False, True, None)
+
+
+class AvgPool(nn.Module):
+    """2x2 average pooling (stride 2) that saves no activation for backward: the gradient of an average pool
+    does not depend on its input. Same values and gradients as ``nn.AvgPool2d(2)``; ``[N, C, H, W]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _AvgPool2x2.apply(x)
+
+
 def make_neuron(cfg: ModelConfig) -> SpikingNeuron:
     return SpikingNeuron(cfg.T, cfg.tau, cfg.v_th, cfg.gamma, stable=cfg.neuron == "stable")
 
@@ -161,7 +184,7 @@ def _vgg(cfg: ModelConfig, layout: tuple, n_fc: int, fc_default: int) -> SNN:
     cin, size = ch[0], cfg.image_size
     for c in ch[1:]:
         if c == "P":
-            body.append(SeqFold(nn.AvgPool2d(2)))
+            body.append(SeqFold(AvgPool()))
             size //= 2
         else:
             body += [SeqFold(*conv_bn(cin, c)), make_neuron(cfg)]

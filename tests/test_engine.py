@@ -200,3 +200,20 @@ def test_compile_twins_compute_what_the_eager_kernels_compute():
         torch.testing.assert_close(neurons._bptt_backward(h, gs, 0.99, 1.0, gamma),
                                    neurons._bptt_backward_fn(h, gs, 0.99, 1.0, gamma), rtol=1e-12, atol=1e-12)
     assert not neurons.compile_enabled()  # off by default
+
+
+# ----------------------------------------------------------------------------------- model-level pooling
+@pytest.mark.parametrize("size", [8, 7])
+def test_avgpool_matches_torch_and_saves_no_activation(size):
+    from robench.models import AvgPool
+
+    x = torch.rand(3, 4, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, size // 2, size // 2, dtype=torch.float64)
+    (out, saved) = _saved(lambda: AvgPool()(x))
+    (out * w).sum().backward()
+    want = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.equal(out, want) and saved == []
+    g = x.grad.clone()
+    x.grad = None
+    (want * w).sum().backward()
+    assert torch.equal(g, x.grad)
