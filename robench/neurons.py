@@ -167,27 +167,28 @@ def _bptt_backward_fn(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma:
     return torch.stack(out[::-1])
 
 
-_KERNELS: dict[str, Callable] = {}
+_COMPILED: dict[str, Callable] = {}  # built on the first set_compile(True), then kept: no recompiling on toggles
+_USE_COMPILED = [False]
 
 
 def set_compile(on: bool = True) -> None:
-    """Use ``torch.compile``d kernels in the fused engine (``on``) or the eager in-place ones (default)."""
-    _KERNELS.clear()
-    if on:
-        _KERNELS["forward"] = torch.compile(_forward_fn, dynamic=True)
-        _KERNELS["backward"] = torch.compile(_bptt_backward_fn, dynamic=True)
+    """Use ``torch.compile``d kernels in the fused engine (``on``) or the eager in-place ones (the default)."""
+    if on and not _COMPILED:
+        _COMPILED["forward"] = torch.compile(_forward_fn, dynamic=True)
+        _COMPILED["backward"] = torch.compile(_bptt_backward_fn, dynamic=True)
+    _USE_COMPILED[0] = bool(on)
 
 
 def compile_enabled() -> bool:
-    return bool(_KERNELS)
+    return _USE_COMPILED[0]
 
 
 def _run_forward(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tuple[Tensor, Tensor | None]:
-    return _KERNELS.get("forward", _forward_loop)(current, tau, v_th, keep_h)
+    return (_COMPILED["forward"] if _USE_COMPILED[0] else _forward_loop)(current, tau, v_th, keep_h)
 
 
 def _run_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
-    return _KERNELS.get("backward", _bptt_backward)(h, grad_s, tau, v_th, gamma)
+    return (_COMPILED["backward"] if _USE_COMPILED[0] else _bptt_backward)(h, grad_s, tau, v_th, gamma)
 
 
 class _FusedBPTT(torch.autograd.Function):
