@@ -81,7 +81,8 @@ class AttackSpec:
             if not callable(self.attack):
                 raise BadSpec(f"attack {self.attack!r} is not callable as attack(x, y)")
             return
-        defaults = DEFAULTS[self.name] if self.name in ATTACKS else ATTACKS.get(self.name)  # unknown -> choices
+        ATTACKS.get(self.name)  # an unknown name lists the choices
+        defaults = DEFAULTS.get(self.name, {})
         for opt in OPTIONAL:
             value = getattr(self, opt)
             if value is None:
