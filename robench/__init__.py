@@ -1,9 +1,20 @@
-"""robench: a benchmark for the adversarial robustness of spiking neural networks."""
+"""robench: a benchmark for the adversarial robustness of spiking neural networks.
 
-from .errors import RobenchError
-from .gradients import GradMode, grad_mode
-from .models import ModelConfig, build_model
-from .neurons import SpikingNeuron
+The public names below are imported lazily, so `robench report` (pandas and matplotlib only) never loads torch.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["GradMode", "ModelConfig", "RobenchError", "SpikingNeuron", "build_model", "grad_mode"]
+_PUBLIC = {
+    "RobenchError": "errors", "GradMode": "gradients", "grad_mode": "gradients", "ModelConfig": "models",
+    "build_model": "models", "SpikingNeuron": "neurons", "load_dataset": "data",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        mod = import_module(f".{_PUBLIC[name]}", __name__)
+        return getattr(mod, "load" if name == "load_dataset" else name)
+    raise AttributeError(f"module 'robench' has no attribute {name!r}")

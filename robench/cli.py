@@ -7,6 +7,7 @@ exit code 2 (usage) or 1 (runtime); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -185,6 +186,8 @@ def attack(
                                                    "(APGD-CE + APGD-T with --steps).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's; its test split, or the "
                                                 "shipped subset when missing).")] = None,
+    split: Annotated[str, typer.Option(help="test, or subset (the shipped balanced 1,000-image test subset).")]
+    = "test",
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
     name: Annotated[str, typer.Option(help="Results file name in --out (NAME.csv).")] = "results",
@@ -218,7 +221,7 @@ def attack(
     targets = load_targets(cards, zoo, dataset)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
-        data[ds], note = load_data(ds, data_dir, n)
+        data[ds], note = load_data(ds, data_dir, n, split)
         if note:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with lazy_progress() as bar:
@@ -453,9 +456,10 @@ def data_info(data_dir: DataDirOpt = None):
 # --------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning errors into one line and an exit code."""
-    from .runtime import configure_threads
+    if os.environ.get("ROBENCH_THREADS"):  # torch is imported only when a command needs it (not by `report`)
+        from .runtime import configure_threads
 
-    configure_threads()
+        configure_threads()
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     cmd = typer.main.get_command(app)

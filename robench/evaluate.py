@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .attacks import AttackSpec, build
 from .checks import Finding, model_findings
-from .data import DATASETS
+from .data import DATASETS, check_images
 from .data import load as load_dataset
 from .errors import BadSpec, DataNotFound, IntegrityError
 from .gradients import grad_mode, parse_grad_mode
@@ -275,6 +275,8 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
         raise BadSpec(f"--batch-size {batch_size}; must be an integer >= 1 or auto")
     dev = resolve_device(str(device))
     data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
+    for d in data.values():
+        check_images(d.x)  # NaN, Inf or values outside [0, 1] would make every number meaningless
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
     for t in models:
         _check_fits(t, on_dev[t.dataset])
@@ -319,23 +321,29 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
     found = model_findings(model, target.id, d.x[:CHECK_SAMPLES], d.y[:CHECK_SAMPLES], modes) if check_models else []
     rows = []
     for g in groups:
-        vectors, group_rows = [], []
+        vectors = []
         for cell in g.cells[: len(g.modes)]:
             t0 = time.perf_counter()
             correct = run_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean)
             secs = time.perf_counter() - t0
             vectors.append((correct, secs))
-            group_rows.append(_row(cell, correct, clean, secs, dev, _flags(found, cell.grad)))
+            row = _row(cell, correct, clean, secs, dev, _flags(found, cell.grad))
+            rows += _keep([row], store, done, force)
             emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
-                  "grad": cell.grad, "robust_acc": group_rows[-1]["robust_acc"]})
+                  "grad": cell.grad, "robust_acc": row["robust_acc"]})
         if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
             worst = torch.stack([v for v, _ in vectors]).all(0)
-            group_rows.append(_row(g.cells[-1], worst, clean, sum(s for _, s in vectors), dev, _flags(found, "worst")))
-        group_rows = [r for r in group_rows if force or row_key(r) not in done]
-        if store is not None and group_rows:
-            store.append(group_rows, replace=force)
-        rows += group_rows
+            rows += _keep([_row(g.cells[-1], worst, clean, sum(s for _, s in vectors), dev, _flags(found, "worst"))],
+                          store, done, force)
     return rows, found
+
+
+def _keep(rows: list[dict], store: ResultsStore | None, done: set, force: bool) -> list[dict]:
+    """Store each finished cell at once (a crash or Ctrl-C loses at most the cell running), skipping stored ones."""
+    rows = [r for r in rows if force or row_key(r) not in done]
+    if store is not None and rows:
+        store.append(rows, replace=force)
+    return rows
 
 
 def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | None) -> pd.DataFrame:
@@ -361,15 +369,20 @@ def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = Non
     return out
 
 
-def load_data(dataset: str, data_dir: str | Path | None, n: int) -> tuple[Data, str | None]:
-    """The first ``n`` images of ``dataset``'s test split; Fashion-MNIST falls back to the shipped subset when
-    the full data is not found and no ``data_dir`` was given. Returns the data and a note on any fallback."""
+def load_data(dataset: str, data_dir: str | Path | None, n: int, split: str = "test") -> tuple[Data, str | None]:
+    """The first ``n`` images of ``dataset``'s ``split`` (``test`` or the shipped ``subset``); for ``test``,
+    Fashion-MNIST falls back to the shipped subset when the full data is not found and no ``data_dir`` was given.
+    Returns the data and a note on any fallback."""
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
+    if split not in ("test", "subset"):
+        raise BadSpec(f"--split {split!r}; choose from: test, subset")
     note = None
     try:
-        x, y = load_dataset(dataset, "test", data_dir, limit=n)
-        name = f"{dataset}:test"
+        x, y = load_dataset(dataset, split, data_dir, limit=n)
+        name = f"{dataset}:{split}"
+        if split == "subset":
+            return Data(name, x, y), None if len(x) >= n else f"{name} holds {len(x)} images: using {len(x)}"
     except DataNotFound as e:
         if data_dir is not None or dataset != "fashion-mnist":
             raise
