@@ -297,11 +297,20 @@ SUITES: dict[str, list[AttackSpec]] = {
     "quick": [AttackSpec("fgsm", **_E8), AttackSpec("pgd", **_E8, steps=10, step_size=2 / 255)],
     # PAPER.md §4: PGD-10 sweeps over larger budgets, step eps/4
     "pgd-sweep": [AttackSpec("pgd", eps=k / 255, eps_str=f"{k}/255", steps=10, step_size=k / 4 / 255)
-                  for k in range(10, 101, 10)],
+                  for k in range(10, 101, 10)],  # re-targeted with --eps through RETARGET below
     "autoattack": [AttackSpec("autoattack", **_E8, version="standard")],
     "noise": [AttackSpec("gaussian", eps=k / 255, eps_str=f"{k}/255") for k in (4, 8, 16, 32, 64)],
 }
 DEFAULT_ATTACKS = ("fgsm", "pgd")
+
+
+def _pgd_sweep_at(eps: float, eps_str: str) -> AttackSpec:
+    """PGD-10 with step eps/4 (PAPER.md §4), at any budget (eps = 0 keeps the default step: nothing moves)."""
+    return AttackSpec("pgd", eps=eps, eps_str=eps_str, steps=10, step_size=eps / 4 if eps > 0 else None)
+
+
+# suites whose parameters follow the budget: re-targeting them with --eps rebuilds each spec at the new budget
+RETARGET: dict[str, Callable[[float, str], AttackSpec]] = {"pgd-sweep": _pgd_sweep_at}
 
 
 def suite(name: str) -> list[AttackSpec]:
@@ -341,7 +350,10 @@ def specs_from(names: Sequence[str] | None = None, suite_name: str | None = None
         if any(v is not None for v in options.values()) and not names:
             raise BadSpec(f"--suite {suite_name} fixes every attack parameter; name attacks with --attack to set "
                           "steps, step size, restarts or version")
-        specs += [s.at(v, t) for s in base for v, t in budgets] if budgets else base
+        if budgets and suite_name in RETARGET:
+            specs += [RETARGET[suite_name](v, t) for v, t in budgets]
+        else:
+            specs += [s.at(v, t) for s in base for v, t in budgets] if budgets else base
     elif not names:
         names = list(DEFAULT_ATTACKS)
     if names:

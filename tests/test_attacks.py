@@ -166,3 +166,13 @@ def test_specs_from_the_command_line():
         specs_from(["pgdd"])
     with pytest.raises(BadSpec, match="not a number"):
         specs_from(["fgsm"], eps="abc")
+
+
+def test_pgd_sweep_retargeted_keeps_step_a_quarter_of_each_budget():
+    from robench.attacks import specs_from
+
+    specs = specs_from(None, "pgd-sweep", "0:16/255:4/255")
+    assert [s.eps_str for s in specs] == ["0", "4/255", "8/255", "12/255", "16/255"]
+    assert all(s.name == "pgd" and s.steps == 10 for s in specs)
+    for s in specs[1:]:
+        assert abs(s.step_size - s.eps / 4) < 1e-12
