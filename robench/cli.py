@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd = typer.main.get_command(app)
     try:
         code = cmd.main(args=args, prog_name="robench", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a silent return of 130 (no command returns a code itself)
+            err_console.print("[red]Error:[/] interrupted; finished work was kept", highlight=False)
         sys.exit(code if isinstance(code, int) else 0)
     except RobenchError as e:
         if debug:

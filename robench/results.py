@@ -126,7 +126,8 @@ class ResultsStore:
                                  "writable folder); pass --out DIR")
 
     def append(self, rows: Iterable[Mapping], replace: bool = False) -> pd.DataFrame:
-        """Add ``rows`` (``replace``: drop old rows with the same keys first); returns the whole new table."""
+        """Add ``rows`` (``replace``: drop old rows with the same keys first; otherwise a row whose cell is already
+        stored, e.g. by a concurrent run, is dropped); returns the whole new table."""
         new = to_frame(rows)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
@@ -134,6 +135,9 @@ class ResultsStore:
             if replace and len(old):
                 keys = {row_key(r) for r in new.to_dict("records")}
                 old = old[[row_key(r) not in keys for r in old.to_dict("records")]]
+            elif len(old):  # another process may have stored the same cell since we looked: keep one row per cell
+                keys = {row_key(r) for r in old.to_dict("records")}
+                new = new[[row_key(r) not in keys for r in new.to_dict("records")]]
             df = pd.concat([old, new], ignore_index=True) if len(old) else new
             self._write(df)
         return df
