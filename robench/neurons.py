@@ -94,24 +94,18 @@ def _forward_loop(current: Tensor, tau: float, v_th: float, keep_h: bool = True)
     """Exact forward over T steps without autograd.
 
     Shape: ``current`` ``[T, ...]`` (any strides, e.g. expanded over T). Returns spikes ``[T, ...]`` in {0, 1}
-    and, when ``keep_h``, the pre-spike membrane ``h`` ``[T, ...]`` (else None; two step buffers are reused).
+    and, when ``keep_h``, the pre-spike membrane ``h`` ``[T, ...]`` (else None). Per step: one ``addcmul`` and
+    one comparison into a scratch mask; the spikes come from one comparison over all T at the end.
     """
-    T, shape = current.shape[0], current.shape[1:]
-    opts = dict(dtype=current.dtype, device=current.device)
-    spikes = torch.empty(current.shape, **opts)
-    h_all = torch.empty(current.shape if keep_h else (min(T, 2), *shape), **opts)
-    keep = torch.empty(shape, **opts)  # 1 - s[t-1]: the hard-reset mask of the previous step
-    h_prev = h_all[0]
-    for t in range(T):
-        h = h_all[t] if keep_h else h_all[t % 2]
-        if t == 0:
-            h.copy_(current[0])  # u = 0 at rest: h[1] = I[1]
-        else:
-            torch.addcmul(current[t], h_prev, keep, value=tau, out=h)  # tau * u[t-1] + I[t]
-        torch.lt(h, v_th, out=keep)
-        torch.ge(h, v_th, out=spikes[t])
-        h_prev = h
-    return spikes, (h_all if keep_h else None)
+    T = current.shape[0]
+    h = torch.empty(current.shape, dtype=current.dtype, device=current.device)
+    keep = torch.empty_like(h[0])  # 1 - s[t-1]: the hard-reset mask of the previous step
+    h[0].copy_(current[0])  # u = 0 at rest: h[1] = I[1]
+    for t in range(1, T):
+        torch.lt(h[t - 1], v_th, out=keep)
+        torch.addcmul(current[t], h[t - 1], keep, value=tau, out=h[t])  # tau * u[t-1] + I[t]
+    spikes = torch.ge(h, v_th, out=torch.empty_like(h))  # s = H(h - v_th), written straight as 0/1 floats
+    return spikes, (h if keep_h else None)
 
 
 def _bptt_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
