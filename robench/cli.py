@@ -211,6 +211,8 @@ def attack(
     grads = parse_grads(grad.value)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
+    if not 0 <= seed < 2**32:  # torch seeds overflow past 64 bits; the same range as `train --seed`
+        raise BadSpec(f"--seed {seed}; must be in 0..{2**32 - 1}")
     bs = _batch_size(batch_size)
     if not re.fullmatch(NAME_RE, name):
         raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
@@ -235,7 +237,7 @@ def _batch_size(text: str) -> int | None:
 
     if text == "auto":
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²".isdigit() is True, int("²") fails
         raise BadSpec(f"--batch-size {text!r}; accepted: an integer >= 1 or auto")
     return int(text)
 
@@ -288,20 +290,30 @@ def report(
                                                     "glob); repeatable or a,b.")] = None,
     attacks: Annotated[list[str] | None, typer.Option("--attack", "-a", help="Only these attacks.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
+    eps: Annotated[list[str] | None, typer.Option(help="Only these budgets, as stored (8/255); a,b.")] = None,
+    grad: Annotated[list[str] | None, typer.Option(help="Only these gradient modes (bptt, rate, worst, none).")]
+    = None,
+    readme: Annotated[Path | None, typer.Option(help="Also write the Markdown table into this file, between "
+                                                "its '<!-- robench report: start/end -->' markers.")] = None,
 ) -> None:
     """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
     from .checks import check_records, stored_flags
     from .errors import UsageError
-    from .report import comparison_table, select, to_markdown, write_report
+    from .report import comparison_table, inject_markdown, select, to_markdown, write_report
     from .results import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
         raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
     df = ResultsStore(results).read() if results.is_file() else read_dir(results)
-    df = select(df, model, attacks, dataset)
+    df = select(df, model, attacks, dataset, eps, grad)
     findings = [*stored_flags(df), *check_records(df)]
+    doc = inject_markdown(readme.read_text(), "", str(readme)) if readme else None  # check markers before writing
     paths = write_report(df, out, findings)
-    console.print(to_markdown(comparison_table(df)), markup=False, highlight=False, soft_wrap=True)
+    table_md = to_markdown(comparison_table(df))
+    console.print(table_md, markup=False, highlight=False, soft_wrap=True)
+    if readme and doc is not None:
+        readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme)))
+        paths["readme"] = readme
     for f in findings:
         console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)

@@ -43,11 +43,18 @@ def _split(values: str | Sequence[str] | None) -> list[str]:
 
 
 def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: str | Sequence[str] | None = None,
-           dataset: str | Sequence[str] | None = None) -> pd.DataFrame:
+           dataset: str | Sequence[str] | None = None, eps: str | Sequence[str] | None = None,
+           grad: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Rows whose model matches an id, prefix or glob; attack a name; dataset a name (``fashion-mnist`` matches
-    ``fashion-mnist:test`` and ``fashion-mnist:subset``). Nothing left is an error naming the filter."""
+    ``fashion-mnist:test`` and ``fashion-mnist:subset``); eps a budget as stored (``8/255``); grad a mode.
+    Nothing left is an error naming the filter."""
     keep = pd.Series(True, index=df.index)
     models, attacks, datasets = _split(model), _split(attack), _split(dataset)
+    budgets, grads = _split(eps), _split(grad)
+    if budgets:
+        keep &= df["eps_str"].astype(str).isin(budgets)
+    if grads:
+        keep &= df["grad"].isin(grads)
     if models:
         keep &= df["model"].map(lambda m: any(m.startswith(q) or fnmatch.fnmatchcase(m, q) for q in models))
     if attacks:
@@ -57,7 +64,8 @@ def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: s
     out = df[keep]
     if out.empty:
         given = ", ".join(f"--{k} {','.join(v)}" for k, v in (("model", models), ("attack", attacks),
-                                                              ("dataset", datasets)) if v)
+                                                              ("dataset", datasets), ("eps", budgets),
+                                                              ("grad", grads)) if v)
         have = f"models: {', '.join(sorted(df['model'].unique()))}; attacks: {', '.join(sorted(df['attack'].unique()))}"
         raise DataNotFound(f"no results match {given}; the results hold {have}")
     return out
@@ -239,3 +247,14 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[objec
     plot_curves(df, paths["png"])
     paths["findings"].write_text(findings_markdown(findings))
     return paths
+
+
+README_START, README_END = "<!-- robench report: start -->", "<!-- robench report: end -->"
+
+
+def inject_markdown(document: str, markdown: str, where: str = "document") -> str:
+    """Replace the block between the two ``robench report`` markers of ``document`` by ``markdown``."""
+    a, b = document.find(README_START), document.find(README_END)
+    if a < 0 or b < a:
+        raise UsageError(f"{where} has no block between {README_START!r} and {README_END!r}")
+    return document[: a + len(README_START)] + "\n" + markdown.rstrip() + "\n" + document[b:]

@@ -117,3 +117,29 @@ def test_stored_flags_become_findings(tmp_path):
     store.append([row(flags="zero-grad"), row(grad="rate"), row(grad="worst", flags="zero-grad")])
     found = stored_flags(store.read())
     assert [(f.name, f.model) for f in found] == [("zero-grad", "m1")]
+
+
+def test_inject_markdown_replaces_only_the_marked_block_and_refuses_a_document_without_it():
+    from robench.errors import UsageError
+    from robench.report import README_END, README_START, inject_markdown
+
+    doc = f"intro\n{README_START}\nold table\n{README_END}\noutro\n"
+    new = inject_markdown(doc, "| a |\n|---|\n")
+    assert new == f"intro\n{README_START}\n| a |\n|---|\n{README_END}\noutro\n"
+    assert inject_markdown(new, "| a |\n|---|\n") == new  # idempotent
+    with pytest.raises(UsageError, match="no block"):
+        inject_markdown("no markers here", "x")
+
+
+def test_select_filters_by_eps_string_and_grad_mode():
+    import pandas as pd
+
+    from robench.errors import DataNotFound
+    from robench.report import select
+
+    df = pd.DataFrame({"model": ["m"] * 3, "attack": ["pgd"] * 3, "dataset": ["d"] * 3,
+                       "eps_str": ["4/255", "8/255", "8/255"], "grad": ["bptt", "bptt", "worst"]})
+    assert list(select(df, eps="8/255", grad="worst").index) == [2]
+    assert len(select(df, eps=["4/255", "8/255"])) == 3
+    with pytest.raises(DataNotFound, match="--grad rate"):
+        select(df, grad="rate")
