@@ -273,6 +273,8 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     grads = parse_grads(grads)
     if batch_size is not None and batch_size < 1:
         raise BadSpec(f"--batch-size {batch_size}; must be an integer >= 1 or auto")
+    if not 0 <= seed < 2**32:
+        raise BadSpec(f"--seed {seed}; must be in 0..{2**32 - 1}")
     dev = resolve_device(str(device))
     data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
     for d in data.values():

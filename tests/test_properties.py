@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from contextlib import redirect_stderr, redirect_stdout
 from fractions import Fraction
 from pathlib import Path
@@ -16,9 +17,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from robench.cli import main
+from robench.cli import NAME_RE, main
+from robench.data import DATASETS
 from robench.eps import format_eps, parse_eps, parse_one
 from robench.errors import BadSpec
+from robench.models import ModelConfig, build_model
+from robench.results import ResultsStore
+from robench.zoo import Card, save
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -111,6 +116,13 @@ def place(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("props")
     (d / "empty").mkdir()
     (d / "empty.pt").write_bytes(b"")
+    cfg = ModelConfig(arch="vgg5", T=2, width=0.125, fc=16, **DATASETS.get("fashion-mnist").model_kwargs())
+    save(build_model(cfg), Card.new("tiny", cfg, "fashion-mnist"), d / "attack-zoo")
+    row = {"model": "tiny", "sha256": "0" * 64, "dataset": "fashion-mnist:test", "n": 8, "attack": "fgsm",
+           "params": "{}", "grad": "bptt", "eps": 8 / 255, "eps_str": "8/255", "clean_acc": 0.5, "robust_acc": 0.25,
+           "clean_count": 4, "robust_count": 2, "seconds": 0.1, "device": "cpu", "seed": 0, "versions": "{}",
+           "timestamp": "2026-01-01T00:00:00+00:00", "flags": ""}
+    ResultsStore(d / "results" / "results.csv").append([row, {**row, "grad": "rate"}])
     return d
 
 
@@ -236,3 +248,77 @@ def test_zoo_import_ids(place, entry_id):
     line = _one_error(code, out, err)
     assert code == (1 if ID_RE.match(entry_id) else 2), line
     assert not zoo.exists()
+
+
+# ----------------------------------------------------------------------------------------- attack, report
+def _accepts(parse, value) -> bool:
+    try:
+        parse(value)
+        return True
+    except BadSpec:
+        return False
+
+
+ATTACK_INTS = {"--n": lambda v: v >= 1, "--seed": lambda v: 0 <= v < 2**32, "--steps": lambda v: v >= 1,
+               "--restarts": lambda v: v >= 1}
+ATTACK_TEXTS = {
+    "--batch-size": lambda v: v == "auto" or (v.isascii() and v.isdigit() and int(v) >= 1),
+    "--eps": lambda v: _accepts(parse_eps, v),
+    "--step-size": lambda v: not v or _accepts(lambda t: parse_one(t, "--step-size"), v),
+    "--name": lambda v: re.fullmatch(NAME_RE, v) is not None,
+}
+
+
+@st.composite
+def attack_option(draw):
+    opt = draw(st.sampled_from(sorted(ATTACK_INTS) + sorted(ATTACK_TEXTS)))
+    if opt in ATTACK_INTS:
+        v = draw(st.one_of(st.integers(-(2**70), 2**70), JUNK))
+        return opt, str(v), isinstance(v, int) and ATTACK_INTS[opt](v)
+    v = draw(st.one_of(ARG, st.integers(-5, 300).map(str), st.sampled_from(["auto", "8/255", "²", "0:1:1e-320"])))
+    return opt, v, ATTACK_TEXTS[opt](v)
+
+
+@FAST
+@given(attack_option())
+@example(("--batch-size", "²", False))  # "²".isdigit() is True, int("²") is not a number
+@example(("--seed", str(2**70), False))  # overflowed torch's seeding at the first cell
+def test_attack_options(place, case):
+    opt, value, accepted = case
+    out = place / "attack-results"
+    code, stdout, err = _cli(["attack", "--model", "tiny", "--attack", "pgd", opt, value, "--zoo",
+                              str(place / "attack-zoo"), "--data-dir", str(place / "empty"), "--out", str(out),
+                              "--device", "cpu"])
+    line = _one_error(code, stdout, err)
+    assert code == (1 if accepted else 2), line
+    if accepted:
+        assert "not found" in line  # every option passed; the data is what is missing
+    assert not out.exists()
+
+
+SAFE = ARG.filter(lambda v: ".." not in v)  # relative to a scratch folder, never above it
+
+
+@FAST
+@given(st.sampled_from(["--results", "--out", "--model", "--attack", "--dataset", "--eps", "--grad"]), SAFE)
+def test_report_options(place, monkeypatch, tmp_path_factory, opt, value):
+    import robench.report
+
+    def write_report(df, out, findings):  # the tables and PNGs are tested elsewhere; here: options only
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(str(len(df)))
+        return {"md": out / "table.md"}
+
+    monkeypatch.setattr(robench.report, "write_report", write_report)
+    scratch = tmp_path_factory.mktemp("report")
+    monkeypatch.chdir(scratch)
+    args = {"--results": str(place / "results"), "--out": "rep"}
+    args[opt] = "./" + value if opt in ("--results", "--out") else value
+    results_before = (place / "results" / "results.csv").read_bytes()
+    code, out, err = _cli(["report", *[a for kv in args.items() for a in kv]])
+    assert "Traceback" not in out + err and code in (0, 1, 2), err
+    if code:
+        _one_error(code, out, err)
+    else:
+        assert (Path(args["--out"]) / "table.md").read_text() in ("1", "2")
+    assert (place / "results" / "results.csv").read_bytes() == results_before
