@@ -5,11 +5,13 @@ two sweeps writing to one results file at once lose nothing; bad data and foreig
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -124,8 +126,11 @@ def test_a_stopped_sweep_keeps_finished_cells_and_a_rerun_does_only_the_rest(pla
     stopped = {name: _robench(_attack_args(place, tmp_path / name), stop) for name, (stop, _, _) in STOPS.items()}
     code, _ = _main(_attack_args(place, tmp_path / "ref"))  # the uninterrupted sweep, meanwhile
     assert code == 0
-    want = _by_key(_rows(tmp_path / "ref"))
+    ref = _rows(tmp_path / "ref")
+    want = _by_key(ref)
     assert len(want) == 15
+    assert set(ref["seed"]) == {0} and set(ref["device"]) == {"cpu"}  # provenance in every row
+    assert all(json.loads(v)["torch"] == metadata.version("torch") for v in ref["versions"])
     for name, p in stopped.items():
         code, _, err = _finish(p)
         _, want_code, kept = STOPS[name]
@@ -158,6 +163,7 @@ WRITER = r"""
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
+from importlib import metadata
 from robench.results import ResultsStore
 path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 row = {"model": who, "sha256": "0" * 64, "dataset": "d", "n": 1, "attack": "fgsm", "params": "{}", "grad": "bptt",
