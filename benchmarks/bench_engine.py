@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -173,17 +172,34 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return sum(seen.values())
 
 
+def _status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (Linux), e.g. VmRSS or VmHWM (peak RSS of this process image)."""
+    try:
+        return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def rss_child(engine: str, T: int, n: int, threads: int) -> None:
-    """Run in a fresh process: print the peak-RSS growth (bytes) of one training step as JSON."""
+    """Run in a fresh process: print the peak-RSS growth (bytes) of one training step as JSON.
+
+    Uses VmHWM, reset to the current RSS just before the step; ``ru_maxrss`` would not do, as a child
+    started by the (large) benchmark process inherits its parent's peak on Linux.
+    """
     torch.set_num_threads(threads)
     model = make_model(T)
     neurons.set_engine(model, engine)
     x, y = batch(n)
     step = train_step(model, x, y)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
+    except OSError:
+        pass
+    before = _status_kib("VmRSS")
     step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rss_delta": (after - before) * 1024}))
+    after = _status_kib("VmHWM")
+    delta = None if before is None or after is None else (after - before) * 1024
+    print(json.dumps({"rss_delta": delta}))
 
 
 def rss_delta(engine: str, T: int, n: int, threads: int) -> int | None:
@@ -191,7 +207,7 @@ def rss_delta(engine: str, T: int, n: int, threads: int) -> int | None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     try:
         return int(json.loads(out.stdout.strip().splitlines()[-1])["rss_delta"])
-    except (ValueError, IndexError, KeyError):
+    except (ValueError, IndexError, KeyError, TypeError):
         return None
 
 

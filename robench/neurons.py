@@ -86,10 +86,10 @@ def rate_slope(ibar: Tensor, tau: float, v_th: float = 1.0, gamma: float = 0.2) 
 
 
 # -------------------------------------------------------------------------------------------- engines
-# The fused engine works in place on preallocated [T, ...] buffers with one scratch tensor per step; every
-# op is a plain torch op, so the same code runs on CPU and CUDA. The forward is bit-identical to the
-# reference: ``addcmul(I, h, keep, value=tau)`` computes ``(tau * h) * keep + I`` and ``keep`` is 0 or 1,
-# exactly the reference's ``tau * (h * (1 - s)) + I``.
+# The fused engine writes into preallocated [T, ...] buffers through ``out=`` and in-place ops, with a few
+# one-step scratch tensors; every op is a plain torch op, so the same code runs on CPU and CUDA. The forward
+# is bit-identical to the reference: ``addcmul(I, h, keep, value=tau)`` computes ``(tau * h) * keep + I``
+# and ``keep`` is 0 or 1, exactly the reference's ``tau * (h * (1 - s)) + I``.
 def _forward_loop(current: Tensor, tau: float, v_th: float, keep_h: bool = True) -> tuple[Tensor, Tensor | None]:
     """Exact forward over T steps without autograd.
 
