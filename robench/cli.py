@@ -359,11 +359,19 @@ def zoo_show(entry: Annotated[str, typer.Argument(help="Id or unique prefix.")],
 
 @zoo_app.command("verify")
 def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or arch (default: all).")] = None,
-               zoo: ZooOpt = Path("zoo")):
-    """Check every entry's card, sha256 and shapes."""
+               zoo: ZooOpt = Path("zoo"),
+               check_accuracy: Annotated[bool, typer.Option("--accuracy", help="Also re-measure clean test "
+                                                            "accuracy; it must match the card within 0.1 pt.")]
+               = False,
+               data_dir: DataDirOpt = None):
+    """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy)."""
+    from functools import cache
+
+    from .data import load
     from .zoo import verify
 
-    results = verify(zoo, entry)
+    test_data = cache(lambda ds: load(ds, "test", data_dir)) if check_accuracy else None
+    results = verify(zoo, entry, test_data)
     for i, ok, msg in results:
         console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {i}: {msg}")
     if not results:

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,13 +27,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from torch import nn
+from torch import Tensor, nn
 
 from .data import DATASETS
 from .errors import BadSpec, IntegrityError, UnknownName, UsageError
-from .models import ARCHS, SNN, ModelConfig, build_model
+from .models import ARCHS, SNN, ModelConfig, accuracy, build_model
 from .runtime import now, versions
 
+TestData = Callable[[str], tuple[Tensor, Tensor]]  # dataset name -> test images [N, C, H, W] in [0, 1], labels
 SCHEMA = 1
 ID_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,79}\Z")  # \Z: "$" would let a final newline in
 
@@ -384,15 +386,25 @@ def select(query: str, zoo_dir: Path | str) -> list[Card]:
                       f"entries: {', '.join(ids)}")
 
 
-def verify(zoo_dir: Path | str, query: str | None = None) -> list[tuple[str, bool, str]]:
-    """Check card schema, hash and shapes of every (or the selected) entry: ``(id, ok, message)``."""
+def verify(zoo_dir: Path | str, query: str | None = None, test_data: TestData | None = None,
+           tol: float = 0.001) -> list[tuple[str, bool, str]]:
+    """Check card schema, hash and shapes of every (or the selected) entry: ``(id, ok, message)``. With
+    ``test_data`` (dataset name -> images, labels), also re-measure clean accuracy: it must match the card's
+    within ``tol`` (0.1 pt) on the same number of test images."""
     ids = [c.id for c in select(query, zoo_dir)] if query is not None else entry_ids(zoo_dir)
     out = []
     for i in ids:
         try:
             card = read_card(zoo_dir, i)
-            model_from(card, load_weights(zoo_dir, card))
-            out.append((i, True, f"ok (sha256 {card.sha256[:12]})"))
+            model = model_from(card, load_weights(zoo_dir, card))
+            ok, msg = True, f"ok (sha256 {card.sha256[:12]})"
+            if test_data is not None and card.clean_acc is not None:
+                x, y = test_data(card.dataset)
+                acc = accuracy(model, x, y)
+                ok = len(y) == card.metrics.get("n_test") and abs(acc - card.clean_acc) <= tol
+                msg += (f"; clean accuracy {100 * acc:.2f}% on {len(y)} test images, card "
+                        f"{100 * card.clean_acc:.2f}% on {card.metrics.get('n_test')}")
+            out.append((i, ok, msg))
         except (IntegrityError, UsageError) as e:
             out.append((i, False, str(e)))
     return out

@@ -29,7 +29,7 @@ ENV = {**os.environ, "ROBENCH_THREADS": "1", "COLUMNS": "200"}
 # exactly as a kill from outside (which could not pick the point: the run is over in a second).
 DRIVER = r"""
 import os, signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal: a shell's background job starts with SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (background jobs ignore SIGINT)
 import torch
 import robench.train as t
 

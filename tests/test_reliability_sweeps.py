@@ -53,7 +53,7 @@ def _attack_args(place: Path, out: Path, eps: str = EPS) -> list[str]:
 # new file written beside the old one but not yet renamed over it (SIGKILL).
 DRIVER = r"""
 import os, signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal: a shell's background job starts with SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (background jobs ignore SIGINT)
 import robench.results as r
 
 where, at, sig = os.environ["STOP_WHERE"], int(os.environ["STOP_AT"]), getattr(signal, os.environ["STOP_SIG"])

@@ -132,3 +132,14 @@ def test_bad_ids_are_refused(tmp_path, tiny_cfg, bad):
     with pytest.raises(UsageError, match="zoo id"):
         save(build_model(tiny_cfg), Card.new(bad, tiny_cfg, "fashion-mnist"), tmp_path / "zoo")
     assert not (tmp_path / "zoo").exists()
+
+
+def test_verify_with_test_data_rechecks_clean_accuracy_against_the_card(trained_zoo):
+    zoo_dir, card, _ = trained_zoo
+    [(entry, ok, msg)] = verify(zoo_dir, test_data=lambda ds: make_tiny_data(64, 1))  # the data of the card
+    assert entry == card.id and ok and "card 100.00% on 64" in msg
+    x, y = make_tiny_data(64, 1)
+    [(_, ok, msg)] = verify(zoo_dir, test_data=lambda ds: (x, 1 - y))  # labels flipped: accuracy differs
+    assert not ok and "clean accuracy 0.00%" in msg
+    [(_, ok, _)] = verify(zoo_dir, test_data=lambda ds: (x[:32], y[:32]))  # another n is not the card's number
+    assert not ok
