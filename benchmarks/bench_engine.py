@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -155,21 +157,28 @@ def timed(variants: list[Variant], make: Callable[[nn.Module], Callable[[], None
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes autograd keeps for the backward of one training step, deduplicated by storage, no parameters."""
+    """Bytes autograd holds for the backward of one training step when the forward ends.
+
+    Every tensor packed by ``saved_tensors_hooks`` is tracked by a weak reference; those still alive when the
+    loss is computed are summed, deduplicated by storage, parameters and buffers excluded (a graph branch
+    that dies during the forward, like the reference's unused last reset, frees what it saved).
+    """
     skip = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    seen: dict[int, int] = {}
+    refs: list[weakref.ref] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        if st.data_ptr() not in skip:
-            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        refs.append(weakref.ref(t))
         return t
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = F.cross_entropy(model(x), y)
+    gc.collect()
+    alive = [t for t in (r() for r in refs) if t is not None]
+    sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in alive}
+    del alive
     loss.backward()
-    return sum(seen.values())
+    return sum(n for ptr, n in sizes.items() if ptr not in skip)
 
 
 def _status_kib(field: str) -> int | None:
