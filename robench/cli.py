@@ -293,8 +293,11 @@ def report(
     eps: Annotated[list[str] | None, typer.Option(help="Only these budgets, as stored (8/255); a,b.")] = None,
     grad: Annotated[list[str] | None, typer.Option(help="Only these gradient modes (bptt, rate, worst, none).")]
     = None,
+    n: Annotated[int | None, typer.Option("--n", help="Only rows measured on this many images.")] = None,
     readme: Annotated[Path | None, typer.Option(help="Also write the Markdown table into this file, between "
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
+    readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
+    = "",
 ) -> None:
     """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
     from .checks import check_records, stored_flags
@@ -305,14 +308,15 @@ def report(
     if out.resolve() == results.resolve():
         raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
     df = ResultsStore(results).read() if results.is_file() else read_dir(results)
-    df = select(df, model, attacks, dataset, eps, grad)
+    df = select(df, model, attacks, dataset, eps, grad, n)
     findings = [*stored_flags(df), *check_records(df)]
-    doc = inject_markdown(readme.read_text(), "", str(readme)) if readme else None  # check markers before writing
+    # check the markers before writing anything
+    doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
     paths = write_report(df, out, findings)
     table_md = to_markdown(comparison_table(df))
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:
-        readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme)))
+        readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
         paths["readme"] = readme
     for f in findings:
         console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)

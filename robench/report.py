@@ -44,7 +44,7 @@ def _split(values: str | Sequence[str] | None) -> list[str]:
 
 def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: str | Sequence[str] | None = None,
            dataset: str | Sequence[str] | None = None, eps: str | Sequence[str] | None = None,
-           grad: str | Sequence[str] | None = None) -> pd.DataFrame:
+           grad: str | Sequence[str] | None = None, n: int | None = None) -> pd.DataFrame:
     """Rows whose model matches an id, prefix or glob; attack a name; dataset a name (``fashion-mnist`` matches
     ``fashion-mnist:test`` and ``fashion-mnist:subset``); eps a budget as stored (``8/255``); grad a mode.
     Nothing left is an error naming the filter."""
@@ -55,6 +55,8 @@ def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: s
         keep &= df["eps_str"].astype(str).isin(budgets)
     if grads:
         keep &= df["grad"].isin(grads)
+    if n is not None:
+        keep &= df["n"] == n
     if models:
         keep &= df["model"].map(lambda m: any(m.startswith(q) or fnmatch.fnmatchcase(m, q) for q in models))
     if attacks:
@@ -65,7 +67,8 @@ def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: s
     if out.empty:
         given = ", ".join(f"--{k} {','.join(v)}" for k, v in (("model", models), ("attack", attacks),
                                                               ("dataset", datasets), ("eps", budgets),
-                                                              ("grad", grads)) if v)
+                                                              ("grad", grads), ("n", [str(n)] if n else []))
+                          if v)
         have = f"models: {', '.join(sorted(df['model'].unique()))}; attacks: {', '.join(sorted(df['attack'].unique()))}"
         raise DataNotFound(f"no results match {given}; the results hold {have}")
     return out
@@ -252,9 +255,12 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[objec
 README_START, README_END = "<!-- robench report: start -->", "<!-- robench report: end -->"
 
 
-def inject_markdown(document: str, markdown: str, where: str = "document") -> str:
-    """Replace the block between the two ``robench report`` markers of ``document`` by ``markdown``."""
-    a, b = document.find(README_START), document.find(README_END)
+def inject_markdown(document: str, markdown: str, where: str = "document", block: str = "") -> str:
+    """Replace the block between the two ``robench report`` markers of ``document`` by ``markdown``; a named
+    ``block`` uses the markers ``<!-- robench report NAME: start -->`` and ``... NAME: end -->``."""
+    start, end = (README_START, README_END) if not block else (
+        README_START.replace(":", f" {block}:"), README_END.replace(":", f" {block}:"))
+    a, b = document.find(start), document.find(end)
     if a < 0 or b < a:
-        raise UsageError(f"{where} has no block between {README_START!r} and {README_END!r}")
-    return document[: a + len(README_START)] + "\n" + markdown.rstrip() + "\n" + document[b:]
+        raise UsageError(f"{where} has no block between {start!r} and {end!r}")
+    return document[: a + len(start)] + "\n" + markdown.rstrip() + "\n" + document[b:]

@@ -143,3 +143,16 @@ def test_select_filters_by_eps_string_and_grad_mode():
     assert len(select(df, eps=["4/255", "8/255"])) == 3
     with pytest.raises(DataNotFound, match="--grad rate"):
         select(df, grad="rate")
+
+
+def test_named_blocks_and_the_n_filter():
+    import pandas as pd
+
+    from robench.report import inject_markdown, select
+
+    doc = "<!-- robench report main: start -->\nx\n<!-- robench report main: end -->\n"
+    assert inject_markdown(doc, "T", block="main") == "<!-- robench report main: start -->\nT\n" \
+                                                      "<!-- robench report main: end -->\n"
+    df = pd.DataFrame({"model": ["m", "m"], "attack": ["pgd", "pgd"], "dataset": ["d", "d"], "n": [200, 2000],
+                       "eps_str": ["8/255"] * 2, "grad": ["worst"] * 2})
+    assert list(select(df, n=2000).index) == [1]
