@@ -59,3 +59,12 @@ def trained_zoo(tmp_path):
     zoo_dir = tmp_path / "zoo"
     save(model, card, zoo_dir)
     return zoo_dir, card, model.eval()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the subprocesses of the reliability tests use: quicker on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from cli_helpers import run_main as _run_main
 from typer.testing import CliRunner
 
 import robench.train
@@ -23,13 +24,6 @@ def _fake_load(name, split="test", data_dir=None, limit=None, download=False):
     x = torch.rand(n, 1, 28, 28, generator=g) * 0.5
     x[:, :, :, :14] += (y.view(-1, 1, 1, 1) % 2) * 0.5
     return (x[:limit], y[:limit]) if limit else (x, y)
-
-
-def _run_main(capsys, args: list[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 # -------------------------------------------------------------------------------------------------- help

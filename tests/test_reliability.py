@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_main as _run_main
 from fmnist_files import write_fmnist
 from safetensors.torch import load_file
 
@@ -128,22 +129,6 @@ def test_sigkilled_training_resumes_to_the_same_weights(tmp_path, fmnist):
         card = json.loads((zoo / "tiny.json").read_text())
         assert card["metrics"]["history"] == ref_card["metrics"]["history"]  # per-epoch loss and accuracy too
         assert card["metrics"]["clean_acc"] == ref_card["metrics"]["clean_acc"]
-
-
-def _run_main(capsys, args: list[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread, as the subprocesses above use: far quicker on a machine shared with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_same_command_same_seed_same_weights_and_provenance_in_the_card(tmp_path, fmnist, capsys, one_thread):

@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import one_line as _one_line
+from cli_helpers import run_main as _run
 from fmnist_files import write_fmnist
 
 from robench.attacks import AttackSpec
@@ -104,15 +106,6 @@ def _by_key(df: pd.DataFrame) -> dict:
 STOPS = {"sigkill-between-cells": (("after", 4, "SIGKILL"), -9, 4),
          "sigkill-while-writing": (("inside", 6, "SIGKILL"), -9, 5),
          "ctrl-c": (("after", 4, "SIGINT"), 130, 4)}
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread in this process too, as in the subprocesses: the same numbers, and quicker here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _main(args: list[str]) -> tuple[int, str]:
@@ -215,20 +208,6 @@ def test_data_that_does_not_fit_the_model_is_refused(tiny_model, tmp_path, x, y,
     with pytest.raises(BadSpec, match=message.replace("(", r"\(").replace(")", r"\)")):
         evaluate([_tiny_target(tiny_model)], [AttackSpec("fgsm", eps=8 / 255)], "bptt", Data("d", x, y), store)
     assert not store.path.exists()
-
-
-def _run(capsys, args: list[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def _one_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error"), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_a_model_whose_card_does_not_fit_its_dataset_is_one_line(place, tmp_path, tiny_cfg, tiny_model, capsys):

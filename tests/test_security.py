@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import one_line as _one_line
+from cli_helpers import run_main as _run
 from safetensors.torch import save as st_save
 
-from robench.cli import main
 from robench.data import DATASETS
 from robench.errors import BadSpec, IntegrityError
 from robench.models import ModelConfig, build_model
@@ -37,20 +38,6 @@ class WritesAFile:
 def fm_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(ModelConfig(**FM)).eval()
-
-
-def _run(capsys, args: list[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def _one_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error"), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
