@@ -98,11 +98,21 @@ def attack_labels(df: pd.DataFrame) -> pd.Series:
             continue
         keys = sorted({k for i in rows for k in params[i]})
         varying = [k for k in keys if len({json.dumps(params[i].get(k)) for i in rows}) > 1]
+        ratio = _step_ratio(df, params, rows) if varying == ["step_size"] else None
+        if ratio is not None:  # a sweep whose step follows the budget (PGD-10, step eps/4): one curve
+            labels[rows] = f"{label} step=eps/{ratio:g}"
+            continue
         for i in rows:
             extra = " ".join(f"{'step' if k == 'step_size' else k}="
                              f"{_k255(params[i][k]) if k == 'step_size' else params[i].get(k)}" for k in varying)
             labels[i] = f"{label} {extra}"
     return labels
+
+
+def _step_ratio(df: pd.DataFrame, params: pd.Series, rows: pd.Index) -> float | None:
+    """``k`` when every row with eps > 0 has step = eps / k (rows at eps = 0 move nothing), else None."""
+    ratios = {round(df.at[i, "eps"] / params[i]["step_size"], 6) for i in rows if df.at[i, "eps"] > 0}
+    return ratios.pop() if len(ratios) == 1 else None
 
 
 def _row_labels(df: pd.DataFrame) -> pd.Series:

@@ -156,3 +156,20 @@ def test_named_blocks_and_the_n_filter():
     df = pd.DataFrame({"model": ["m", "m"], "attack": ["pgd", "pgd"], "dataset": ["d", "d"], "n": [200, 2000],
                        "eps_str": ["8/255"] * 2, "grad": ["worst"] * 2})
     assert list(select(df, n=2000).index) == [1]
+
+
+def test_a_sweep_whose_step_follows_eps_is_one_curve_and_fixed_steps_stay_apart():
+    import json
+
+    import pandas as pd
+
+    from robench.report import attack_labels
+
+    def rows(pairs):
+        return pd.DataFrame({"attack": ["pgd"] * len(pairs), "eps": [e for e, _ in pairs],
+                             "params": [json.dumps({"steps": 10, "step_size": s}) for _, s in pairs]})
+
+    sweep = rows([(0.0, 2 / 255), (4 / 255, 1 / 255), (8 / 255, 2 / 255), (16 / 255, 4 / 255)])
+    assert set(attack_labels(sweep)) == {"pgd-10 step=eps/4"}
+    mixed = rows([(8 / 255, 2 / 255), (8 / 255, 1 / 255)])  # same budget, two steps: two labels
+    assert sorted(attack_labels(mixed)) == ["pgd-10 step=1/255", "pgd-10 step=2/255"]
