@@ -5,7 +5,7 @@
 set -e
 R=.venv/bin/robench
 OUT=results/demo
-N=${DEMO_N:-200}
+N=${DEMO_N:-500}
 rm -rf "$OUT"
 $R zoo verify
 $R attack --model vgg11 --eps 8/255 --split subset --n "$N" --out "$OUT"
