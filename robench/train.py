@@ -26,13 +26,12 @@ from torch import Tensor, nn
 from .data import DATASETS
 from .data import load as load_data
 from .eps import parse_one
-from .errors import BadSpec, IntegrityError, Interrupted, UsageError
+from .errors import BadSpec, IntegrityError, Interrupted
 from .gradients import grad_mode
 from .models import SNN, ModelConfig, accuracy, build_model
 from .registry import Registry
 from .runtime import resolve_device, seed_everything
-from .zoo import Card, check_writable, validate_id
-from .zoo import _paths as _zoo_paths
+from .zoo import Card, check_new, check_writable
 from .zoo import save as save_entry
 
 Recipe = Callable[[nn.Module, Tensor, Tensor, "TrainConfig"], "Tensor | None"]
@@ -360,10 +359,8 @@ def run_job(
 ) -> Card:
     """Load data, build, train (resumable state in ``runs_dir/<id>``), measure, and save into the zoo."""
     info = DATASETS.get(job.dataset)
-    entry_id = validate_id(job.entry_id or default_id(info.short, job.model, job.train.recipe, job.train.alpha))
-    if not overwrite and any(_zoo_paths(zoo_dir, entry_id)[i].exists() for i in (0, 1)):
-        raise UsageError(f"zoo entry {entry_id!r} already exists in {str(zoo_dir)!r}; "
-                         "pass --id NAME for a new one or --overwrite to replace it")
+    entry_id = job.entry_id or default_id(info.short, job.model, job.train.recipe, job.train.alpha)
+    check_new(zoo_dir, entry_id, overwrite)  # before training, not after it
     device = resolve_device(job.device)
     train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit, download=job.download)
     test_set = load_data(job.dataset, "test", job.data_dir)

@@ -246,14 +246,20 @@ def check_writable(zoo_dir: Path | str) -> None:
                              "pass --zoo DIR with a writable folder") from None
 
 
+def check_new(zoo_dir: Path | str, entry_id: str, overwrite: bool = False) -> str:
+    """A valid id whose entry does not exist yet (or may be replaced): checked before any work that makes one."""
+    validate_id(entry_id)
+    if not overwrite and any(p.exists() for p in _paths(zoo_dir, entry_id)):
+        raise UsageError(f"zoo entry {entry_id!r} already exists in {str(zoo_dir)!r}; "
+                         "pass --id NAME for a new one or --overwrite to replace it")
+    return entry_id
+
+
 def save(model: nn.Module, card: Card, zoo_dir: Path | str, overwrite: bool = False) -> Card:
     """Write weights and card beside their final names, then rename both: a failed write changes nothing, and
     a crash between the two renames leaves a hash mismatch that loading refuses, never a wrong model."""
-    validate_id(card.id)
+    check_new(zoo_dir, card.id, overwrite)
     wpath, cpath = _paths(zoo_dir, card.id)
-    if not overwrite and (wpath.exists() or cpath.exists()):
-        raise UsageError(f"zoo entry {card.id!r} already exists in {str(zoo_dir)!r}; "
-                         "pass --id NAME for a new one or --overwrite to replace it")
     # one metadata key: safetensors writes a metadata map in random order, and the sha256 must not vary
     meta = json.dumps({"arch": card.arch, "format": "robench", "id": card.id}, sort_keys=True)
     blob = st_save(_state_dict(model), metadata={"robench": meta})

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from .data import DATASETS
-from .errors import BadSpec, IntegrityError, UsageError
+from .errors import BadSpec, IntegrityError
 from .models import ModelConfig, build_model
-from .zoo import Card, _paths, fit_weights, save, validate_id
+from .zoo import Card, check_new, fit_weights, save, validate_id
 
 WRAPPER_KEYS = ("state_dict", "model")  # common checkpoint layouts: {"state_dict": {...}, "epoch": ...}
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel and torch.compile wrappers
@@ -103,9 +103,7 @@ def import_state_dict(
     if got != (info.channels, info.size, info.classes):
         raise BadSpec(f"the model takes {got[0]} channel(s) of {got[1]}x{got[1]} with {got[2]} classes; "
                       f"{info.name} has {info.channels} of {info.size}x{info.size} with {info.classes}")
-    if not overwrite and any(q.exists() for q in _paths(zoo_dir, entry_id)):
-        raise UsageError(f"zoo entry {entry_id!r} already exists in {str(zoo_dir)!r}; "
-                         "pass --id NAME for a new one or --overwrite to replace it")
+    check_new(zoo_dir, entry_id, overwrite)
     tensors = read_state_dict(path)
     model = build_model(model_cfg)
     fit_weights(model, tensors, repr(str(path)), model_cfg.arch)
