@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
 
         configure_threads()
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = "--debug" in args[: next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]
     cmd = typer.main.get_command(app)
     try:
         code = cmd.main(args=args, prog_name="robench", standalone_mode=False)

@@ -145,3 +145,9 @@ def test_other_bad_commands(tmp_path, capsys, args, code, message):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="unknown arch"):
         main(["--debug", "train", "--arch", "nope", "--zoo", str(tmp_path / "zoo")])
+
+
+def test_debug_given_as_an_option_value_is_not_the_root_flag(capsys):
+    # hypothesis found this: `-T --debug` made main show a traceback for a plain usage error
+    code, _, err = _run_main(capsys, ["zoo", "import", "x.pt", "--id", "a", "-T", "--debug"])
+    assert code == 2 and err.startswith("Error") and "Traceback" not in err and len(err.splitlines()) == 1
