@@ -11,8 +11,11 @@ The model is the shipped zoo's: ``vgg11`` at width 0.125, fc 128, 1x28x28 inputs
 (d) how the step time grows with T (2, 4, 8, 16) and with the batch size.
 
 Engines are timed interleaved (one sample of each in turn, after a warm-up), and medians are reported, so
-load from other processes hits both alike. ``floor`` replaces every neuron by a plain threshold with an
-identity gradient: the cost of the shared layers alone, i.e. the most any neuron engine could reach.
+load from other processes hits both alike. The models run channels-last by default (``SNN.channels_last``);
+the reference loop is timed in both layouts (``reference`` = NCHW, ``reference+cl``) and every speedup is
+taken against the faster of the two, so a layout change alone cannot pass for an engine gain. ``floor``
+replaces every neuron by a plain threshold with an identity gradient: the cost of the shared layers alone,
+i.e. the most any neuron engine could reach.
 The script writes its report (with the command that made it) to ``--out``; it asserts no target.
 """
 
@@ -81,8 +84,12 @@ def floor_model(model: nn.Module) -> nn.Module:
     return model
 
 
+REFERENCES = ("reference", "reference+cl")  # the per-step loop, NCHW and channels-last: the baseline is the faster
+NCHW = ("reference", "fused+nchw")  # variants run in the plain NCHW layout; all others channels-last
+
+
 class Variant:
-    """One engine under test: a model plus how to switch it on (engine name, compiled kernels or floor)."""
+    """One engine under test: a model plus how to switch it on (engine, layout, compiled kernels or floor)."""
 
     def __init__(self, name: str, model: nn.Module) -> None:
         self.name = name
@@ -90,7 +97,8 @@ class Variant:
 
     def activate(self) -> nn.Module:
         if self.name != "floor":
-            neurons.set_engine(self.model, "reference" if self.name == "reference" else "fused")
+            neurons.set_engine(self.model, "reference" if self.name in REFERENCES else "fused")
+        self.model.channels_last = self.name not in NCHW
         neurons.set_compile(self.name == "fused+compile")
         return self.model
 
@@ -252,7 +260,7 @@ def verdict(ok: bool) -> str:
 
 
 # --------------------------------------------------------------------------------------------- sections
-EXTRA = ("floor", "fused+compile")
+EXTRA = ("fused+nchw", "floor")  # also timed for training: the fused engine in NCHW, and the no-neuron floor
 
 
 def time_training(T: int, n: int, names: list[str], repeats: int, warmup: int) -> Times:
@@ -261,25 +269,31 @@ def time_training(T: int, n: int, names: list[str], repeats: int, warmup: int) -
     return timed([Variant(v, model) for v in names], lambda m: train_step(m, x, y), repeats, warmup)
 
 
-def speedups(t: Times) -> list[float]:
-    """Reference time over fused time, wall-clock and CPU."""
-    return [t.wall["reference"] / t.wall["fused"], t.cpu["reference"] / t.cpu["fused"]]
+def baseline(t: Times) -> str:
+    """The faster layout of the reference loop in this measurement (by wall-clock median)."""
+    return min((n for n in REFERENCES if n in t.wall), key=lambda n: t.wall[n])
+
+
+def speedups(t: Times, variant: str = "fused") -> list[float]:
+    """Time of the faster reference layout over the variant's time, wall-clock and CPU."""
+    ref = baseline(t)
+    return [t.wall[ref] / t.wall[variant], t.cpu[ref] / t.cpu[variant]]
 
 
 def bench_training(p: argparse.Namespace) -> tuple[list[str], dict[int, Times]]:
     rows, out = [], {}
     for T in (4, 8):
-        names = ["reference", "fused", "floor"] + (["fused+compile"] if p.compile and T == 8 else [])
+        names = [*REFERENCES, "fused", *EXTRA] + (["fused+compile"] if p.compile and T == 8 else [])
         out[T] = t = time_training(T, p.batch, names, p.repeats, p.warmup)
-        extra = [p.batch / t.wall[n] if n in t.wall else "" for n in EXTRA[: 1 + p.compile]]
-        rows.append([T, p.batch, p.batch / t.wall["reference"], p.batch / t.wall["fused"], *speedups(t), *extra])
-    head = ["T", "batch", "reference img/s", "fused img/s", "speedup (wall)", "speedup (CPU time)"]
-    return table(head + [f"{n} img/s" for n in EXTRA[: 1 + p.compile]], rows), out
+        extra = [p.batch / t.wall[n] if n in t.wall else "" for n in [*EXTRA, "fused+compile"][: 2 + p.compile]]
+        rows.append([T, p.batch, *[p.batch / t.wall[n] for n in (*REFERENCES, "fused")], *speedups(t), *extra])
+    head = ["T", "batch", *[f"{n} img/s" for n in (*REFERENCES, "fused")], "speedup (wall)", "speedup (CPU time)"]
+    return table(head + [f"{n} img/s" for n in [*EXTRA, "fused+compile"][: 2 + p.compile]], rows), out
 
 
 def bench_pgd(p: argparse.Namespace, train: Times) -> tuple[list[str], dict[str, tuple[Times, dict]]]:
     rows, out, T = [], {}, 8
-    names = ["reference", "fused"] + (["fused+compile"] if p.compile else [])
+    names = [*REFERENCES, "fused"] + (["fused+compile"] if p.compile else [])
     model, (x, y) = make_model(T), batch(p.batch)
     for mode in ("bptt", "rate"):
         t = timed([Variant(n, model) for n in names], lambda m, mode=mode: pgd_run(m, x, y, mode, 10),
@@ -287,10 +301,10 @@ def bench_pgd(p: argparse.Namespace, train: Times) -> tuple[list[str], dict[str,
         per_iter = {n: t.wall[n] / 10 / train.wall[n] for n in names}
         out[mode] = (t, per_iter)
         extra = [p.batch / t.wall["fused+compile"]] if p.compile else []
-        rows.append([mode, T, p.batch, p.batch / t.wall["reference"], p.batch / t.wall["fused"], *speedups(t),
-                     per_iter["reference"], per_iter["fused"], *extra])
-    head = ["mode", "T", "batch", "reference img/s", "fused img/s", "speedup (wall)", "speedup (CPU time)",
-            "PGD iter / train step (ref)", "PGD iter / train step (fused)"]
+        rows.append([mode, T, p.batch, *[p.batch / t.wall[n] for n in (*REFERENCES, "fused")], *speedups(t),
+                     per_iter[baseline(t)], per_iter["fused"], *extra])
+    head = ["mode", "T", "batch", *[f"{n} img/s" for n in (*REFERENCES, "fused")], "speedup (wall)",
+            "speedup (CPU time)", "PGD iter / train step (faster ref)", "PGD iter / train step (fused)"]
     return table(head + (["fused+compile img/s"] if p.compile else []), rows), out
 
 
@@ -313,23 +327,29 @@ def bench_memory(p: argparse.Namespace) -> tuple[list[str], dict[int, float]]:
 
 
 def growth(label: str, xs: tuple[int, ...], by: dict[int, Times], n_img: dict[int, int]) -> tuple[list[str], dict]:
-    """Rows of step time against ``xs`` (T or batch), the ratio per doubling and the fitted exponent."""
+    """Rows of step time against ``xs`` (T or batch), the ratio per doubling and the fitted exponent; the
+    reference column is the faster of its two layouts at each size."""
+    def wall(v: int, n: str) -> float:
+        return by[v].wall[baseline(by[v]) if n == "reference" else n]
+
+    def cpu(v: int, n: str) -> float:
+        return by[v].cpu[baseline(by[v]) if n == "reference" else n]
+
     names, rows = ("reference", "fused"), []
     for i, v in enumerate(xs):
-        dbl = [by[v].wall[n] / by[xs[i - 1]].wall[n] if i else "" for n in names]
-        rows.append([v, by[v].wall["reference"], by[v].wall["fused"], *speedups(by[v]), n_img[v] / by[v].wall["fused"],
-                     *dbl])
+        dbl = [wall(v, n) / wall(xs[i - 1], n) if i else "" for n in names]
+        rows.append([v, wall(v, "reference"), wall(v, "fused"), *speedups(by[v]), n_img[v] / wall(v, "fused"), *dbl])
     head = [label, "reference s/step", "fused s/step", "speedup (wall)", "speedup (CPU time)", "fused img/s",
             f"reference t({label})/t({label}/2)", f"fused t({label})/t({label}/2)"]
-    k = {n: slope(list(xs), [by[v].wall[n] for v in xs]) for n in names}
-    kc = {n: slope(list(xs), [by[v].cpu[n] for v in xs]) for n in names}
+    k = {n: slope(list(xs), [wall(v, n) for v in xs]) for n in names}
+    kc = {n: slope(list(xs), [cpu(v, n) for v in xs]) for n in names}
     note = (f"Fitted exponent k of step time ~ {label}^k (1.0 = linear): reference {k['reference']:.2f}, fused "
             f"{k['fused']:.2f} (wall); reference {kc['reference']:.2f}, fused {kc['fused']:.2f} (CPU time).")
     return [*table(head, rows), "", note], {"wall": k, "cpu": kc}
 
 
 def bench_scaling(p: argparse.Namespace) -> tuple[list[str], dict]:
-    names = ["reference", "fused"]
+    names = [*REFERENCES, "fused"]
     by_T = {T: time_training(T, p.batch, names, p.scale_repeats, p.warmup) for T in p.scale_Ts}
     lines_T, k = growth("T", p.scale_Ts, by_T, dict.fromkeys(p.scale_Ts, p.batch))
     by_B = {b: time_training(8, b, names, p.scale_repeats, p.warmup) for b in p.batches}
@@ -381,7 +401,7 @@ def targets(train: dict[int, Times], pgd: dict, mem: dict[int, float], k: dict) 
                      f"{r:.2f}x", verdict(r <= TARGETS["pgd_iter"])])
     if "fused+compile" in train[8].wall:  # opt-in kernels, reported beside the default engine
         for label, t in [("training", train[8]), *[(f"PGD-10 ({m})", pgd[m][0]) for m in ("bptt", "rate")]]:
-            w = t.wall["reference"] / t.wall["fused+compile"]
+            w = speedups(t, "fused+compile")[0]
             rows.append([f"(opt-in `set_compile(True)`) {label} throughput at T=8 >= {TARGETS['speedup']}x",
                          f"{w:.2f}x", verdict(w >= TARGETS["speedup"])])
     kw, kc = k["wall"]["fused"], k["cpu"]["fused"]
@@ -399,17 +419,19 @@ def render(p: argparse.Namespace, argv: list[str], info: dict, checks: list, sec
         "Model: the zoo's vgg11 (width 0.125, fc 128, 1x28x28, 10 classes); one training step = SGD on "
         f"cross-entropy in train mode. Times are medians of interleaved repeats after a warm-up ({how})"
         + (" -- **quick mode: small batch, indicative only**." if p.quick else "."),
-        "Speedup = reference time / fused time, from wall-clock medians (throughput) and from process CPU time "
-        "(less sensitive to other processes on a shared machine). `floor` = every neuron replaced by a plain "
-        "threshold with an identity gradient: the shared layers alone, the most any neuron engine could reach.",
+        "Models run channels-last (the default) except the `reference` (NCHW) and `fused+nchw` variants; "
+        "speedup = time of the faster reference layout / fused time, from wall-clock medians (throughput) and "
+        "from process CPU time (less sensitive to other processes on a shared machine). `floor` = every neuron "
+        "replaced by a plain threshold with an identity gradient: the shared layers alone, the most any neuron "
+        "engine could reach.",
         "", "## Machine", "", *table(["", ""], [[k_, v] for k_, v in info.items()]), "",
         "## Targets (measured, not asserted)", "", *table(["target", "measured", ""], checks), "",
         "## (a) Training throughput", "", *a, "",
         "## (b) PGD-10 throughput (torchattacks.PGD, eps 8/255, step 2/255, random start)", "", *b, "",
         "## (c) Activation memory of one training step (BPTT)", "",
         "Saved = bytes of the tensors autograd saves for backward, deduplicated by storage, parameters excluded "
-        "(deterministic). Peak-RSS growth = rise of the process's peak resident set over its first training "
-        "step, in a fresh process per engine.", "", *c, "",
+        "(deterministic), both engines channels-last. Peak-RSS growth = rise of the process's peak resident set "
+        "over its first training step, in a fresh process per engine.", "", *c, "",
         "## (d) Scaling of the training step", "", *d, "",
     ]
     return "\n".join(lines)

@@ -118,17 +118,30 @@ class SeqFold(nn.Module):
 
 
 class _AvgPool2x2(torch.autograd.Function):
-    """``F.avg_pool2d(x, 2)`` whose backward needs only the input's shape, so autograd keeps no copy of it."""
+    """``F.avg_pool2d(x, 2)`` whose backward needs only the input's shape and layout, so autograd keeps no copy
+    of it; on even sizes the backward copies ``grad / 4`` into every window (no zero fill, no scatter)."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
         ctx.shape = x.shape
+        ctx.layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         return F.avg_pool2d(x, 2)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        like = grad.new_empty(ctx.shape)  # read for its shape only, never for its values
-        return torch.ops.aten.avg_pool2d_backward(grad, like, [2, 2], [2, 2], [0, 0], False, True, None)
+        H, W = ctx.shape[2:]
+        if H % 2 or W % 2:  # odd sizes: the last row/column was dropped and gets no gradient
+            like = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout)
+            return torch.ops.aten.avg_pool2d_backward(grad, like, [2, 2], [2, 2], [0, 0], False, True, None)
+        quarter = grad * 0.25  # exact (a power of two): the same values as aten's grad / 4
+        if ctx.layout == torch.channels_last:  # the fastest copy into each 2x2 window for either layout
+            return F.interpolate(quarter, scale_factor=2.0, mode="nearest")
+        return quarter.repeat_interleave(2, dim=3).repeat_interleave(2, dim=2)
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """True when a 4-d tensor is laid out channels-last (and not also plainly contiguous)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class AvgPool(nn.Module):
@@ -157,10 +170,15 @@ class SNN(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std).view(1, -1, 1, 1), persistent=False)
         self.stem, self.body, self.head = stem, body, head
+        # channels-last activations: mkldnn/cudnn convolutions, batch norm and pooling run on them without
+        # reordering; the same values up to float rounding. False gives the plain NCHW layout.
+        self.channels_last = True
 
     def forward(self, x: Tensor) -> Tensor:
         x = (x - self.mean) / self.std  # [B, C, H, W]
-        x = self.stem(x)  # direct coding: a constant input gives the same stem output at every step
+        layout = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
+        x = self.stem(x.contiguous(memory_format=layout))  # direct coding: the same stem output at every step
+        x = x.contiguous(memory_format=layout)  # a 1-channel input can leave the stem in either layout
         x = x.unsqueeze(0).expand(self.config.T, *x.shape)  # [B, C', H, W] -> [T, B, C', H, W]
         x = self.head(self.body(x))  # [T, B, K]
         return x.mean(0)  # [B, K]

@@ -90,21 +90,31 @@ def rate_slope(ibar: Tensor, tau: float, v_th: float = 1.0, gamma: float = 0.2) 
 # one-step scratch tensors; every op is a plain torch op, so the same code runs on CPU and CUDA. The forward
 # is bit-identical to the reference: ``addcmul(I, h, keep, value=tau)`` computes ``(tau * h) * keep + I``
 # and ``keep`` is 0 or 1, exactly the reference's ``tau * (h * (1 - s)) + I``.
+def _buffer(x: Tensor) -> Tensor:
+    """An uninitialised ``[T, ...]`` buffer whose steps have the memory layout of ``x[0]`` (e.g. channels-last),
+    dense even where ``x`` is not (an input expanded over T)."""
+    step = torch.empty_like(x[0])  # keeps x[0]'s strides when dense, else the default layout
+    size, stride = (x.shape[0], *step.shape), (step.numel(), *step.stride())
+    return torch.empty_strided(size, stride, dtype=x.dtype, device=x.device)
+
+
 def _forward_loop(current: Tensor, tau: float, v_th: float, keep_h: bool = True) -> tuple[Tensor, Tensor | None]:
     """Exact forward over T steps without autograd.
 
     Shape: ``current`` ``[T, ...]`` (any strides, e.g. expanded over T). Returns spikes ``[T, ...]`` in {0, 1}
-    and, when ``keep_h``, the pre-spike membrane ``h`` ``[T, ...]`` (else None). Per step: one ``addcmul`` and
-    one comparison into a scratch mask; the spikes come from one comparison over all T at the end.
+    and, when ``keep_h``, the pre-spike membrane ``h`` ``[T, ...]`` (else None). Per step: one comparison into
+    a scratch mask, one ``addcmul`` and the previous step's spikes, each while that step is still in cache.
     """
     T = current.shape[0]
-    h = torch.empty(current.shape, dtype=current.dtype, device=current.device)
+    h = _buffer(current)
+    spikes = torch.empty_like(h)
     keep = torch.empty_like(h[0])  # 1 - s[t-1]: the hard-reset mask of the previous step
     h[0].copy_(current[0])  # u = 0 at rest: h[1] = I[1]
     for t in range(1, T):
         torch.lt(h[t - 1], v_th, out=keep)
         torch.addcmul(current[t], h[t - 1], keep, value=tau, out=h[t])  # tau * u[t-1] + I[t]
-    spikes = torch.ge(h, v_th, out=torch.empty_like(h))  # s = H(h - v_th), written straight as 0/1 floats
+        torch.ge(h[t - 1], v_th, out=spikes[t - 1])  # s = H(h - v_th), written straight as 0/1 floats
+    torch.ge(h[T - 1], v_th, out=spikes[T - 1])
     return spikes, (h if keep_h else None)
 
 
@@ -116,8 +126,8 @@ def _bptt_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: fl
     ``du[t]/dh[t] = keep[t] - h[t] * sg[t]`` and ``dh[t+1]/du[t] = tau``. Shape: ``[T, ...]`` in and out.
     """
     T = h.shape[0]
-    grad_in = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    sg, tmp, keep = (torch.empty(h.shape[1:], dtype=h.dtype, device=h.device) for _ in range(3))
+    grad_in = torch.empty_like(h)
+    sg, tmp, keep = (torch.empty_like(h[0]) for _ in range(3))
     for t in range(T - 1, -1, -1):
         torch.sub(h[t], v_th, out=sg).abs_().neg_().add_(gamma).clamp_min_(0)
         if gamma != 1.0:
@@ -214,7 +224,8 @@ class _FusedRate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current: Tensor, tau: float, v_th: float, keep_h: bool):  # type: ignore[override]
         spikes, h = _run_forward(current, tau, v_th, keep_h)
-        ctx.save_for_backward(rate_slope(current.mean(0), tau, v_th))
+        ibar = torch.mean(current, 0, out=torch.empty_like(current[0]))  # in the layout of one step, like grad_s
+        ctx.save_for_backward(rate_slope(ibar, tau, v_th))
         if h is None:
             return spikes
         ctx.mark_non_differentiable(h)

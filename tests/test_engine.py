@@ -205,12 +205,13 @@ def test_compile_twins_compute_what_the_eager_kernels_compute():
 
 
 # ----------------------------------------------------------------------------------- model-level pooling
-@pytest.mark.parametrize("size", [8, 7])
-def test_avgpool_matches_torch_and_saves_no_activation(size):
+@pytest.mark.parametrize("size", [(8, 8), (7, 7), (6, 10), (5, 4)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_avgpool_matches_torch_and_saves_no_activation(size, layout):
     from robench.models import AvgPool
 
-    x = torch.rand(3, 4, size, size, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 4, size // 2, size // 2, dtype=torch.float64)
+    x = torch.rand(3, 4, *size, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    w = torch.randn(3, 4, size[0] // 2, size[1] // 2, dtype=torch.float64).contiguous(memory_format=layout)
     (out, saved) = _saved(lambda: AvgPool()(x))
     (out * w).sum().backward()
     want = torch.nn.functional.avg_pool2d(x, 2)
@@ -218,4 +219,51 @@ def test_avgpool_matches_torch_and_saves_no_activation(size):
     g = x.grad.clone()
     x.grad = None
     (want * w).sum().backward()
-    assert torch.equal(g, x.grad)
+    assert torch.equal(g, x.grad)  # bit for bit, odd sizes included (the dropped row/column gets 0)
+    assert g.is_contiguous(memory_format=layout)  # the gradient keeps the input's layout
+
+
+# ---------------------------------------------------------------------------------------- memory layout
+def _cl_steps(T: int, seed: int) -> torch.Tensor:
+    """Random ``[T, B, C, H, W]`` currents whose steps are channels-last (as SeqFold hands them over)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(T * 2, 3, 4, 5, generator=g, dtype=torch.float64) * 1.6 - 0.2
+    x[:, 1, 2] = 1.0  # some currents exactly on the threshold
+    return x.contiguous(memory_format=torch.channels_last).view(T, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("stable", [False, True], ids=["lif", "dlif"])
+@pytest.mark.parametrize("mode", ["bptt", "rate"])
+@pytest.mark.parametrize("expanded", [False, True], ids=["steps", "expanded"])
+def test_fused_keeps_channels_last_and_matches_reference(stable, mode, expanded):
+    T = 4
+    x0 = _cl_steps(T, 3)
+    if expanded:  # the first layer: one channels-last step expanded over T (stride 0)
+        x0 = x0[0].unsqueeze(0).expand(T, *x0.shape[1:])
+    w = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=x0.dtype)
+    fused = _run(_neuron("fused", T, stable, mode), x0, w)
+    ref = _run(_neuron("reference", T, stable, mode), x0, w)
+    assert torch.equal(fused[0], ref[0])
+    for a, b in zip(fused[1:], ref[1:], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for t in (fused[0], fused[1]):  # spikes and membrane: every step stays channels-last
+        assert t[0].is_contiguous(memory_format=torch.channels_last) and not t[0].is_contiguous()
+    assert fused[2].abs().sum() > 0
+
+
+def test_model_runs_channels_last_and_nchw_gives_the_same_predictions(tiny_model, tiny_data):
+    """Channels-last is a layout, not a model change: same predictions, logits equal to float rounding."""
+    from robench.models import is_channels_last
+
+    seen = []
+    hook = tiny_model.body[1].register_forward_hook(lambda m, i, o: seen.append(is_channels_last(i[0][0])))
+    x = tiny_data[0][:32]
+    with torch.inference_mode():
+        a = tiny_model(x)
+        tiny_model.channels_last = False
+        b = tiny_model(x)
+        tiny_model.channels_last = True
+    hook.remove()
+    assert seen == [True, False]
+    assert torch.equal(a.argmax(1), b.argmax(1))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
