@@ -329,11 +329,9 @@ def bench_memory(p: argparse.Namespace) -> tuple[list[str], dict[int, float]]:
 def growth(label: str, xs: tuple[int, ...], by: dict[int, Times], n_img: dict[int, int]) -> tuple[list[str], dict]:
     """Rows of step time against ``xs`` (T or batch), the ratio per doubling and the fitted exponent; the
     reference column is the faster of its two layouts at each size."""
-    def wall(v: int, n: str) -> float:
-        return by[v].wall[baseline(by[v]) if n == "reference" else n]
-
-    def cpu(v: int, n: str) -> float:
-        return by[v].cpu[baseline(by[v]) if n == "reference" else n]
+    def wall(v: int, n: str, clock: str = "wall") -> float:
+        """Median seconds of variant ``n`` at size ``v``; ``reference`` is its faster layout there (by wall)."""
+        return getattr(by[v], clock)[baseline(by[v]) if n == "reference" else n]
 
     names, rows = ("reference", "fused"), []
     for i, v in enumerate(xs):
@@ -342,7 +340,7 @@ def growth(label: str, xs: tuple[int, ...], by: dict[int, Times], n_img: dict[in
     head = [label, "reference s/step", "fused s/step", "speedup (wall)", "speedup (CPU time)", "fused img/s",
             f"reference t({label})/t({label}/2)", f"fused t({label})/t({label}/2)"]
     k = {n: slope(list(xs), [wall(v, n) for v in xs]) for n in names}
-    kc = {n: slope(list(xs), [cpu(v, n) for v in xs]) for n in names}
+    kc = {n: slope(list(xs), [wall(v, n, "cpu") for v in xs]) for n in names}
     note = (f"Fitted exponent k of step time ~ {label}^k (1.0 = linear): reference {k['reference']:.2f}, fused "
             f"{k['fused']:.2f} (wall); reference {kc['reference']:.2f}, fused {kc['fused']:.2f} (CPU time).")
     return [*table(head, rows), "", note], {"wall": k, "cpu": kc}
