@@ -13,7 +13,9 @@ The model is the shipped zoo's: ``vgg11`` at width 0.125, fc 128, 1x28x28 inputs
 Engines are timed interleaved (one sample of each in turn, after a warm-up), and medians are reported, so
 load from other processes hits both alike. The models run channels-last by default (``SNN.channels_last``);
 the reference loop is timed in both layouts (``reference`` = NCHW, ``reference+cl``) and every speedup is
-taken against the faster of the two, so a layout change alone cannot pass for an engine gain. ``floor``
+taken against the faster of the two, so a layout change alone cannot pass for an engine gain.
+``fused+compile`` is the fused engine with the opt-in ``torch.compile`` kernels (``neurons.set_compile``), timed
+at T = 8 where a C++ compiler is found (``--no-compile`` skips it); its first calls compile. ``floor``
 replaces every neuron by a plain threshold with an identity gradient: the cost of the shared layers alone,
 i.e. the most any neuron engine could reach.
 The script writes its report (with the command that made it) to ``--out``; it asserts no target.
@@ -28,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -361,9 +364,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small batch, fewer sizes, no RSS (for development)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"), help="report file to write")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    ap.add_argument("--compile", action="store_true", help="also time the fused engine with torch.compile")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time the opt-in torch.compile kernels (default: when a C++ compiler is found)")
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     p = ap.parse_args(argv)
+    if p.compile is None:  # inductor's CPU backend builds C++ kernels
+        p.compile = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
     full = not p.quick
     p.batch = 64 if full else 16
     p.repeats, p.pgd_repeats, p.scale_repeats, p.warmup = (5, 3, 3, 1) if full else (3, 3, 3, 1)

@@ -8,6 +8,7 @@ gradients to float tolerance, in both gradient modes, for both neuron types, sev
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -202,6 +203,43 @@ def test_compile_twins_compute_what_the_eager_kernels_compute():
         torch.testing.assert_close(neurons._bptt_backward(h, gs, 0.99, 1.0, gamma),
                                    neurons._bptt_backward_fn(h, gs, 0.99, 1.0, gamma), rtol=1e-12, atol=1e-12)
     assert neurons.compile_enabled() == (os.environ.get("ROBENCH_COMPILE") == "1")  # off unless asked for
+
+
+def test_flat_views_round_trip_every_layout():
+    """The compiled kernels see each layer as a dense ``[T, M]`` block in its memory order, and hand it back."""
+    x = _cl_steps(3, 1)
+    for t in (x, x.contiguous(), x[0].unsqueeze(0).expand(3, *x.shape[1:]), x.transpose(2, 4)):
+        flat, order = neurons._flat(t)
+        assert flat.shape == (3, t[0].numel()) and flat.is_contiguous()
+        assert torch.equal(neurons._unflat(flat, t.shape, order), t)
+    flat, order = neurons._flat(x)
+    assert flat.data_ptr() == x.data_ptr()  # channels-last steps: a view, no copy
+    assert neurons._unflat(flat, x.shape, order).stride() == x.stride()
+    g = x.contiguous()  # a gradient in another layout is laid out like the membrane it meets
+    assert torch.equal(neurons._flat(g, order)[0], flat)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.parametrize("layout", ["cl", "nchw", "expanded"])
+def test_compiled_kernels_match_the_reference(layout):
+    """The opt-in compiled engine: spikes bit for bit, membranes and gradients to float tolerance."""
+    T = 4
+    x0 = _cl_steps(T, 5)
+    x0 = {"cl": x0, "nchw": x0.contiguous(), "expanded": x0[0].unsqueeze(0).expand(T, *x0.shape[1:])}[layout]
+    w = torch.randn(x0.shape, generator=torch.Generator().manual_seed(6), dtype=x0.dtype)
+    for stable in (False, True):
+        for mode in ("bptt", "rate"):
+            ref = _run(_neuron("reference", T, stable, mode), x0, w)
+            neurons.set_compile(True)
+            try:
+                got = _run(_neuron("fused", T, stable, mode), x0, w)
+            finally:
+                neurons.set_compile(os.environ.get("ROBENCH_COMPILE") == "1")
+            assert torch.equal(got[0], ref[0])
+            for a, b in zip(got[1:], ref[1:], strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+            assert got[2].abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------------- model-level pooling
