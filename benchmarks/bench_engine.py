@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -369,7 +368,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     p = ap.parse_args(argv)
     if p.compile is None:  # inductor's CPU backend builds C++ kernels
-        p.compile = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+        p.compile = neurons.compiler_found()
     full = not p.quick
     p.batch = 64 if full else 16
     p.repeats, p.pgd_repeats, p.scale_repeats, p.warmup = (5, 3, 3, 1) if full else (3, 3, 3, 1)

@@ -19,6 +19,7 @@ forward is bit-identical to the reference; ``set_compile(True)`` (or ROBENCH_COM
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from enum import Enum
 
@@ -188,6 +189,11 @@ def set_compile(on: bool = True) -> None:
 
 def compile_enabled() -> bool:
     return _USE_COMPILED[0]
+
+
+def compiler_found() -> bool:
+    """True when a C++ compiler is on the PATH: what ``torch.compile``'s CPU backend builds its kernels with."""
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 
 
 def _flat(x: Tensor, order: list[int] | None = None) -> tuple[Tensor, list[int]]:

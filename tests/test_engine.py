@@ -8,7 +8,6 @@ gradients to float tolerance, in both gradient modes, for both neuron types, sev
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 import torch
@@ -219,8 +218,7 @@ def test_flat_views_round_trip_every_layout():
     assert torch.equal(neurons._flat(g, order)[0], flat)
 
 
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(not neurons.compiler_found(), reason="torch.compile's CPU backend needs a C++ compiler")
 @pytest.mark.parametrize("layout", ["cl", "nchw", "expanded"])
 def test_compiled_kernels_match_the_reference(layout):
     """The opt-in compiled engine: spikes bit for bit, membranes and gradients to float tolerance."""
