@@ -4,7 +4,7 @@ One command: ``make bench`` (= ``.venv/bin/python benchmarks/bench_engine.py``);
 The model is the shipped zoo's: ``vgg11`` at width 0.125, fc 128, 1x28x28 inputs, 10 classes. Measured:
 
 (a) training throughput (images/s, one SGD step of cross-entropy) at T = 4 and 8;
-(b) PGD-10 throughput (``torchattacks.PGD`` inside ``robench.gradients.grad_mode``), BPTT and rate, and the
+(b) PGD-10 throughput (``torchattacks.PGD`` inside ``robench.snn.paths.grad_mode``), BPTT and rate, and the
     cost of one PGD iteration relative to one training step;
 (c) activation memory of one training step: bytes of the tensors autograd saves for backward (deduplicated
     by storage, parameters excluded; deterministic) and the peak-RSS growth of the step in a fresh process;
@@ -46,9 +46,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robench import neurons  # noqa: E402
-from robench.gradients import grad_mode  # noqa: E402
-from robench.models import ModelConfig, build_model  # noqa: E402
+from robench.snn import neurons  # noqa: E402
+from robench.snn.models import ModelConfig, build_model  # noqa: E402
+from robench.snn.paths import grad_mode  # noqa: E402
 
 ZOO = dict(arch="vgg11", width=0.125, fc=128, in_channels=1, image_size=28, num_classes=10)
 TARGETS = {"speedup": 2.0, "memory": 0.6, "pgd_iter": 1.2}

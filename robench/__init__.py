@@ -7,8 +7,8 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 _PUBLIC = {
-    "RobenchError": "errors", "GradMode": "gradients", "grad_mode": "gradients", "ModelConfig": "models",
-    "build_model": "models", "SpikingNeuron": "neurons", "load_dataset": "data",
+    "RobenchError": "errors", "GradMode": "snn.paths", "grad_mode": "snn.paths", "ModelConfig": "snn.models",
+    "build_model": "snn.models", "SpikingNeuron": "snn.neurons", "load_dataset": "data",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -34,9 +34,9 @@ from .checks import Finding, model_findings
 from .data import DATASETS, check_images
 from .data import load as load_dataset
 from .errors import BadSpec, DataNotFound, IntegrityError
-from .gradients import grad_mode, parse_grad_mode
 from .results import COLUMNS, Key, ResultsStore, row_key, to_frame
 from .runtime import now, resolve_device, seed_everything, versions
+from .snn.paths import grad_mode, parse_grad_mode
 
 GRAD_CHOICES = ("bptt", "rate", "both")
 CPU_CAP, CUDA_CAP = 256, 4096  # larger CPU batches do not run faster; the GPU cap keeps one launch modest

@@ -27,10 +27,10 @@ from .data import DATASETS
 from .data import load as load_data
 from .eps import parse_one
 from .errors import BadSpec, IntegrityError, Interrupted
-from .gradients import grad_mode
-from .models import SNN, ModelConfig, accuracy, build_model
 from .registry import Registry
 from .runtime import resolve_device, seed_everything
+from .snn.models import SNN, ModelConfig, accuracy, build_model
+from .snn.paths import grad_mode
 from .zoo import Card, check_new, check_writable
 from .zoo import save as save_entry
 

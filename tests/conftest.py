@@ -12,7 +12,7 @@ os.environ.setdefault("_TYPER_FORCE_DISABLE_TERMINAL", "1")
 os.environ.setdefault("COLUMNS", "200")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from robench.models import ModelConfig, build_model  # noqa: E402
+from robench.snn.models import ModelConfig, build_model  # noqa: E402
 
 TINY = dict(arch="vgg5", neuron="lif", T=2, width=0.125, fc=16, in_channels=1, image_size=8, num_classes=2,
             mean=(0.5,), std=(0.5,))

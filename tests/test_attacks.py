@@ -23,7 +23,7 @@ from robench.attacks import (
     suite,
 )
 from robench.errors import BadSpec, UnknownName
-from robench.models import ModelConfig, build_model
+from robench.snn.models import ModelConfig, build_model
 
 ALL = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack", "gaussian")
 FAST = {"pgd": dict(steps=2), "bim": dict(steps=2), "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2),

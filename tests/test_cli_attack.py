@@ -13,7 +13,7 @@ from conftest import TINY, make_tiny_data
 import robench.evaluate
 from robench.cli import main
 from robench.errors import DataNotFound
-from robench.models import ModelConfig, build_model
+from robench.snn.models import ModelConfig, build_model
 from robench.train import TrainConfig, train
 from robench.zoo import Card, save
 

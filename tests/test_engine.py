@@ -12,10 +12,10 @@ import os
 import pytest
 import torch
 
-from robench import neurons
-from robench.gradients import grad_mode
-from robench.models import build_model
-from robench.neurons import ENGINES, GradMode, SpikingNeuron, set_engine
+from robench.snn import neurons
+from robench.snn.models import build_model
+from robench.snn.neurons import ENGINES, GradMode, SpikingNeuron, set_engine
+from robench.snn.paths import grad_mode
 
 TS = (1, 2, 4, 8)
 
@@ -244,7 +244,7 @@ def test_compiled_kernels_match_the_reference(layout):
 @pytest.mark.parametrize("size", [(8, 8), (7, 7), (6, 10), (5, 4)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
 def test_avgpool_matches_torch_and_saves_no_activation(size, layout):
-    from robench.models import AvgPool
+    from robench.snn.models import AvgPool
 
     x = torch.rand(3, 4, *size, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
     w = torch.randn(3, 4, size[0] // 2, size[1] // 2, dtype=torch.float64).contiguous(memory_format=layout)
@@ -289,7 +289,7 @@ def test_fused_keeps_channels_last_and_matches_reference(stable, mode, expanded)
 
 def test_model_runs_channels_last_and_nchw_gives_the_same_predictions(tiny_model, tiny_data):
     """Channels-last is a layout, not a model change: same predictions, logits equal to float rounding."""
-    from robench.models import is_channels_last
+    from robench.snn.models import is_channels_last
 
     seen = []
     hook = tiny_model.body[1].register_forward_hook(lambda m, i, o: seen.append(is_channels_last(i[0][0])))

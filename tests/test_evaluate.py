@@ -13,8 +13,8 @@ import robench.evaluate as ev
 from robench.attacks import ATTACKS, AttackSpec
 from robench.checks import eval_determinism, model_findings, outputs_probabilities, zero_grad_fraction
 from robench.errors import BadSpec, IntegrityError
-from robench.models import ModelConfig, build_model
 from robench.results import ResultsStore
+from robench.snn.models import ModelConfig, build_model
 from robench.train import TrainConfig, train
 
 FAST = {"pgd": dict(steps=3), "bim": dict(steps=3), "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2),

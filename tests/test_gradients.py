@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from robench.errors import BadSpec, UsageError
-from robench.gradients import GradMode, get_grad_mode, grad_mode, parse_grad_mode, set_grad_mode
-from robench.neurons import spiking_neurons
+from robench.snn.neurons import spiking_neurons
+from robench.snn.paths import GradMode, get_grad_mode, grad_mode, parse_grad_mode, set_grad_mode
 
 
 def _modes(model) -> list[GradMode]:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from robench.errors import BadSpec, UnknownName
-from robench.models import ARCHS, ModelConfig, accuracy, build_model, predict
-from robench.neurons import spiking_neurons
+from robench.snn.models import ARCHS, ModelConfig, accuracy, build_model, predict
+from robench.snn.neurons import spiking_neurons
 
 SHAPES = {"gray28": (1, 28, 10), "rgb32": (3, 32, 10)}
 

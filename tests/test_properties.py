@@ -21,8 +21,8 @@ from robench.cli import NAME_RE, main
 from robench.data import DATASETS
 from robench.eps import format_eps, parse_eps, parse_one
 from robench.errors import BadSpec
-from robench.models import ModelConfig, build_model
 from robench.results import ResultsStore
+from robench.snn.models import ModelConfig, build_model
 from robench.zoo import Card, save
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -217,7 +217,7 @@ def test_debug_prints_a_traceback_from_the_real_command(tmp_path, capsys):
 
 def test_importing_into_an_unwritable_zoo_is_one_line(tmp_path, unwritable, capsys):
     from robench.data import DATASETS
-    from robench.models import ModelConfig, build_model
+    from robench.snn.models import ModelConfig, build_model
 
     f = tmp_path / "mine.pt"
     cfg = ModelConfig(arch="vgg5", T=2, width=0.125, fc=16, **DATASETS.get("fashion-mnist").model_kwargs())

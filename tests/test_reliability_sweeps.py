@@ -26,8 +26,8 @@ from robench.cli import main
 from robench.data import DATASETS
 from robench.errors import BadSpec
 from robench.evaluate import Data, Target, evaluate
-from robench.models import ModelConfig, build_model
 from robench.results import ResultsStore, row_key
+from robench.snn.models import ModelConfig, build_model
 from robench.zoo import Card, save
 
 ENV = {**os.environ, "ROBENCH_THREADS": "1", "COLUMNS": "200"}

@@ -16,9 +16,9 @@ from safetensors.torch import save as st_save
 
 from robench.data import DATASETS
 from robench.errors import BadSpec, IntegrityError
-from robench.models import ModelConfig, build_model
+from robench.snn.models import ModelConfig, build_model
 from robench.zoo import Card, load, save, verify
-from robench.zoo_import import import_state_dict
+from robench.zoo.importing import import_state_dict
 
 FM = dict(arch="vgg5", T=2, width=0.125, fc=16, **DATASETS.get("fashion-mnist").model_kwargs())
 FM_OPTS = ["--arch", "vgg5", "-T", "2", "--width", "0.125", "--fc", "16"]

@@ -9,7 +9,7 @@ import torch
 from conftest import make_tiny_data
 
 from robench.errors import BadSpec, Interrupted, UnknownName
-from robench.models import build_model
+from robench.snn.models import build_model
 from robench.train import RECIPES, TrainConfig, mppd_penalty, mppd_sequence, robust_loss, train
 
 # ------------------------------------------------------------------------------------------------- MPPD

@@ -9,7 +9,7 @@ import torch
 from conftest import make_tiny_data
 
 from robench.errors import IntegrityError, UnknownName, UsageError
-from robench.models import build_model
+from robench.snn.models import build_model
 from robench.train import TrainConfig, train
 from robench.zoo import Card, list_cards, load, save, select, verify
 

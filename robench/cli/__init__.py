@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import RobenchError
+from ..errors import RobenchError
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -119,7 +119,7 @@ def train(
     device: DeviceOpt = "auto",
 ) -> None:
     """Train an SNN with a recipe and write it into the zoo."""
-    from .train import job_from_options, run_job
+    from ..train import job_from_options, run_job
 
     opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
                 width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
@@ -198,13 +198,13 @@ def attack(
     """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells."""
     import re
 
-    from .attacks import specs_from
-    from .eps import parse_one
-    from .errors import BadSpec
-    from .evaluate import evaluate, load_data, load_targets, parse_grads
-    from .results import ResultsStore
-    from .runtime import resolve_device
-    from .zoo import select
+    from ..attacks import specs_from
+    from ..eps import parse_one
+    from ..errors import BadSpec
+    from ..evaluate import evaluate, load_data, load_targets, parse_grads
+    from ..results import ResultsStore
+    from ..runtime import resolve_device
+    from ..zoo import select
 
     specs = specs_from(attacks, suite, eps, steps=steps, restarts=restarts, random_start=random_start,
                        version=aa_version, step_size=parse_one(step_size, "--step-size") if step_size else None)
@@ -233,7 +233,7 @@ def attack(
 
 
 def _batch_size(text: str) -> int | None:
-    from .errors import BadSpec
+    from ..errors import BadSpec
 
     if text == "auto":
         return None
@@ -257,9 +257,9 @@ def _attack_progress(bar: Progress):
 
 
 def _print_results(ev, store) -> None:
-    from .checks import check_records
-    from .report import attack_labels
-    from .results import row_key
+    from ..checks import check_records
+    from ..report import attack_labels
+    from ..results import row_key
 
     df = ev.records
     t = Table(title=f"robust accuracy (%) on {', '.join(df['dataset'].unique())}, n = "
@@ -300,10 +300,10 @@ def report(
     = "",
 ) -> None:
     """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
-    from .checks import check_records, stored_flags
-    from .errors import UsageError
-    from .report import comparison_table, inject_markdown, select, to_markdown, write_report
-    from .results import ResultsStore, read_dir
+    from ..checks import check_records, stored_flags
+    from ..errors import UsageError
+    from ..report import comparison_table, inject_markdown, select, to_markdown, write_report
+    from ..results import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
         raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
@@ -331,7 +331,7 @@ def _fmt_acc(v: float | None) -> str:
 @zoo_app.command("list")
 def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--format")] = Format.table):
     """List zoo entries."""
-    from .zoo import list_cards
+    from ..zoo import list_cards
 
     cards, problems = list_cards(zoo)
     rows = [c.summary() for c in cards]
@@ -354,7 +354,7 @@ def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--f
 @zoo_app.command("show")
 def zoo_show(entry: Annotated[str, typer.Argument(help="Id or unique prefix.")], zoo: ZooOpt = Path("zoo")):
     """Show one entry's card."""
-    from .zoo import select
+    from ..zoo import select
 
     cards = select(entry, zoo)
     for c in cards:
@@ -371,8 +371,8 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
     """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy)."""
     from functools import cache
 
-    from .data import load
-    from .zoo import verify
+    from ..data import load
+    from ..zoo import verify
 
     test_data = cache(lambda ds: load(ds, "test", data_dir)) if check_accuracy else None
     results = verify(zoo, entry, test_data)
@@ -400,9 +400,9 @@ def zoo_import(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
 ):
     """Import your own weights (never runs code from the file); shapes must fit the model options exactly."""
-    from .data import DATASETS
-    from .models import ModelConfig
-    from .zoo_import import import_state_dict
+    from ..data import DATASETS
+    from ..snn.models import ModelConfig
+    from ..zoo.importing import import_state_dict
 
     opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
@@ -422,9 +422,9 @@ def zoo_build(
     device: DeviceOpt = "auto",
 ):
     """Retrain the shipped zoo (or some entries) from its recipes file; resumable."""
-    from .recipes import load_recipes, pick
-    from .train import job_from_options, run_job
-    from .zoo import entry_ids
+    from ..recipes import load_recipes, pick
+    from ..train import job_from_options, run_job
+    from ..zoo import entry_ids
 
     chosen = pick(load_recipes(recipes), ids or [])
     jobs = []
@@ -449,8 +449,8 @@ def data_subset(data_dir: DataDirOpt = None,
                 per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
                 out: Annotated[Path | None, typer.Option(help="Output file (default: the package's).")] = None):
     """(Re)build the shipped balanced Fashion-MNIST test subset (first N test images of each class)."""
-    from .data import SUBSET_FILE, make_subset
-    from .errors import BadSpec
+    from ..data import SUBSET_FILE, make_subset
+    from ..errors import BadSpec
 
     if per_class < 1 or per_class > 1000:
         raise BadSpec(f"--per-class {per_class}; must be in 1..1000")
@@ -461,8 +461,8 @@ def data_subset(data_dir: DataDirOpt = None,
 @data_app.command("info")
 def data_info(data_dir: DataDirOpt = None):
     """Show which datasets are available and where they were found."""
-    from .data import DATASETS, load
-    from .errors import RobenchError as _E
+    from ..data import DATASETS, load
+    from ..errors import RobenchError as _E
 
     t = Table(title="datasets")
     for col in ("dataset", "split", "images", "status"):
@@ -481,7 +481,7 @@ def data_info(data_dir: DataDirOpt = None):
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning errors into one line and an exit code."""
     if os.environ.get("ROBENCH_THREADS"):  # torch is imported only when a command needs it (not by `report`)
-        from .runtime import configure_threads
+        from ..runtime import configure_threads
 
         configure_threads()
     args = sys.argv[1:] if argv is None else argv

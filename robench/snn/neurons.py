@@ -26,7 +26,7 @@ from enum import Enum
 import torch
 from torch import Tensor, nn
 
-from .errors import BadSpec
+from ..errors import BadSpec
 
 
 class GradMode(str, Enum):

@@ -29,10 +29,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
-from .data import DATASETS
-from .errors import BadSpec, IntegrityError, UnknownName, UsageError
-from .models import ARCHS, SNN, ModelConfig, accuracy, build_model
-from .runtime import now, versions
+from ..data import DATASETS
+from ..errors import BadSpec, IntegrityError, UnknownName, UsageError
+from ..runtime import now, versions
+from ..snn.models import ARCHS, SNN, ModelConfig, accuracy, build_model
 
 TestData = Callable[[str], tuple[Tensor, Tensor]]  # dataset name -> test images [N, C, H, W] in [0, 1], labels
 SCHEMA = 1
@@ -164,7 +164,7 @@ def _check_model(model: dict, where: str) -> None:
 
 def _check_recipe(recipe: dict, where: str) -> None:
     """The training options (a subset of TrainConfig's fields; an imported entry has none)."""
-    from .train import TrainConfig  # train imports zoo: import on use
+    from ..train import TrainConfig  # train imports zoo: import on use
 
     check_fields(recipe, TrainConfig, f"{where}: recipe")
     try:

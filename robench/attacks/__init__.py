@@ -23,9 +23,9 @@ import torch
 import torchattacks
 from torch import Tensor, nn
 
-from .eps import format_eps, parse_eps
-from .errors import BadSpec
-from .registry import Registry
+from ..eps import format_eps, parse_eps
+from ..errors import BadSpec
+from ..registry import Registry
 
 __all__ = ["ATTACKS", "AttackSpec", "SUITES", "build", "make_specs", "parse_eps", "suite"]
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from .errors import BadSpec
+from ..errors import BadSpec
 from .neurons import GradMode, rate_slope, spiking_neurons
 
 __all__ = ["GradMode", "grad_mode", "set_grad_mode", "get_grad_mode", "parse_grad_mode", "rate_slope"]

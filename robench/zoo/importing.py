@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .data import DATASETS
-from .errors import BadSpec, IntegrityError
-from .models import ModelConfig, build_model
-from .zoo import Card, check_new, fit_weights, save, validate_id
+from ..data import DATASETS
+from ..errors import BadSpec, IntegrityError
+from ..snn.models import ModelConfig, build_model
+from . import Card, check_new, fit_weights, save, validate_id
 
 WRAPPER_KEYS = ("state_dict", "model")  # common checkpoint layouts: {"state_dict": {...}, "epoch": ...}
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel and torch.compile wrappers

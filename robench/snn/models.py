@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import BadSpec
+from ..errors import BadSpec
+from ..registry import Registry
 from .neurons import SpikingNeuron, spiking_neurons
-from .registry import Registry
 
 ARCHS: Registry[Callable[[ModelConfig], nn.Module]] = Registry("arch")
 NEURONS = ("lif", "stable")

@@ -1,0 +1,1 @@
+"""Spiking networks: neurons and their engines (``neurons``), gradient paths (``paths``), architectures (``models``)."""
