@@ -33,9 +33,11 @@ from .attacks import AttackSpec, build
 from .checks import Finding, model_findings
 from .data import DATASETS, check_images
 from .data import load as load_dataset
+from .dist import WHOLE, Part, agree_min, batch_seed, batches, gather, share
 from .errors import BadSpec, DataNotFound, IntegrityError
 from .results import COLUMNS, Key, ResultsStore, row_key, to_frame
 from .runtime import now, resolve_device, seed_everything, versions
+from .shards import shard_fields
 from .snn.paths import grad_mode, parse_grad_mode
 
 GRAD_CHOICES = ("bptt", "rate", "both")
@@ -125,36 +127,43 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(r)
 
 
-def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
-    """Per-sample clean correctness ``bool [N]`` (on ``x``'s device), under ``torch.inference_mode``."""
+def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, part: Part = WHOLE) -> Tensor:
+    """Per-sample clean correctness ``bool [N]`` (on ``x``'s device), under ``torch.inference_mode``; torchrun
+    ranks each take every K-th batch and gather (a ``--shard`` computes all: it needs the global todo list)."""
     model.eval()
+    out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     with torch.inference_mode():
-        preds = [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
-        return (torch.cat(preds) == y) if preds else torch.zeros(0, dtype=torch.bool, device=x.device)
+        for idx in batches(torch.arange(len(x), device=x.device), batch_size, part if part.collective else WHOLE):
+            out[idx] = model(x[idx]).argmax(1) == y[idx]
+    return gather(out, part)
 
 
 def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device | None = None,
-             clean: Tensor | None = None) -> Tensor:
+             clean: Tensor | None = None, part: Part = WHOLE) -> Tensor:
     """Per-sample robustness ``bool [N]`` (on the CPU) of ``model`` under ``spec`` with gradient mode ``grad``.
 
     ``model`` must already be on ``device`` (default: its parameters' device); ``x`` ``[N, C, H, W]`` in
-    ``[0, 1]`` and ``y`` ``[N]`` are moved there (a no-op when they are). Torch is seeded with ``seed`` first,
-    so a cell is reproducible. ``clean``: the clean ``correct`` vector when already known.
+    ``[0, 1]`` and ``y`` ``[N]`` are moved there (a no-op when they are). ``clean``: the clean ``correct``
+    vector when already known. The initially correct images are attacked in global batches of ``batch_size``;
+    before each, torch is seeded from ``seed``, the cell (attack, params, eps, ``grad``) and the batch's first
+    image index (:func:`robench.dist.batch_seed`), so a cell is reproducible and its vector does not depend on
+    ``part``: torchrun ranks run every K-th batch and gather; a ``--shard`` returns its own batches' bits only.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     model.eval()
-    bs = batch_size or auto_batch_size(model, x, device)
-    clean = clean_correct(model, x, y, bs) if clean is None else clean.to(device)
+    bs = batch_size or agree_min(auto_batch_size(model, x, device), part)
+    clean = clean_correct(model, x, y, bs, part) if clean is None else clean.to(device)
     ctx = nullcontext if grad == "none" else (lambda: grad_mode(model, grad))
     correct = torch.zeros(len(x), dtype=torch.bool, device=device)
-    seed_everything(seed)
+    tag = f"{spec.name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else \
+        f"{type(spec).__name__}|{grad}"
     with frozen(model):
         attack = build(spec, model)
         todo = clean.nonzero().flatten()  # only initially correct samples are attacked
-        for i in range(0, len(todo), bs):
-            idx = todo[i : i + bs]
+        for idx in batches(todo, bs, part):
+            seed_everything(batch_seed(seed, tag, int(idx[0])))  # never from the rank or the batch position
             xb, yb = x[idx], y[idx]
             with ctx():
                 x_adv = attack(xb, yb)
@@ -162,7 +171,7 @@ def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor
             with torch.inference_mode():
                 ok = model(x_adv).argmax(1) == yb
             correct[idx] = ok.clone()
-    return correct.cpu()
+    return gather(correct, part).cpu()
 
 
 def _check_adversarial(spec: AttackSpec | Callable, x: Tensor, x_adv: Tensor) -> None:
@@ -263,12 +272,14 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
              data: Data | Mapping[str, Data], store: ResultsStore | None = None,
              progress: Callable[[dict], None] | None = None, force: bool = False, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device = "auto",
-             check_models: bool = True) -> Evaluation:
+             check_models: bool = True, part: Part = WHOLE) -> Evaluation:
     """Run every cell of ``models x specs x grads`` not yet in ``store`` (all of them with ``force``, replacing
     the stored rows) and append each (model, attack) group's rows as soon as it finishes.
 
     ``data``: one :class:`Data` for every model, or a mapping from each target's ``dataset`` to its data.
     ``progress`` gets ``{"kind": "start", "total", "skipped"}`` and one ``{"kind": "cell", ...}`` per cell run.
+    ``part``: this process's part of a torchrun job (rank 0 reads the stored keys and writes; the others only
+    compute) or a ``--shard`` (``store`` is then its shard file); see :mod:`robench.dist`.
     """
     grads = parse_grads(grads)
     if batch_size is not None and batch_size < 1:
@@ -283,7 +294,8 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     for t in models:
         _check_fits(t, on_dev[t.dataset])
     groups = plan(models, specs, grads, on_dev, seed)
-    done = set() if (store is None or force) else store.keys_done()
+    done = share(set() if (store is None or force or not part.writer) else store.keys_done(), part)
+    store = store if part.writer else None
     todo = [g for g in groups if any(c.key not in done for c in g.cells)]
     total = sum(len(g.modes) for g in todo)
     emit = progress or (lambda ev: None)
@@ -292,8 +304,8 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     for target in models:
         mine = [g for g in todo if g.target is target]
         if mine:
-            rows, found = _run_target(target, mine, on_dev[target.dataset], dev, batch_size, done, check_models,
-                                      store, force, emit)
+            rows, found = _run_target(target, mine, on_dev[target.dataset], dev, batch_size, done,
+                                      check_models and part.writer, store, force, emit, part)
             new_rows += rows
             findings += found
     records = _records(groups, new_rows, store)
@@ -315,10 +327,11 @@ def _check_fits(t: Target, d: Data) -> None:
 
 
 def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device, batch_size: int | None,
-                done: set, check_models: bool, store: ResultsStore | None, force: bool, emit) -> tuple[list, list]:
+                done: set, check_models: bool, store: ResultsStore | None, force: bool, emit,
+                part: Part = WHOLE) -> tuple[list, list]:
     model = target.model.to(dev).eval()
-    bs = batch_size or auto_batch_size(model, d.x, dev)
-    clean = clean_correct(model, d.x, d.y, bs)  # once per model and data
+    bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)  # the batches define the random draws
+    clean = clean_correct(model, d.x, d.y, bs, part)  # once per model and data
     modes = sorted({m for g in groups for m in g.modes} - {"none"})
     found = model_findings(model, target.id, d.x[:CHECK_SAMPLES], d.y[:CHECK_SAMPLES], modes) if check_models else []
     rows = []
@@ -326,17 +339,18 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
         vectors = []
         for cell in g.cells[: len(g.modes)]:
             t0 = time.perf_counter()
-            correct = run_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean)
+            correct = run_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean, part)
             secs = time.perf_counter() - t0
             vectors.append((correct, secs))
-            row = _row(cell, correct, clean, secs, dev, _flags(found, cell.grad))
+            row = {**_row(cell, correct, clean, secs, dev, _flags(found, cell.grad)), **shard_fields(part, correct,
+                                                                                                   clean, bs)}
             rows += _keep([row], store, done, force)
             emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
                   "grad": cell.grad, "robust_acc": row["robust_acc"]})
         if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
             worst = torch.stack([v for v, _ in vectors]).all(0)
-            rows += _keep([_row(g.cells[-1], worst, clean, sum(s for _, s in vectors), dev, _flags(found, "worst"))],
-                          store, done, force)
+            row = _row(g.cells[-1], worst, clean, sum(s for _, s in vectors), dev, _flags(found, "worst"))
+            rows += _keep([{**row, **shard_fields(part, worst, clean, bs)}], store, done, force)
     return rows, found
 
 

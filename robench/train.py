@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .data import DATASETS
 from .data import load as load_data
+from .dist import WHOLE, Part, all_sum, device_for, gather_objects, rank_seed, session
 from .eps import parse_one
 from .errors import BadSpec, IntegrityError, Interrupted
 from .registry import Registry
@@ -51,6 +52,9 @@ class TrainConfig:
         pgd_steps, pgd_step: PGD-AT iterations and step size (None: 2.5 * eps / steps).
         limit: use only the first N training images (quick runs); augment: random crop + flip.
         ckpt_every: also checkpoint every N steps (0: end of epoch only).
+        world_size: processes training together under torchrun (DistributedDataParallel); each takes
+            ``batch_size`` images per step, so the global batch is ``world_size * batch_size``.
+        sync_bn: synchronise batch-norm statistics across the processes (CUDA only, as torch's SyncBatchNorm).
     """
 
     recipe: str = "clean"
@@ -69,6 +73,8 @@ class TrainConfig:
     limit: int | None = None
     augment: bool = False
     ckpt_every: int = 0
+    world_size: int = 1
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         RECIPES.get(self.recipe)
@@ -87,6 +93,7 @@ class TrainConfig:
             (self.pgd_step is None or _pos(self.pgd_step), f"--pgd-step {self.pgd_step}; must be > 0"),
             (self.limit is None or self.limit >= 1, f"--limit {self.limit}; must be >= 1"),
             (self.ckpt_every >= 0, f"--ckpt-every {self.ckpt_every}; must be >= 0"),
+            (isinstance(self.world_size, int) and self.world_size >= 1, f"world size {self.world_size}; must be >= 1"),
             (not (self.recipe == "clean" and self.alpha > 0),
              "--alpha > 0 needs a perturbed input; use --recipe gaussian, fgsm-at or pgd-at"),
         ]
@@ -221,8 +228,13 @@ def train(
     run_dir: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    part: Part = WHOLE,
 ) -> TrainResult:
     """Train ``model`` in place with SGD + cosine (PAPER.md §3); checkpoint into ``run_dir`` if given.
+
+    ``part``: this rank of a torchrun job: the loss runs under DistributedDataParallel, each epoch's order comes
+    from a ``DistributedSampler`` (for one process it is the order a single run uses), the recipe's noise and
+    augmentation are seeded per rank, and rank 0 alone writes checkpoints (with every rank's RNG state).
 
     Shape: ``train_data`` = images ``[N, C, H, W]`` in ``[0, 1]`` and labels ``[N]``.
     """
@@ -231,34 +243,36 @@ def train(
     if cfg.limit:
         x_all, y_all = x_all[: cfg.limit], y_all[: cfg.limit]
     model.to(device)
-    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    net = _loss_module(model, cfg, part, device)
+    order_of = _sampler(len(x_all), cfg, part)
+    steps_per_epoch = math.ceil(len(order_of(0)) / cfg.batch_size)
     opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     recipe = RECIPES.get(cfg.recipe)
     state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
     ckpt = run_dir / "state.pt" if run_dir else None
     if resume and ckpt and ckpt.exists():
-        state = _load_state(ckpt, cfg, model, opt, sched)
+        state = _load_state(ckpt, cfg, model, opt, sched, part)
     notify = progress or (lambda e: None)
     notify({"kind": "start", "total": cfg.epochs * steps_per_epoch,
             "done": state["epoch"] * steps_per_epoch + state["step"]})
     t0 = time.perf_counter() - state["seconds"]
     try:
         for epoch in range(state["epoch"], cfg.epochs):
-            gen = _epoch_generator(cfg.seed, epoch)
-            order = torch.randperm(len(x_all), generator=gen)
+            order = order_of(epoch)
             if state["step"] == 0:
-                torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # the recipe's noise
+                torch.manual_seed(rank_seed(cfg.seed * 1_000_003 + epoch, part))  # the recipe's noise
                 state["stats"] = [0.0, 0, 0]  # loss sum, correct, seen
             model.train()
             for step in range(state["step"], steps_per_epoch):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 x, y = x_all[idx], y_all[idx]
                 if cfg.augment:
-                    x = _augment(x, torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100_003 + step))
+                    x = _augment(x, torch.Generator().manual_seed(
+                        rank_seed(cfg.seed * 7919 + epoch * 100_003 + step, part)))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 x_pert = recipe(model, x, y, cfg)
-                loss, logits, v = robust_loss(model, x, x_pert, y, cfg.kappa, cfg.alpha)
+                loss, logits, v = net(x, x_pert, y)
                 if not torch.isfinite(loss):
                     raise IntegrityError(f"training diverged at epoch {epoch + 1} step {step} (loss {loss})")
                 opt.zero_grad(set_to_none=True)
@@ -273,12 +287,12 @@ def train(
                 notify({"kind": "step", "epoch": epoch + 1, "loss": st[0] / st[2], "acc": st[1] / st[2],
                         "mppd": float(v.detach())})
                 if ckpt and cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
-                    _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0)
-            st = state["stats"]
+                    _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0, part)
+            st = all_sum(state["stats"], part)  # the epoch over every rank
             state["history"].append({"epoch": epoch + 1, "loss": st[0] / st[2], "train_acc": st[1] / st[2]})
             state["epoch"], state["step"] = epoch + 1, 0
             if ckpt:
-                _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0)
+                _save_state(ckpt, cfg, model, opt, sched, state, time.perf_counter() - t0, part)
             notify({"kind": "epoch", **state["history"][-1]})
     except KeyboardInterrupt:
         hint = f"; resume with --resume (state in {run_dir})" if ckpt else ""
@@ -289,14 +303,21 @@ def train(
                        time.perf_counter() - t0)
 
 
-def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float) -> None:
-    """Atomic: write beside, then rename, so a kill never leaves a half-written checkpoint."""
+def _rank_state(state: dict) -> dict:
+    return {"stats": list(state.get("stats", [0.0, 0, 0])), "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float, part: Part = WHOLE) -> None:
+    """Atomic: write beside, then rename, so a kill never leaves a half-written checkpoint. Under torchrun every
+    rank sends its RNG state and running statistics, and rank 0 writes them all."""
+    ranks = gather_objects(_rank_state(state), part)
+    if not part.writer:
+        return
     blob = {
         "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(), "epoch": state["epoch"], "step": state["step"],
-        "stats": list(state.get("stats", [0.0, 0, 0])), "history": state["history"], "seconds": seconds,
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": state["history"], "seconds": seconds, **ranks[0], "ranks": ranks,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -304,7 +325,7 @@ def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float)
     os.replace(tmp, path)
 
 
-def _load_state(path: Path, cfg: TrainConfig, model, opt, sched) -> dict:
+def _load_state(path: Path, cfg: TrainConfig, model, opt, sched, part: Part = WHOLE) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file, or a pickle that needs more than tensors
@@ -316,11 +337,52 @@ def _load_state(path: Path, cfg: TrainConfig, model, opt, sched) -> dict:
     model.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     sched.load_state_dict(blob["scheduler"])
-    torch.set_rng_state(blob["rng_cpu"])
-    if blob["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["rng_cuda"])
-    return {"epoch": blob["epoch"], "step": blob["step"], "stats": blob["stats"],
+    mine = blob.get("ranks", [blob])[part.index]  # the world size is part of the config compared above
+    torch.set_rng_state(mine["rng_cpu"])
+    if mine["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(mine["rng_cuda"])
+    return {"epoch": blob["epoch"], "step": blob["step"], "stats": mine["stats"],
             "history": blob["history"], "seconds": blob["seconds"]}
+
+
+class _Loss(nn.Module):
+    """:func:`robust_loss` as one module call, so DistributedDataParallel sees one forward per backward (the
+    clean and the perturbed pass together)."""
+
+    def __init__(self, model: SNN, kappa: float, alpha: float) -> None:
+        super().__init__()
+        self.model, self.kappa, self.alpha = model, kappa, alpha
+
+    def forward(self, x: Tensor, x_pert: Tensor | None, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return robust_loss(self.model, x, x_pert, y, self.kappa, self.alpha)
+
+
+def _loss_module(model: SNN, cfg: TrainConfig, part: Part, device: torch.device) -> nn.Module:
+    net = _Loss(model, cfg.kappa, cfg.alpha)
+    if not part.collective or part.count == 1:
+        return net
+    if cfg.sync_bn:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root; same state-dict keys
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _sampler(n: int, cfg: TrainConfig, part: Part) -> Callable[[int], Tensor]:
+    """``epoch -> indices`` of this rank: torch's ``DistributedSampler`` seeded so that, for one process, it
+    gives the permutation a single run uses (``randperm`` seeded by ``(seed, epoch)``)."""
+    if not part.collective or part.count == 1:
+        return lambda epoch: torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch))
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=part.count, rank=part.index, shuffle=True,
+                                 seed=cfg.seed * 1_000_003)
+
+    def order(epoch: int) -> Tensor:
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
+
+    return order
 
 
 # ------------------------------------------------------------------------------------- train into the zoo
@@ -356,29 +418,42 @@ def run_job(
     resume: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> Card:
-    """Load data, build, train (resumable state in ``runs_dir/<id>``), measure, and save into the zoo."""
+) -> Card | None:
+    """Load data, build, train (resumable state in ``runs_dir/<id>``), measure, and save into the zoo.
+
+    Under ``torchrun`` every rank trains its share (DistributedDataParallel); rank 0 alone measures, writes the
+    checkpoints and the entry, and returns its card (the other ranks return None). The card's recipe records
+    ``world_size``; its metrics the global batch ``world_size * batch_size``.
+    """
     info = DATASETS.get(job.dataset)
     entry_id = job.entry_id or default_id(info.short, job.model, job.train.recipe, job.train.alpha)
     check_new(zoo_dir, entry_id, overwrite)  # before training, not after it
-    device = resolve_device(job.device)
+    device = device_for(resolve_device(job.device))
+    if job.train.sync_bn and device.type != "cuda":
+        raise BadSpec("--sync-bn needs CUDA devices (torch's SyncBatchNorm synchronises GPU tensors only)")
     train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit, download=job.download)
     test_set = load_data(job.dataset, "test", job.data_dir)
     check_writable(zoo_dir)  # before training, not after it
-    seed_everything(job.train.seed)
-    model = build_model(job.model)
-    result = train(model, job.train, train_set, test_set, device, runs_dir / entry_id, resume, progress)
-    card = Card.new(entry_id, job.model, job.dataset, recipe=job.train.to_dict(), device=device.type,
-                    command=job.command,
-                    metrics={"clean_acc": result.clean_acc, "n_test": result.n_test,
-                             "train_seconds": round(result.seconds, 1), "history": result.history})
-    return save_entry(model, card, zoo_dir, overwrite=overwrite)
+    with session(device) as part:
+        cfg = replace(job.train, world_size=part.count)
+        seed_everything(cfg.seed)
+        model = build_model(job.model)
+        result = train(model, cfg, train_set, test_set if part.writer else None, device, runs_dir / entry_id,
+                       resume, progress if part.writer else None, part)
+        if not part.writer:
+            return None
+        card = Card.new(entry_id, job.model, job.dataset, recipe=cfg.to_dict(), device=device.type,
+                        command=job.command,
+                        metrics={"clean_acc": result.clean_acc, "n_test": result.n_test,
+                                 "train_seconds": round(result.seconds, 1), "history": result.history,
+                                 "world_size": part.count, "global_batch": part.count * cfg.batch_size})
+        return save_entry(model, card, zoo_dir, overwrite=overwrite)
 
 
 JOB_OPTIONS = {
     "dataset", "data_dir", "arch", "neuron", "T", "width", "fc", "tau", "v_th", "recipe", "alpha", "kappa",
     "sigma", "eps", "pgd_steps", "epochs", "lr", "batch_size", "weight_decay", "augment", "seed", "limit",
-    "ckpt_every", "id", "device", "download",
+    "ckpt_every", "id", "device", "download", "sync_bn",
 }
 
 
@@ -393,7 +468,7 @@ def job_from_options(opts: dict, command: str = "") -> TrainJob:
     model_keys = ("arch", "neuron", "T", "width", "fc", "tau", "v_th")
     mcfg = ModelConfig(**{k: o[k] for k in model_keys if o.get(k) is not None}, **info.model_kwargs())
     tkeys = ("epochs", "lr", "batch_size", "seed", "alpha", "kappa", "pgd_steps", "limit", "weight_decay",
-             "ckpt_every")
+             "ckpt_every", "sync_bn")
     tcfg = TrainConfig(
         recipe=recipe,
         sigma=parse_one(o.get("sigma", "8/255"), "--sigma"),

@@ -32,8 +32,10 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(no_args_is_help=True, help="List, show, verify, import and build zoo entries.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and the shipped test subset.")
+results_app = typer.Typer(no_args_is_help=True, help="Results files: merge the shards of `attack --shard`.")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(data_app, name="data")
+app.add_typer(results_app, name="results")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,20 +118,28 @@ def train(
     runs: Annotated[Path, typer.Option(help="Folder for resumable run state.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same options.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
+    sync_bn: Annotated[bool, typer.Option(help="Under torchrun: synchronise batch norm across GPUs.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train an SNN with a recipe and write it into the zoo."""
+    """Train an SNN with a recipe and write it into the zoo.
+
+    Under `torchrun --nproc_per_node K -m -- robench train ...`: DistributedDataParallel, global batch K x
+    --batch-size; rank 0 writes checkpoints and the entry.
+    """
+    from ..dist import env_rank
     from ..train import job_from_options, run_job
 
     opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
                 width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device,
-                download=download)
+                download=download, sync_bn=sync_bn)
     job = job_from_options(opts, _command_line())
     with lazy_progress() as bar:
-        card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=_train_progress(bar))
-    _print_saved(card, zoo)
+        card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite,
+                       progress=_train_progress(bar) if env_rank() == 0 else None)
+    if card is not None:  # None on torchrun ranks > 0
+        _print_saved(card, zoo)
 
 
 def _train_progress(bar: Progress, label: str = "train"):
@@ -192,18 +202,26 @@ def attack(
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
     name: Annotated[str, typer.Option(help="Results file name in --out (NAME.csv).")] = "results",
     force: Annotated[bool, typer.Option(help="Rerun cells already in the results (their rows are replaced).")] = False,
+    shard: Annotated[str | None, typer.Option(help="Run part I of K of every cell (I/K, e.g. 0/4) as an ordinary "
+                                              "process (job arrays); rows go to OUT/shards/NAME.shard-I-of-K.jsonl "
+                                              "for `robench results merge`. Needs --batch-size N.")] = None,
     zoo: ZooOpt = Path("zoo"),
     device: DeviceOpt = "auto",
 ) -> None:
-    """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells."""
+    """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells.
+
+    Under `torchrun --nproc_per_node K -m robench attack ...` the ranks split every cell's images; rank 0 writes.
+    """
     import re
 
     from ..attacks import specs_from
+    from ..dist import device_for, env_rank, parse_shard, session
     from ..eps import parse_one
     from ..errors import BadSpec
     from ..evaluate import evaluate, load_data, load_targets, parse_grads
     from ..results import ResultsStore
     from ..runtime import resolve_device
+    from ..shards import ShardFile, shard_path
     from ..zoo import select
 
     specs = specs_from(attacks, suite, eps, steps=steps, restarts=restarts, random_start=random_start,
@@ -216,20 +234,29 @@ def attack(
     bs = _batch_size(batch_size)
     if not re.fullmatch(NAME_RE, name):
         raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
-    dev = resolve_device(device)
+    part = parse_shard(shard)
+    if part.is_shard and bs is None:
+        raise BadSpec("--shard needs --batch-size N (not auto): the batches define the random draws, and every "
+                      "shard, like the single run it reproduces, must cut the same ones")
+    dev = device_for(resolve_device(device))
     cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
-    store = ResultsStore(out / f"{name}.csv")
+    store = ShardFile(shard_path(out, name, part.index, part.count)) if part.is_shard else \
+        ResultsStore(out / f"{name}.csv")
     store.check_writable()  # a results file that is not ours is refused before any work
     targets = load_targets(cards, zoo, dataset)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
         data[ds], note = load_data(ds, data_dir, n, split)
-        if note:
+        if note and env_rank() == 0:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    with lazy_progress() as bar:
-        ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar), force=force, seed=seed,
-                      batch_size=bs, device=dev)
-    _print_results(ev, store)
+    with session(dev, part) as part, lazy_progress() as bar:
+        ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
+                      force=force, seed=seed, batch_size=bs, device=dev, part=part)
+    if part.writer:
+        _print_results(ev, store)
+    if part.is_shard:
+        console.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
+                      f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
 
 
 def _batch_size(text: str) -> int | None:
@@ -321,6 +348,26 @@ def report(
     for f in findings:
         console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------ results
+@results_app.command("merge")
+def results_merge(
+    files: Annotated[list[Path] | None, typer.Argument(help="Shard files (default: OUT/shards/NAME.shard-*.jsonl)."
+                                                      )] = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    name: Annotated[str, typer.Option(help="Results file name in --out (NAME.csv).")] = "results",
+    force: Annotated[bool, typer.Option(help="Replace merged cells already in the results.")] = False,
+) -> None:
+    """Join the K shards of every cell (`attack --shard I/K`) into the rows one run would have written."""
+    from ..results import ResultsStore
+    from ..shards import find_shards, merge
+
+    store = ResultsStore(out / f"{name}.csv")
+    store.check_writable()
+    done = merge(files or find_shards(out, name), store, force=force)
+    console.print(f"merged {done.count} shards: {len(done.rows)} new rows -> {store.path}; {done.skipped} cells "
+                  "already there (--force replaces them)", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------- zoo
@@ -440,7 +487,8 @@ def zoo_build(
             continue
         with lazy_progress() as bar:
             card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=_train_progress(bar, r.id))
-        _print_saved(card, zoo)
+        if card is not None:
+            _print_saved(card, zoo)
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -495,7 +543,10 @@ def main(argv: list[str] | None = None) -> None:
     except RobenchError as e:
         if debug:
             raise
-        err_console.print(f"[red]Error:[/] {' '.join(str(e).split())}", highlight=False, soft_wrap=True)
+        if not _rank_prints(e):
+            sys.exit(e.exit_code)
+        err_console.print(f"[red]Error{_rank_tag()}:[/] {' '.join(str(e).split())}", highlight=False,
+                          soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -508,6 +559,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as e:  # usage errors of the bundled click: bad option, bad value, ...
         if debug:
             raise
+        if _rank_tag():  # every rank parses the same line: rank 0 says it once
+            sys.exit(getattr(e, "exit_code", 2))
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
         ctx = getattr(e, "ctx", None)
         where = f" ({ctx.command_path})" if ctx is not None else ""
@@ -522,9 +575,25 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        err_console.print(f"[red]Error:[/] unexpected {type(e).__name__}: {first} (rerun with --debug for the "
-                          "traceback)", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]Error{_rank_tag()}:[/] unexpected {type(e).__name__}: {first} (rerun with --debug "
+                          "for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _rank_tag() -> str:
+    """`` (rank k)`` in a torchrun rank k > 0 (torchrun sets RANK and MASTER_ADDR), else empty."""
+    rank = os.environ.get("RANK", "0") if "MASTER_ADDR" in os.environ else "0"
+    return f" (rank {rank})" if rank not in ("", "0") else ""
+
+
+def _rank_prints(e: RobenchError) -> bool:
+    """Rank 0 prints every error; another rank only its own failures inside the job (errors before it, usage
+    errors and a lost peer are the same on every rank, and rank 0 reports them)."""
+    from ..errors import UsageError
+
+    if not _rank_tag():
+        return True
+    return getattr(e, "rank", None) is not None and not isinstance(e, UsageError) and type(e).__name__ != "RankFailed"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -174,7 +174,8 @@ def _check_recipe(recipe: dict, where: str) -> None:
 
 
 METRICS = {"clean_acc": "a fraction in [0, 1] or null", "n_test": "an integer >= 0",
-           "train_seconds": "a number >= 0", "history": "a list of per-epoch {name: number} objects"}
+           "train_seconds": "a number >= 0", "history": "a list of per-epoch {name: number} objects",
+           "world_size": "an integer >= 1", "global_batch": "an integer >= 1"}
 
 
 def _check_metrics(metrics: dict, where: str) -> None:
@@ -189,6 +190,8 @@ def _check_metrics(metrics: dict, where: str) -> None:
         "clean_acc": lambda v: v is None or (num(v) and 0 <= v <= 1),
         "n_test": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
         "train_seconds": lambda v: num(v) and v >= 0,
+        "world_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "global_batch": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "history": lambda v: isinstance(v, list) and all(
             isinstance(e, dict) and all(isinstance(k, str) and num(x) for k, x in e.items()) for e in v),
     }
