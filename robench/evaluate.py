@@ -131,8 +131,8 @@ def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, part:
     """Per-sample clean correctness ``bool [N]`` (on ``x``'s device), under ``torch.inference_mode``; torchrun
     ranks each take every K-th batch and gather (a ``--shard`` computes all: it needs the global todo list)."""
     model.eval()
-    out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     with torch.inference_mode():
+        out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for idx in batches(torch.arange(len(x), device=x.device), batch_size, part if part.collective else WHOLE):
             out[idx] = model(x[idx]).argmax(1) == y[idx]
     return gather(out, part)
