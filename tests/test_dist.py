@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "--", "robench"]
 ID = "dist-vgg5"
 MODEL = dict(arch="vgg5", neuron="lif", T=2, width=0.125, fc=32, **DATASETS.get("fashion-mnist").model_kwargs())
-SPECS = [AttackSpec("bim", eps=8 / 255, steps=3),                        # gradient
-         AttackSpec("pgd", eps=8 / 255, steps=3, restarts=2),            # random start, restarts
+SPECS = [AttackSpec("bim", eps=8 / 255, steps=2),                        # gradient
+         AttackSpec("pgd", eps=8 / 255, steps=2, restarts=2),            # random start, restarts
          AttackSpec("gaussian", eps=32 / 255),                           # noise
          AttackSpec("autoattack", eps=8 / 255, version="custom", steps=2)]  # AutoAttack custom, seeded
 
@@ -109,6 +109,7 @@ def _rank_worker(rank: int, world: int, init: str, model, x, y, out: str) -> Non
 
 def test_masks_identical_for_one_and_two_ranks_and_for_shards(env, tmp_path, one_thread):
     _, _, model, x, y = env
+    x, y = x[:40], y[:40]  # 3 or 4 global batches of 8 initially correct images
     whole = [ev.run_cell(model, s, "none" if s.gradient_free else "bptt", x, y, seed=3, batch_size=8)
              for s in SPECS]
     clean = ev.clean_correct(model, x, y, 8).cpu()
@@ -245,3 +246,16 @@ def test_torchrun_ddp_training_writes_one_entry_and_resumes(env, tmp_path):
     assert card["recipe"]["world_size"] == 2 and card["metrics"]["global_batch"] == 32
     assert [h["epoch"] for h in card["metrics"]["history"]] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["ddp.json", "ddp.safetensors"]
+
+
+def test_other_ranks_stay_silent_on_errors_rank_zero_reports(env, tmp_path, capsys, monkeypatch):
+    """Errors before the job are the same on every rank: rank 0 prints one line, the others nothing."""
+    data, zoo, *_ = env
+    (tmp_path / "afile").write_text("")
+    args = _attack_args(zoo, data, tmp_path / "afile" / "sub", attacks="fgsm")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        code, out, err = run_main(capsys, args)
+        assert code == 1 and not out and len(err.splitlines()) == lines
+    assert "cannot write results" in err
