@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from .errors import BadSpec, RobenchError
 
+KEPT = "finished work is kept (result rows, checkpoints); rerun the same command to resume (train: with --resume)"
 TIMEOUT_S = int(os.environ.get("ROBENCH_DIST_TIMEOUT", "1800"))  # a rank waits this long for a slow peer
 
 
@@ -148,31 +150,30 @@ def session(device: torch.device, shard: Part = WHOLE) -> Iterator[Part]:
     if started:
         tdist.init_process_group(backend, timeout=_dt.timedelta(seconds=TIMEOUT_S))
     part = Part(tdist.get_rank(), tdist.get_world_size(), True)
-    old = signal.signal(signal.SIGTERM, _on_term)
+    old, ok = signal.signal(signal.SIGTERM, _on_term), False
     try:
         yield part
         barrier(part)
+        ok = True
     except _Terminated:
-        raise RankFailed("torchrun stopped this job (a rank failed or the job was cancelled); finished cells "
-                         "are kept; rerun the same command to resume") from None
+        raise RankFailed(f"torchrun stopped this job (a rank failed or the job was cancelled); {KEPT}") from None
     except RuntimeError as e:  # gloo/NCCL: a peer closed its connection or timed out
         if not _collective_failure(e):
             raise
-        raise RankFailed(f"a rank was lost ({_first_line(e)}); finished cells are kept; rerun the same command "
-                         "to resume") from None
+        raise RankFailed(f"a rank was lost ({_first_line(e)}); {KEPT}") from None
     except RobenchError as e:
         e.rank = part.index  # type: ignore[attr-defined]  # the CLI prints rank > 0 errors with their rank
         raise
     finally:
-        signal.signal(signal.SIGTERM, old)
-        if started and tdist.is_initialized():
-            try:
-                tdist.destroy_process_group()
-            except (RuntimeError, ValueError):  # a broken group cannot always be torn down cleanly
-                pass
+        # on failure torchrun's SIGTERM follows at once: ignore it so the one-line error gets out, and leave a
+        # broken group alone (tearing it down can wait on the lost peer); the process is about to exit
+        signal.signal(signal.SIGTERM, old if ok else signal.SIG_IGN)
+        if ok and started:
+            tdist.destroy_process_group()
 
 
 def _on_term(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not interrupt the one-line exit
     raise _Terminated()
 
 
@@ -183,7 +184,9 @@ def _collective_failure(e: BaseException) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    """The message's first line without the C++ source location gloo puts in front (``[.../pair.cc:545] ``)."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line).split(". ")[0][:120]
 
 
 def _wire(t: Tensor, part: Part) -> Tensor:

@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd = typer.main.get_command(app)
     try:
         code = cmd.main(args=args, prog_name="robench", standalone_mode=False)
-        if code == 130:  # typer turns Ctrl-C into a silent return of 130 (no command returns a code itself)
+        if code == 130 and not _rank_tag():  # typer turns Ctrl-C into a silent 130 (no command returns one)
             err_console.print("[red]Error:[/] interrupted; finished work was kept", highlight=False)
         sys.exit(code if isinstance(code, int) else 0)
     except RobenchError as e:
@@ -545,7 +545,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if not _rank_prints(e):
             sys.exit(e.exit_code)
-        err_console.print(f"[red]Error{_rank_tag()}:[/] {' '.join(str(e).split())}", highlight=False,
+        from rich.markup import escape  # messages may quote paths in brackets (gloo's '[.../pair.cc:545]')
+
+        err_console.print(f"[red]Error{_rank_tag()}:[/] {escape(' '.join(str(e).split()))}", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
@@ -553,8 +555,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err_console.print("[red]Error:[/] aborted", highlight=False)
         sys.exit(130)
-    except KeyboardInterrupt:
-        err_console.print("[red]Error:[/] interrupted; finished work was kept", highlight=False)
+    except KeyboardInterrupt:  # torchrun passes Ctrl-C to every rank: rank 0 says it
+        if not _rank_tag():
+            err_console.print("[red]Error:[/] interrupted; finished work was kept", highlight=False)
         sys.exit(130)
     except typer.TyperException as e:  # usage errors of the bundled click: bad option, bad value, ...
         if debug:
