@@ -212,7 +212,7 @@ def _errors(text: str) -> list[str]:
 
 def test_torchrun_attack_killed_rank_then_resume_equals_one_process(env, tmp_path, capsys, one_thread):
     data, zoo, *_ = env
-    opts = ("--eps", "2/255,4/255,8/255", "--steps", "5")
+    opts = ("--eps", "2/255,4/255,8/255", "--steps", "3")
     args = _attack_args(zoo, data, tmp_path / "tr", *opts, attacks="pgd")
     csv = tmp_path / "tr" / "results.csv"
     done, killed = _run_until([*TORCHRUN, *args], lambda: csv.exists(), tmp_path)
@@ -232,7 +232,7 @@ def test_torchrun_attack_killed_rank_then_resume_equals_one_process(env, tmp_pat
 def test_torchrun_ddp_training_writes_one_entry_and_resumes(env, tmp_path):
     data = env[0]
     args = ["train", "--data-dir", str(data), "--arch", "vgg5", "--width", "0.125", "-T", "2", "--fc", "32",
-            "--epochs", "2", "--lr", "0.2", "--batch-size", "16", "--ckpt-every", "2", "--zoo", "zoo", "--runs",
+            "--epochs", "2", "--limit", "128", "--lr", "0.2", "--batch-size", "16", "--ckpt-every", "2", "--zoo", "zoo", "--runs",
             "runs", "--id", "ddp", "--device", "cpu"]
     state = tmp_path / "runs" / "ddp" / "state.pt"
     done, killed = _run_until([*TORCHRUN, *args], lambda: state.exists(), tmp_path)
