@@ -149,6 +149,8 @@ def _load(files: Sequence[str | Path]) -> dict[tuple[int, int], dict[Key, dict]]
     by_label: dict[tuple[int, int], dict[Key, dict]] = {}
     where: dict[tuple[int, int], Path] = {}
     for f in map(Path, files):
+        if not f.is_file():
+            raise DataNotFound(f"shard file {str(f)!r} does not exist")
         rows = ShardFile(f).rows()
         labels = {r["shard"] for r in rows}
         if len(labels) != 1:

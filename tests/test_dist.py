@@ -168,6 +168,7 @@ def test_missing_duplicated_or_foreign_shards_are_refused(env, tmp_path, capsys,
     foreign.write_text("".join(json.dumps({**json.loads(line), "sha256": "0" * 64}) + "\n"
                                for line in f1.read_text().splitlines()))
     cases["foreign"] = ([f0, foreign], "another model hash")
+    cases["absent"] = ([f0, tmp_path / "nope.jsonl"], "does not exist")
     for files, msg in cases.values():
         code, _, err = run_main(capsys, ["results", "merge", "--out", str(out), *map(str, files)])
         assert code == 1 and msg in one_line(err)

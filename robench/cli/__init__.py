@@ -360,9 +360,14 @@ def results_merge(
     force: Annotated[bool, typer.Option(help="Replace merged cells already in the results.")] = False,
 ) -> None:
     """Join the K shards of every cell (`attack --shard I/K`) into the rows one run would have written."""
+    import re
+
+    from ..errors import BadSpec
     from ..results import ResultsStore
     from ..shards import find_shards, merge
 
+    if not re.fullmatch(NAME_RE, name):
+        raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
     store = ResultsStore(out / f"{name}.csv")
     store.check_writable()
     done = merge(files or find_shards(out, name), store, force=force)
