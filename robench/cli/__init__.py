@@ -170,7 +170,8 @@ def attack(
         "--attack", "-a", help="fgsm, pgd, bim, apgd-ce, apgd-dlr, autoattack, gaussian; repeatable or a,b "
         "(default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
-                                              "noise.")] = None,
+                                              "noise; or the cascade reliable (the strongest honest number: "
+                                              "each stage attacks only what is still robust).")] = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
                                             "(default 8/255, or the suite's own). For gaussian: sigma.")] = None,
     grad: Annotated[Grad, typer.Option(help="Input-gradient mode; both also records the per-sample worst "
@@ -202,12 +203,16 @@ def attack(
     from ..eps import parse_one
     from ..errors import BadSpec
     from ..evaluate import evaluate, load_data, load_targets, parse_grads
+    from ..protocol import CASCADES
     from ..results import ResultsStore
     from ..runtime import resolve_device
     from ..zoo import select
 
-    specs = specs_from(attacks, suite, eps, steps=steps, restarts=restarts, random_start=random_start,
-                       version=aa_version, step_size=parse_one(step_size, "--step-size") if step_size else None)
+    if suite in CASCADES:
+        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version)
+    step = parse_one(step_size, "--step-size") if step_size else None
+    specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
+                                                    random_start=random_start, version=aa_version, step_size=step)
     grads = parse_grads(grad.value)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
@@ -227,9 +232,61 @@ def attack(
         if note:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with lazy_progress() as bar:
-        ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar), force=force, seed=seed,
-                      batch_size=bs, device=dev)
+        if suite in CASCADES:
+            ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev)
+        else:
+            ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar), force=force,
+                          seed=seed, batch_size=bs, device=dev)
     _print_results(ev, store)
+
+
+def _check_cascade_options(suite: str, *given) -> None:
+    from ..errors import BadSpec
+
+    if any(v is not None and v != [] for v in given):
+        raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --steps, "
+                      "--step-size, --restarts, --random-start and --aa-version")
+
+
+def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev):
+    """Each budget of ``--eps`` (default: the cascade's own 8/255) runs the whole cascade, resumably."""
+    import pandas as pd
+
+    from ..eps import parse_eps
+    from ..protocol import cascade, retarget, run_reliable
+
+    stages = cascade(suite)
+    budgets = parse_eps(eps) if eps is not None else [(stages[0].spec.eps, stages[0].spec.eps_str)]
+    evs = [run_reliable(targets, data, store, retarget(stages, v, t), seed=seed, batch_size=bs, device=dev,
+                        progress=_cascade_progress(bar), force=force) for v, t in budgets]
+    ev = evs[0]
+    for other in evs[1:]:
+        ev.records = pd.concat([ev.records, other.records], ignore_index=True)
+        ev.new |= other.new
+        ev.findings += other.findings
+        ev.skipped += other.skipped
+    return ev
+
+
+def _cascade_progress(bar: Progress):
+    """One bar per stage, over the samples it attacks; the overall bar counts stages."""
+    overall = bar.add_task("reliable", total=None, info="")
+    current: dict = {}
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start":
+            bar.start()
+            bar.update(overall, total=ev["total"], completed=0)
+        elif ev["kind"] == "batch":
+            if ev["restart"] == 0:
+                current["task"] = bar.add_task(f"stage {ev['stage']}", total=1, info=f"{ev['todo']} samples")
+        elif ev["kind"] == "stage":
+            if "task" in current:
+                bar.update(current.pop("task"), completed=1)
+            bar.update(overall, advance=1, info=f"{ev['model']} stage {ev['stage']}/{ev['of']} {ev['attack']} "
+                                                f"({ev['grad']}) {100 * ev['robust_acc']:.1f}%")
+
+    return progress
 
 
 def _batch_size(text: str) -> int | None:
