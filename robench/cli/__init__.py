@@ -300,6 +300,9 @@ def report(
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
+    seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
+                                                                  "seed by seed and over seeds, into seeds.md.")]
+    = None,
 ) -> None:
     """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
     from ..checks import check_records, stored_flags
@@ -314,9 +317,11 @@ def report(
     findings = [*stored_flags(df), *check_records(df)]
     # check the markers before writing anything
     doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
-    paths = write_report(df, out, findings)
+    paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
     table_md = to_markdown(comparison_table(df))
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
+    if "seeds" in paths:
+        console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:
         readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
         paths["readme"] = readme
