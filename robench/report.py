@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 
 from .errors import DataNotFound, UsageError  # noqa: E402
 from .results import read_dir  # noqa: E402
+from .seeds import seeds_markdown  # noqa: E402
 
 __all__ = ["read_dir", "select", "comparison_table", "to_markdown", "to_latex", "plot_curves", "write_report"]
 
@@ -243,15 +244,21 @@ def findings_markdown(findings: Sequence[object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[object] = ()) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``."""
+def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[object] = (),
+                 seeds_compare: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``, and
+    ``seeds.md`` when the results hold several training seeds of a recipe or ``seeds_compare`` names two recipes
+    (:mod:`robench.seeds`)."""
     if df.empty:
         raise DataNotFound("no results to report")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
-    out.mkdir(parents=True, exist_ok=True)
     table = comparison_table(df)
+    seeds_md = seeds_markdown(df, table, seeds_compare, attack_labels(df))  # its errors come before any write
+    out.mkdir(parents=True, exist_ok=True)
+    if seeds_md is not None:
+        (out / "seeds.md").write_text(seeds_md)
     paths = {k: out / f for k, f in (("md", "table.md"), ("csv", "table.csv"), ("tex", "table.tex"),
                                       ("png", "curves.png"), ("findings", "findings.md"))}
     paths["md"].write_text(to_markdown(table) + "\n")
@@ -259,6 +266,8 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[objec
     paths["tex"].write_text(to_latex(table))
     plot_curves(df, paths["png"])
     paths["findings"].write_text(findings_markdown(findings))
+    if seeds_md is not None:
+        paths["seeds"] = out / "seeds.md"
     return paths
 
 

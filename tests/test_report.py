@@ -82,7 +82,7 @@ def test_report_module_never_imports_torch():
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.pyplot", "pandas", "errors", "results"}
+                    "matplotlib.pyplot", "pandas", "errors", "results", "seeds"}
 
 
 # ---------------------------------------------------------------------------------------- record checks

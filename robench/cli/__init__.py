@@ -89,7 +89,7 @@ def _command_line() -> str:
 def train(
     arch: Annotated[str, typer.Option(help="Architecture: vgg5, vgg11, wrn16.")] = "vgg5",
     neuron: Annotated[Neuron, typer.Option(help="lif, or stable (DLIF with learnable gains).")] = Neuron.lif,
-    recipe: Annotated[str, typer.Option(help="clean, gaussian (gn), fgsm-at (at), pgd-at.")] = "clean",
+    recipe: Annotated[str, typer.Option(help="clean, gaussian (gn), fgsm-at (at), pgd-at, rat.")] = "clean",
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10, cifar100.")] = "fashion-mnist",
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option(help="Download CIFAR into --data-dir with torchvision (online).")] = False,
@@ -106,7 +106,9 @@ def train(
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 1,
     lr: Annotated[float, typer.Option(help="SGD learning rate (cosine to 0).")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 5e-4; 0 with rat).")] = None,
+    rat_beta: Annotated[float | None, typer.Option(help="Orthogonality strength of --recipe rat (default 0.001; "
+                                                   "0.004 for wrn16).")] = None,
     augment: Annotated[bool | None, typer.Option(help="Random crop + flip (default: on for CIFAR).")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
@@ -125,7 +127,7 @@ def train(
                 width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device,
-                download=download)
+                download=download, rat_beta=rat_beta)
     job = job_from_options(opts, _command_line())
     with lazy_progress() as bar:
         card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite, progress=_train_progress(bar))
@@ -355,6 +357,9 @@ def report(
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
+    seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
+                                                                  "seed by seed and over seeds, into seeds.md.")]
+    = None,
 ) -> None:
     """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
     from ..checks import check_records, stored_flags
@@ -369,9 +374,11 @@ def report(
     findings = [*stored_flags(df), *check_records(df)]
     # check the markers before writing anything
     doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
-    paths = write_report(df, out, findings)
+    paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
     table_md = to_markdown(comparison_table(df))
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
+    if "seeds" in paths:
+        console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:
         readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
         paths["readme"] = readme
