@@ -194,6 +194,8 @@ def attack(
     force: Annotated[bool, typer.Option(help="Rerun cells already in the results (their rows are replaced).")] = False,
     zoo: ZooOpt = Path("zoo"),
     device: DeviceOpt = "auto",
+    save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Also write each cell run's verified "
+                                                  "adversarial examples (safetensors) into this folder.")] = None,
 ) -> None:
     """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells."""
     import re
@@ -220,6 +222,10 @@ def attack(
     cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
     store = ResultsStore(out / f"{name}.csv")
     store.check_writable()  # a results file that is not ours is refused before any work
+    if save_adv is not None:
+        from ..adversarial import check_adv_dir
+
+        check_adv_dir(save_adv)
     targets = load_targets(cards, zoo, dataset)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
@@ -228,8 +234,32 @@ def attack(
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with lazy_progress() as bar:
         ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar), force=force, seed=seed,
-                      batch_size=bs, device=dev)
+                      batch_size=bs, device=dev, save_adv=save_adv)
     _print_results(ev, store)
+    if save_adv is not None:
+        console.print(f"verified adversarial examples of {ev.ran} cell(s) -> {save_adv}", highlight=False,
+                      soft_wrap=True)
+
+
+@app.command("verify-adv")
+def verify_adv(
+    file: Annotated[Path, typer.Argument(help="A file written by 'robench attack --save-adv'.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Zoo id (default: the one the file "
+                                              "names); its weights must have the file's sha256.")] = None,
+    zoo: ZooOpt = Path("zoo"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Re-check saved adversarial examples against a zoo model and print the robust accuracy they imply."""
+    from ..adversarial import recheck
+    from ..runtime import resolve_device
+
+    r = recheck(file, zoo, data_dir, model, resolve_device(device))
+    console.print(f"{r.model} on the first {r.n} images of {r.dataset}, eps {r.eps_str}: {r.checked} examples, "
+                  f"{r.broken} verified broken, {r.invalid} invalid", highlight=False, soft_wrap=True)
+    console.print(f"robust accuracy implied: {100 * r.robust_count / r.n:.1f}% ({r.clean_count} clean-correct - "
+                  f"{r.broken} broken = {r.robust_count} of {r.n}); the results row claimed "
+                  f"{100 * r.claimed / r.n:.1f}% ({r.claimed})", highlight=False, soft_wrap=True)
 
 
 def _batch_size(text: str) -> int | None:
