@@ -328,11 +328,14 @@ def report(
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        "--compare", help="Two model ids: the paired difference of their worst cases on the same images, with a "
+        "95% interval and the counts robust for only one (also written to compare.md).")] = None,
 ) -> None:
-    """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
+    """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
     from ..checks import check_records, stored_flags
     from ..errors import UsageError
-    from ..report import comparison_table, inject_markdown, select, to_markdown, write_report
+    from ..report import compare_models, comparison, inject_markdown, select, to_markdown, write_compare, write_report
     from ..results import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
@@ -340,16 +343,22 @@ def report(
     df = ResultsStore(results).read() if results.is_file() else read_dir(results)
     df = select(df, model, attacks, dataset, eps, grad, n)
     findings = [*stored_flags(df), *check_records(df)]
-    # check the markers before writing anything
+    # check the markers and the models to compare before writing anything
     doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
+    compared = compare_models(df, *compare) if compare else None
     paths = write_report(df, out, findings)
-    table_md = to_markdown(comparison_table(df))
+    c = comparison(df)
+    table_md = to_markdown(c.table, c)
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:
         readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
         paths["readme"] = readme
-    for f in findings:
-        console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
+    if compared is not None:
+        console.print(compared, markup=False, highlight=False, soft_wrap=True)
+        paths["compare"] = write_compare(compared, out)
+    for f in [*findings, *([c.note] if c.note else [])]:
+        console.print(f"[yellow]{'note' if f is c.note else 'check'}[/] {f.line()}", highlight=False,
+                      soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
 
 
