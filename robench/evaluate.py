@@ -3,7 +3,10 @@
 A cell returns a per-sample vector ``correct[n]``: a sample counts as robust when it is classified correctly both
 clean and under attack (the AutoAttack convention), so only initially correct samples are attacked, and robust
 accuracy never exceeds clean accuracy. The worst case over gradient modes (``grad = worst``) is the AND of the
-modes' vectors. A gradient-free attack (``gaussian``) runs once, recorded with ``grad = none``.
+modes' vectors. A gradient-free attack (``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
+example is verified before its sample counts as broken (:mod:`robench.verify`); an invalid one counts as robust
+and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (EVALUATION.md §5), and
+``save_adv`` writes each cell run's verified examples (:mod:`robench.adversarial`).
 
 The evaluation path keeps work to what is needed: clean predictions are computed once per model and data under
 ``torch.inference_mode``; the data is moved to the device once and every batch is gathered there; the
