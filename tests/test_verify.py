@@ -115,7 +115,7 @@ def test_save_adv_and_verify_adv_round_trip(zoo, tmp_path, capsys):  # noqa: F81
     assert code == 0 and f"robust accuracy implied: {100 * r.robust_count / 16:.1f}%" in out, err
 
 
-def test_verify_adv_refuses_foreign_truncated_and_tampered_files(zoo, tmp_path, capsys):  # noqa: F811
+def test_verify_adv_refuses_foreign_and_truncated_files(zoo, tmp_path, capsys):  # noqa: F811
     adv = tmp_path / "adv"
     run_main(capsys, ["attack", "--zoo", str(zoo), "--model", ID, "--attack", "fgsm", "--eps", "0.3", "--n", "8",
                       "--out", str(tmp_path / "res"), "--grad", "bptt", "--save-adv", str(adv), "--device", "cpu"])
