@@ -119,21 +119,37 @@ def check_records(df: pd.DataFrame, gap: float = 0.10, tol: float = 0.0) -> list
 
 
 def stored_flags(df: pd.DataFrame) -> list[Finding]:
-    """The model checks' findings kept in the rows' ``flags`` column: one finding per (flag, model)."""
+    """The findings kept in the rows' ``flags`` column: one per (flag, model) for the model checks, and one per
+    cell for counted flags such as ``invalid-adv=3`` (adversarial examples that failed verification)."""
     out = []
     flagged = df[df["flags"].astype(str) != ""]
     for (flag_text, model), g in flagged.groupby(["flags", "model"], sort=True):
         for name in str(flag_text).split(";"):
+            if "=" in name:
+                out += _counted(name, g)
+                continue
             grads = ", ".join(sorted(set(g["grad"]) - {"worst"}))
             out.append(Finding(name, f"{model}: stored by the evaluation (grad modes {grads}); "
                                f"{DOC.get(name, '')}".rstrip("; "), tuple(g.to_dict("records")), model=model))
-    return list({(f.name, f.model): f for f in out}.values())
+    return list({(f.name, f.model, f.message if f.name in COUNTED else ""): f for f in out}.values())
+
+
+COUNTED = frozenset({"invalid-adv"})  # flags stored as name=count, one finding per cell
+
+
+def _counted(flag: str, g: pd.DataFrame) -> list[Finding]:
+    name, _, count = flag.partition("=")
+    rows = [r for r in g.to_dict("records") if r["grad"] != "worst"] or g.to_dict("records")
+    return [Finding(name, f"{_where(r)}: {count} {DOC.get(name, 'flagged')}", (r,), model=str(r["model"]))
+            for r in rows]
 
 
 DOC = {
     "nondeterministic": "two evaluations of the same input differed",
     "probabilities": "the model outputs probabilities, not logits",
     "zero-grad": "many samples had an all-zero input gradient (gradient masking)",
+    "invalid-adv": "adversarial example(s) failed verification (not finite, outside [0, 1] or the eps-ball) and "
+                   "were counted robust",
 }
 
 

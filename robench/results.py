@@ -2,7 +2,10 @@
 
 A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
 rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is ``bptt``, ``rate``, ``worst`` (the
-per-sample AND over the modes run) or ``none`` (gradient-free attacks). A row's :data:`KEY` identifies its cell;
+per-sample AND over the modes run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome
+(EVALUATION.md §5; :func:`robench.stats.decode_mask`): lowercase hex of ``packbits(mask, bitorder="little")`` over
+the first n images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no
+mask"), and a mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell;
 a rerun skips keys already present. Appends rewrite the whole file to a temporary file in the same folder and
 rename it over the old one under a file lock, so a crash never leaves a half-written file and two processes
 never interleave. This module imports pandas and filelock only (never torch), so reports stay light.
@@ -20,10 +23,12 @@ import pandas as pd
 from filelock import FileLock
 
 from .errors import DataNotFound, IntegrityError
+from .stats import decode_mask
 
 COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
            "robust_acc", "clean_count", "robust_count", "seconds", "device", "seed", "versions", "timestamp",
-           "flags")
+           "flags", "robust_mask")
+OPTIONAL_COLUMNS = ("robust_mask",)  # absent from files written before it existed; read as "" (no mask)
 KEY = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
 INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
@@ -61,10 +66,10 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
     """Refuse a table that is not a robench results table: missing columns, bad numbers or JSON, bad grads."""
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise IntegrityError(f"{where} is not a robench results file: missing columns {', '.join(missing)}")
-    df = _typed(df, where)
+    df = _typed(df.assign(**{c: "" for c in OPTIONAL_COLUMNS if c not in df.columns}), where)
     bad_acc = ~df["robust_acc"].between(0, 1) | ~df["clean_acc"].between(0, 1)
     bad_grad = ~df["grad"].isin(GRADS)
     if bad_acc.any() or bad_grad.any():
@@ -76,11 +81,25 @@ def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
                 json.loads(v)
             except (TypeError, ValueError):
                 raise IntegrityError(f"{where}: row {i + 2} column {c!r} is not JSON") from None
+    _check_masks(df, where)
     return df
 
 
+def _check_masks(df: pd.DataFrame, where: str) -> None:
+    """Every non-empty ``robust_mask`` must decode to ``n`` bits whose set bits are ``robust_count``."""
+    df["robust_mask"] = df["robust_mask"].astype(str)
+    for i, (text, n, count) in enumerate(zip(df["robust_mask"], df["n"], df["robust_count"], strict=True)):
+        if text:
+            decode_mask(text, int(n), int(count), where=f"{where}: row {i + 2} robust_mask")
+
+
+def masks(df: pd.DataFrame):
+    """The ``bool [n]`` mask of every row (None where the row has none), in row order."""
+    return [decode_mask(t, int(n)) if t else None for t, n in zip(df["robust_mask"], df["n"], strict=True)]
+
+
 def to_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    rows = list(rows)
+    rows = [{**dict.fromkeys(OPTIONAL_COLUMNS, ""), **r} for r in rows]
     for r in rows:
         missing = [c for c in COLUMNS if c not in r]
         if missing:

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 import robench.report as report
+import robench.stats as stats
+import robench.worstcase as worstcase
 from robench.checks import check_records, grad_gap, stored_flags
 from robench.errors import DataNotFound
 from robench.results import ResultsStore, to_frame
@@ -75,14 +77,16 @@ def test_select_filters_and_empty_is_one_line_error(records):
         report.select(records, model="zz")
 
 
-def test_report_module_never_imports_torch():
-    tree = ast.parse(Path(report.__file__).read_text())
+@pytest.mark.parametrize("module", [report, worstcase, stats])
+def test_report_modules_never_import_torch(module):
+    tree = ast.parse(Path(module.__file__).read_text())
     mods = {n.module if isinstance(n, ast.ImportFrom) else a.name
             for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.pyplot", "pandas", "errors", "results", "seeds"}
+                    "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "results",
+                    "stats", "worstcase", "seeds"}
 
 
 # ---------------------------------------------------------------------------------------- record checks

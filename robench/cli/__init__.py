@@ -197,6 +197,8 @@ def attack(
     force: Annotated[bool, typer.Option(help="Rerun cells already in the results (their rows are replaced).")] = False,
     zoo: ZooOpt = Path("zoo"),
     device: DeviceOpt = "auto",
+    save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Also write each cell run's verified "
+                                                  "adversarial examples (safetensors) into this folder.")] = None,
 ) -> None:
     """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells."""
     import re
@@ -227,6 +229,10 @@ def attack(
     cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
     store = ResultsStore(out / f"{name}.csv")
     store.check_writable()  # a results file that is not ours is refused before any work
+    if save_adv is not None:
+        from ..adversarial import check_adv_dir
+
+        check_adv_dir(save_adv)
     targets = load_targets(cards, zoo, dataset)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
@@ -238,8 +244,32 @@ def attack(
             ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev)
         else:
             ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar), force=force,
-                          seed=seed, batch_size=bs, device=dev)
+                          seed=seed, batch_size=bs, device=dev, save_adv=save_adv)
     _print_results(ev, store)
+    if save_adv is not None:
+        console.print(f"verified adversarial examples of {ev.ran} cell(s) -> {save_adv}", highlight=False,
+                      soft_wrap=True)
+
+
+@app.command("verify-adv")
+def verify_adv(
+    file: Annotated[Path, typer.Argument(help="A file written by 'robench attack --save-adv'.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Zoo id (default: the one the file "
+                                              "names); its weights must have the file's sha256.")] = None,
+    zoo: ZooOpt = Path("zoo"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Re-check saved adversarial examples against a zoo model and print the robust accuracy they imply."""
+    from ..adversarial import recheck
+    from ..runtime import resolve_device
+
+    r = recheck(file, zoo, data_dir, model, resolve_device(device))
+    console.print(f"{r.model} on the first {r.n} images of {r.dataset}, eps {r.eps_str}: {r.checked} examples, "
+                  f"{r.broken} verified broken, {r.invalid} invalid", highlight=False, soft_wrap=True)
+    console.print(f"robust accuracy implied: {100 * r.robust_count / r.n:.1f}% ({r.clean_count} clean-correct - "
+                  f"{r.broken} broken = {r.robust_count} of {r.n}); the results row claimed "
+                  f"{100 * r.claimed / r.n:.1f}% ({r.claimed})", highlight=False, soft_wrap=True)
 
 
 def _check_cascade_options(suite: str, *given) -> None:
@@ -360,11 +390,14 @@ def report(
     seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
                                                                   "seed by seed and over seeds, into seeds.md.")]
     = None,
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        "--compare", help="Two model ids: the paired difference of their worst cases on the same images, with a "
+        "95% interval and the counts robust for only one (also written to compare.md).")] = None,
 ) -> None:
-    """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
+    """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
     from ..checks import check_records, stored_flags
     from ..errors import UsageError
-    from ..report import comparison_table, inject_markdown, select, to_markdown, write_report
+    from ..report import compare_models, comparison, inject_markdown, select, to_markdown, write_compare, write_report
     from ..results import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
@@ -372,18 +405,24 @@ def report(
     df = ResultsStore(results).read() if results.is_file() else read_dir(results)
     df = select(df, model, attacks, dataset, eps, grad, n)
     findings = [*stored_flags(df), *check_records(df)]
-    # check the markers before writing anything
+    # check the markers and the models to compare before writing anything
     doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
+    compared = compare_models(df, *compare) if compare else None
     paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
-    table_md = to_markdown(comparison_table(df))
+    c = comparison(df)
+    table_md = to_markdown(c.table, c)
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if "seeds" in paths:
         console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:
         readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
         paths["readme"] = readme
-    for f in findings:
-        console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
+    if compared is not None:
+        console.print(compared, markup=False, highlight=False, soft_wrap=True)
+        paths["compare"] = write_compare(compared, out)
+    for f in [*findings, *([c.note] if c.note else [])]:
+        console.print(f"[yellow]{'note' if f is c.note else 'check'}[/] {f.line()}", highlight=False,
+                      soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
 
 
