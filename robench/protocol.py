@@ -29,7 +29,20 @@ import torch
 from .attacks import AttackSpec
 from .checks import Finding
 from .errors import BadSpec
-from .evaluate import Cell, Data, Evaluation, Target, _check_fits, _keep, _records, _row, auto_batch_size, run_cell
+from .evaluate import (
+    Cell,
+    Data,
+    Evaluation,
+    Target,
+    _check_fits,
+    _flags,
+    _invalid_finding,
+    _keep,
+    _records,
+    _row,
+    attack_cell,
+    auto_batch_size,
+)
 from .evaluate import clean_correct as _clean_correct
 from .results import ResultsStore, row_key
 from .runtime import resolve_device
@@ -159,7 +172,7 @@ def _run_model(t: Target, d: Data, stages: Sequence[Stage], cells: list[Cell], s
     model = t.model.to(dev).eval()
     bs = batch_size or auto_batch_size(model, d.x, dev)
     clean = _clean_correct(model, d.x, d.y, bs)
-    robust, rows, history, secs_total = clean.clone().cpu(), [], [], 0.0
+    robust, rows, history, secs_total, bad = clean.clone().cpu(), [], [], 0.0, []
     for k, (stage, cell) in enumerate(zip(stages, cells, strict=False), 1):
         old = stored.get(cell.key)
         if old is not None and old.get("robust_mask"):
@@ -170,23 +183,27 @@ def _run_model(t: Target, d: Data, stages: Sequence[Stage], cells: list[Cell], s
                   "grad": stage.grad, "robust_acc": float(robust.float().mean()), "resumed": True})
             continue
         t0 = time.perf_counter()
-        last_restart = 0
+        last_restart, invalid = 0, 0
         for r in range(stage.restarts):
             idx = robust.nonzero().flatten()
             emit({"kind": "batch", "model": t.id, "stage": k, "restart": r, "todo": len(idx)})
             if len(idx) == 0:
                 break
-            ok = run_cell(model, stage.spec, stage.grad, d.x[idx.to(dev)], d.y[idx.to(dev)],
-                          stage_seed(seed, t.sha256, k, r), bs, dev, torch.ones(len(idx), dtype=torch.bool))
+            out = attack_cell(model, stage.spec, stage.grad, d.x[idx.to(dev)], d.y[idx.to(dev)],
+                              stage_seed(seed, t.sha256, k, r), bs, dev, torch.ones(len(idx), dtype=torch.bool))
+            ok, invalid = out.correct, invalid + out.invalid
             last_restart = int((~ok).sum())
             robust[idx[~ok]] = False
         secs = time.perf_counter() - t0
         secs_total += secs
         history.append((stage, int(robust.sum()), secs, last_restart if stage.restarts > 1 else None))
-        rows += _keep([_row(cell, robust, clean.cpu(), secs, dev, "")], store, set(stored), force)
+        if invalid:
+            bad.append(_invalid_finding(cell, invalid))
+        rows += _keep([_row(cell, robust, clean.cpu(), secs, dev, _flags([], cell.grad, invalid))], store,
+                      set(stored), force)
         emit({"kind": "stage", "model": t.id, "stage": k, "of": len(stages), "attack": stage.spec.name,
               "grad": stage.grad, "robust_acc": float(robust.float().mean()), "resumed": False})
-    found = findings(t.id, history, int(clean.sum()), len(d.x))
+    found = bad + findings(t.id, history, int(clean.sum()), len(d.x))
     whole = cells[-1]
     if force or whole.key not in stored:
         flags = ";".join(f.name for f in found)
