@@ -167,8 +167,8 @@ def attack(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Zoo id, unique prefix, or arch (then every "
                                              "entry of that arch, side by side); repeatable.")],
     attacks: Annotated[list[str] | None, typer.Option(
-        "--attack", "-a", help="fgsm, pgd, bim, apgd-ce, apgd-dlr, autoattack, gaussian; repeatable or a,b "
-        "(default fgsm,pgd).")] = None,
+        "--attack", "-a", help="fgsm, pgd, bim (final iterate), pgd-best, sa-pgd (best iterate), apgd-ce, "
+        "apgd-dlr, apgd-t, square, autoattack, gaussian; repeatable or a,b (default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
                                               "noise.")] = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
@@ -178,10 +178,13 @@ def attack(
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
-    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim, apgd-* (default 10; apgd 100).")] = None,
-    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim (default 2/255).")] = None,
-    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, apgd-* (default 1).")] = None,
-    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd (default on).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim (default 10), pgd-best (50), sa-pgd, "
+                                              "apgd-* (100).")] = None,
+    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim, pgd-best (default 2/255).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, pgd-best, sa-pgd, apgd-*, square "
+                                                 "(default 1; only samples still robust are re-attacked).")] = None,
+    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd, pgd-best (default on).")] = None,
+    queries: Annotated[int | None, typer.Option(help="Queries of square (default 5000).")] = None,
     aa_version: Annotated[str | None, typer.Option(help="autoattack version: standard, rand, or custom "
                                                    "(APGD-CE + APGD-T with --steps).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's; its test split, or the "
@@ -207,7 +210,8 @@ def attack(
     from ..zoo import select
 
     specs = specs_from(attacks, suite, eps, steps=steps, restarts=restarts, random_start=random_start,
-                       version=aa_version, step_size=parse_one(step_size, "--step-size") if step_size else None)
+                       version=aa_version, queries=queries,
+                       step_size=parse_one(step_size, "--step-size") if step_size else None)
     grads = parse_grads(grad.value)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
