@@ -21,10 +21,10 @@ BETA_M, BETA_V, DIV_EPS = 0.5, 0.8, 1e-12
 
 
 def checkpoints(steps: int) -> frozenset[int]:
-    """APGD's checkpoints as step counts: after ``w_j = ceil(p_j * steps)`` steps (``p_1 = 0.22``,
-    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``) the step size halves. Computed with APGD's integer
-    arithmetic (first gap ``int(0.22 n)``, shrinking by ``int(0.03 n)`` down to ``int(0.06 n)``, each >= 1), so
-    ``steps = 100`` gives 22, 41, 57, 70, 80, 87, 93, 99."""
+    """APGD's checkpoints as step counts: after ``w_j ~ p_j * steps`` steps (``p_0 = 0``, ``p_1 = 0.22``,
+    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``) the step size halves. Computed with APGD's own integer
+    arithmetic (first gap ``int(0.22 n)``, shrinking by ``int(0.03 n)`` down to ``int(0.06 n)``, each >= 1): exact
+    for ``steps = 100`` (22, 41, 57, 70, 80, 87, 93, 99); short runs halve more often (10 steps: 2, 3, ..., 10)."""
     gap, decr, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
     out, at = set(), gap
     while at <= steps:
