@@ -33,11 +33,11 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .errors import IntegrityError, UsageError
-from .results import KEY
+from .results import KEY, NOISE
 from .verify import check_examples
 
 FORMAT = "robench-adversarial/1"
-GRADIENT_FREE = ("gaussian",)  # attacks whose eps is a noise sigma: no eps-ball check
+GRADIENT_FREE = NOISE  # attacks whose eps is a noise sigma: no eps-ball check
 BATCH = 256
 
 

@@ -5,8 +5,8 @@ Record checks read a results table (see :mod:`robench.results`) and need only pa
 - ``eps0-not-clean``: at eps = 0 robust accuracy must equal clean accuracy;
 - ``robust-above-clean``: robust accuracy may not exceed clean accuracy;
 - ``not-monotone``: within one attack (model, parameters, grad mode), accuracy must not rise with eps;
-- ``iterative-above-fgsm``: an iterative attack (PGD, BIM, APGD, AutoAttack) must do at least as well as FGSM at
-  the same eps;
+- ``iterative-above-fgsm``: an iterative attack (PGD, BIM, PGD-best, SA-PGD, APGD, AutoAttack) must do at least
+  as well as FGSM at the same eps;
 - ``grad-gap``: the rate and BPTT gradients give robust accuracies further apart than a threshold (10 pt): the
   weaker mode overstates robustness, a sign of gradient masking.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-ITERATIVE = frozenset({"pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack"})
+ITERATIVE = frozenset({"pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack"})
 SINGLE_STEP = frozenset({"fgsm"})
 CELL = ("model", "sha256", "dataset", "n", "seed")
 SHOWN = 3  # offending cells named in a message

@@ -175,7 +175,8 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Ten
     clean = clean_correct(model, x, y, bs) if clean is None else clean.to(device)
     ctx = nullcontext if grad == "none" else (lambda: grad_mode(model, grad))
     correct = clean.clone()
-    name, ball = getattr(spec, "name", type(spec).__name__), not getattr(spec, "gradient_free", False)
+    name = getattr(spec, "name", type(spec).__name__)
+    ball = getattr(spec, "budgeted", not getattr(spec, "gradient_free", False))  # square: no gradient, L-inf ball
     invalid, kept, index = 0, [], []
     seed_everything(seed)
     with frozen(model):

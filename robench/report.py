@@ -49,7 +49,9 @@ from .worstcase import (  # noqa: E402
 __all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown", "to_latex", "plot_curves",
            "write_report", "compare_models", "write_compare"]
 
-ORDER = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack", "gaussian")
+ORDER = ("fgsm", "pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "square",
+         "gaussian")
+FINAL_ITERATE = frozenset({"pgd", "bim"})  # torchattacks' attacks that return their last iterate
 GRAD_ORDER = ("bptt", "rate", "worst", "none")
 ROW = ("model", "dataset", "n")
 
@@ -100,14 +102,17 @@ def _k255(v: float) -> str:
 
 
 def attack_labels(df: pd.DataFrame) -> pd.Series:
-    """A short label per row: ``pgd-10``, ``apgd-ce-10``, ``autoattack-standard``; parameters that still differ
-    between rows of the same label are appended (``pgd-10 step=1/255``)."""
+    """A short label per row: ``pgd-10 (final)`` (final-iterate attacks say so), ``pgd-best-50``, ``apgd-ce-10``,
+    ``square-5000``, ``autoattack-standard``; parameters that still differ between rows of the same label are
+    appended (``pgd-10 (final) step=1/255``)."""
     params = df["params"].map(json.loads)
 
     def base(attack: str, p: dict) -> str:
         if attack == "autoattack":
             return f"autoattack-{p.get('version', '?')}" + (f"-{p['steps']}" if "steps" in p else "")
-        return f"{attack}-{p['steps']}" if "steps" in p else attack
+        label = f"{attack}-{p['steps']}" if "steps" in p else (f"{attack}-{p['queries']}" if "queries" in p
+                                                                  else attack)
+        return f"{label} (final)" if attack in FINAL_ITERATE else label
 
     labels = pd.Series([base(a, p) for a, p in zip(df["attack"], params, strict=True)], index=df.index)
     for label in labels.unique():
@@ -143,7 +148,8 @@ def _row_labels(df: pd.DataFrame) -> pd.Series:
 
 def _attack_order(label: str) -> tuple:
     name = label.split(" ")[0]
-    fam = next((i for i, a in enumerate(ORDER) if name == a or name.startswith(a + "-")), len(ORDER))
+    fams = [(len(a), i) for i, a in enumerate(ORDER) if name == a or name.startswith(a + "-")]
+    fam = max(fams)[1] if fams else len(ORDER)  # the longest match: pgd-best-50 is pgd-best, not pgd
     digits = "".join(c for c in name.rsplit("-", 1)[-1] if c.isdigit())
     return fam, int(digits) if digits else 0, label
 

@@ -34,6 +34,7 @@ INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
 GRADS = ("bptt", "rate", "worst", "none")
 JSON_COLUMNS = ("params", "versions")
+NOISE = ("gaussian",)  # attacks whose eps is a noise sigma, not an L-inf budget: no eps-ball, no worst case
 
 Key = tuple[str, ...]
 

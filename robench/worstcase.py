@@ -27,10 +27,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import DataNotFound  # noqa: E402
-from .results import masks  # noqa: E402
+from .results import NOISE, masks  # noqa: E402
 from .stats import Paired, paired, wilson  # noqa: E402
 
-SKIP_GRADS = ("worst", "none")  # ANDs already, and noise whose eps is not an L-inf budget
+SKIP_GRADS = ("worst",)  # ANDs of other cells already
+# NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
 GROUP = ["model", "sha256", "dataset", "n", "eps"]
 
 
@@ -73,7 +74,7 @@ class WorstCase:
 
 
 def _eligible(df: pd.DataFrame) -> pd.DataFrame:
-    return df[~df["grad"].isin(SKIP_GRADS)]
+    return df[~df["grad"].isin(SKIP_GRADS) & ~df["attack"].isin(NOISE)]
 
 
 def mask_note(df: pd.DataFrame) -> Note | None:

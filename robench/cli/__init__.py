@@ -169,8 +169,8 @@ def attack(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Zoo id, unique prefix, or arch (then every "
                                              "entry of that arch, side by side); repeatable.")],
     attacks: Annotated[list[str] | None, typer.Option(
-        "--attack", "-a", help="fgsm, pgd, bim, apgd-ce, apgd-dlr, autoattack, gaussian; repeatable or a,b "
-        "(default fgsm,pgd).")] = None,
+        "--attack", "-a", help="fgsm, pgd, bim (final iterate), pgd-best, sa-pgd (best iterate), apgd-ce, "
+        "apgd-dlr, apgd-t, square, autoattack, gaussian; repeatable or a,b (default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
                                               "noise; or the cascade reliable (the strongest honest number: "
                                               "each stage attacks only what is still robust).")] = None,
@@ -181,10 +181,13 @@ def attack(
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
-    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim, apgd-* (default 10; apgd 100).")] = None,
-    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim (default 2/255).")] = None,
-    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, apgd-* (default 1).")] = None,
-    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd (default on).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim (default 10), pgd-best (50), sa-pgd, "
+                                              "apgd-* (100).")] = None,
+    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim, pgd-best (default 2/255).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, pgd-best, sa-pgd, apgd-*, square "
+                                                 "(default 1; only samples still robust are re-attacked).")] = None,
+    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd, pgd-best (default on).")] = None,
+    queries: Annotated[int | None, typer.Option(help="Queries of square (default 5000).")] = None,
     aa_version: Annotated[str | None, typer.Option(help="autoattack version: standard, rand, or custom "
                                                    "(APGD-CE + APGD-T with --steps).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's; its test split, or the "
@@ -213,10 +216,11 @@ def attack(
     from ..zoo import select
 
     if suite in CASCADES:
-        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version)
+        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries)
     step = parse_one(step_size, "--step-size") if step_size else None
     specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
-                                                    random_start=random_start, version=aa_version, step_size=step)
+                                                    random_start=random_start, version=aa_version,
+                                                    queries=queries, step_size=step)
     grads = parse_grads(grad.value)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
@@ -277,7 +281,7 @@ def _check_cascade_options(suite: str, *given) -> None:
 
     if any(v is not None and v != [] for v in given):
         raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --steps, "
-                      "--step-size, --restarts, --random-start and --aa-version")
+                      "--step-size, --restarts, --random-start, --aa-version and --queries")
 
 
 def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev):
