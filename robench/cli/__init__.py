@@ -444,10 +444,10 @@ def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mo
     args = parse_kwargs(kwargs)
     check_new(zoo, entry_id, overwrite)
     data, note = load_data(dataset, data_dir, n)
-    if note:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     card = import_foreign(file, framework, entry, data.x, data.y, dataset, entry_id, zoo, T, args, step_mode,
                           code_path, trust_code, overwrite, _command_line())
+    if note:  # after the import: a refused one prints its one line only
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "
                   f"{_fmt_acc(card.clean_acc)} on {card.metrics['n_test']}\n{card.notes}", soft_wrap=True)
 
