@@ -402,15 +402,18 @@ def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | N
 
 
 # ---------------------------------------------------------------------------------------- from the zoo
-def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = None) -> list[Target]:
-    """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given."""
+def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = None,
+                 trust_code: bool = False) -> list[Target]:
+    """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given;
+    ``trust_code`` lets foreign entries run their code (with ROBENCH_TRUST_CODE=1, see zoo.foreign)."""
     from .zoo import load_weights, model_from
 
     out = []
     for card in cards:
         if dataset is not None and DATASETS.get(dataset).name != card.dataset:
             raise BadSpec(f"--dataset {dataset}: model {card.id} was trained on {card.dataset}")
-        out.append(Target(card.id, card.sha256, model_from(card, load_weights(zoo_dir, card)), card.dataset))
+        model = model_from(card, load_weights(zoo_dir, card), zoo_dir, trust_code)
+        out.append(Target(card.id, card.sha256, model, card.dataset))
     return out
 
 

@@ -56,7 +56,7 @@ def test_breakdown_counts_first_breaks_in_run_order(a_first, added):
     (case,) = report.worst_cases(df, report.attack_labels(df))
     frame = report.breakdown_frame([case])
     assert frame["added"].tolist() == added and frame["step"].tolist() == [0, 1, 2]
-    assert frame["cell"].iloc[1] == ("pgd-10 (bptt)" if a_first else "apgd-ce-10 (rate)")
+    assert frame["cell"].iloc[1] == ("pgd-10 (final) (bptt)" if a_first else "apgd-ce-10 (rate)")
     assert sum(added) + case.robust_count == N and frame["robust"].iloc[-1] == 40.0
 
 

@@ -42,6 +42,8 @@ STATE = {"debug": False}
 ZooOpt = Annotated[Path, typer.Option("--zoo", help="Zoo folder.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-code", help="Let foreign zoo entries (SpikingJelly, snnTorch, "
+                                        "PyTorch) run their code file; also needs ROBENCH_TRUST_CODE=1.")]
 
 
 class Neuron(str, Enum):
@@ -202,6 +204,7 @@ def attack(
     device: DeviceOpt = "auto",
     save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Also write each cell run's verified "
                                                   "adversarial examples (safetensors) into this folder.")] = None,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells."""
     import re
@@ -237,7 +240,7 @@ def attack(
         from ..adversarial import check_adv_dir
 
         check_adv_dir(save_adv)
-    targets = load_targets(cards, zoo, dataset)
+    targets = load_targets(cards, zoo, dataset, trust_code=trust_code)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
         data[ds], note = load_data(ds, data_dir, n, split)
@@ -474,15 +477,16 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
                check_accuracy: Annotated[bool, typer.Option("--accuracy", help="Also re-measure clean test "
                                                             "accuracy; it must match the card within 0.1 pt.")]
                = False,
-               data_dir: DataDirOpt = None):
-    """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy)."""
+               data_dir: DataDirOpt = None, trust_code: TrustOpt = False):
+    """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy); a foreign
+    entry's code file is hash-checked, and run only with --trust-code."""
     from functools import cache
 
     from ..data import load
     from ..zoo import verify
 
     test_data = cache(lambda ds: load(ds, "test", data_dir)) if check_accuracy else None
-    results = verify(zoo, entry, test_data)
+    results = verify(zoo, entry, test_data, trust_code=trust_code)
     for i, ok, msg in results:
         console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {i}: {msg}")
     if not results:
@@ -503,18 +507,56 @@ def zoo_import(
     fc: Annotated[int | None, typer.Option(help="Classifier width (default: the arch's).")] = None,
     tau: Annotated[float, typer.Option(help="Membrane leak.")] = 0.99,
     v_th: Annotated[float, typer.Option("--v-th", help="Threshold.")] = 1.0,
+    framework: Annotated[str | None, typer.Option(help="Your own model: spikingjelly, snntorch or torch (then "
+                                                  "--entry builds it; --arch and the neuron options are unused).")]
+    = None,
+    entry: Annotated[str | None, typer.Option(help="package.module:function that returns your model.")] = None,
+    kwargs: Annotated[str | None, typer.Option(help="Keyword arguments of --entry, a JSON object.")] = None,
+    code_path: Annotated[Path | None, typer.Option(help="Folder holding --entry's package (default: installed).")]
+    = None,
+    step_mode: Annotated[str, typer.Option(help="multi: the model takes [T, B, C, H, W] and returns [T, B, K]; "
+                                           "single: [B, C, H, W] -> [B, K] once per step.")] = "multi",
+    n: Annotated[int, typer.Option("--n", help="Test images for the import checks and the clean accuracy.")] = 500,
+    data_dir: DataDirOpt = None,
+    trust_code: TrustOpt = False,
     zoo: ZooOpt = Path("zoo"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
 ):
-    """Import your own weights (never runs code from the file); shapes must fit the model options exactly."""
+    """Import your own weights (never runs code from the weights file); shapes must fit the model exactly. With
+    --framework, the model is built by your code (--entry), checked and adapted (see README, "Your own models")."""
     from ..data import DATASETS
     from ..snn.models import ModelConfig
+
+    if framework is not None or entry is not None:
+        return _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n,
+                               data_dir, trust_code, zoo, overwrite)
     from ..zoo.importing import import_state_dict
 
     opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
     card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=_command_line())
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}")
+
+
+def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n, data_dir,
+                    trust_code, zoo, overwrite) -> None:
+    from ..errors import UsageError
+    from ..evaluate import load_data
+    from ..zoo import check_new
+    from ..zoo.importing import import_foreign, parse_kwargs
+
+    if framework is None or entry is None:
+        raise UsageError("--framework and --entry go together: --framework spikingjelly|snntorch|torch "
+                         "--entry package.module:function")
+    args = parse_kwargs(kwargs)
+    check_new(zoo, entry_id, overwrite)
+    data, note = load_data(dataset, data_dir, n)
+    card = import_foreign(file, framework, entry, data.x, data.y, dataset, entry_id, zoo, T, args, step_mode,
+                          code_path, trust_code, overwrite, _command_line())
+    if note:  # after the import: a refused one prints its one line only
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "
+                  f"{_fmt_acc(card.clean_acc)} on {card.metrics['n_test']}\n{card.notes}", soft_wrap=True)
 
 
 @zoo_app.command("build")

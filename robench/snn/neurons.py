@@ -331,6 +331,8 @@ class SpikingNeuron(nn.Module):
         self.gains = nn.Parameter(torch.ones(self.T)) if stable else None
         self.grad_mode: GradMode = GradMode.bptt
         self.engine = "fused"
+        self.input_scale = 1.0  # fixed factor on the input current (1/tau of a SpikingJelly LIF with decay_input)
+        self.detach_reset = False  # no gradient through the reset's spike (SpikingJelly detach_reset, snnTorch)
         self.record = False  # when True, the charge current of the last call is kept in `recorded`
         self.recorded: Tensor | None = None
         self.last_membrane: Tensor | None = None  # pre-spike membrane h, kept only when `record` is True
@@ -343,22 +345,31 @@ class SpikingNeuron(nn.Module):
         return self.surrogate(h - self.v_th)
 
     def reset(self, h: Tensor, s: Tensor) -> Tensor:
-        return h * (1 - s)
+        return h * (1 - (s.detach() if self.detach_reset else s))
 
     def input_current(self, x: Tensor) -> Tensor:
-        """The charge current ``p[t] * I[t]`` that enters the membrane: ``[T, B, ...]``."""
+        """The charge current ``p[t] * I[t]`` (times ``input_scale`` when set) that enters the membrane:
+        ``[T, B, ...]``."""
         if x.shape[0] != self.T:
             raise BadSpec(f"neuron expects {self.T} time steps, got input with {x.shape[0]}")
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
         if self.gains is None:
             return x
         return x * self.gains.view(-1, *([1] * (x.dim() - 1)))
 
     def forward(self, x: Tensor) -> Tensor:
         current = self.input_current(x)
-        spikes, h = (_reference if self.engine == "reference" else _fused)(current, self)
+        spikes, h = (_reference if self.engine == "reference" or not self.fusable() else _fused)(current, self)
         if self.record:
             self.recorded, self.last_membrane = current, h
         return spikes
+
+    def fusable(self) -> bool:
+        """Whether the fused engine computes this neuron: its own triangle surrogate and the reset's gradient.
+        A neuron given another surrogate (e.g. a SpikingJelly model's own) or ``detach_reset`` runs the
+        reference loop, whose ``fire`` and ``reset`` use them, forward and backward."""
+        return type(self.surrogate) is Triangle and not self.detach_reset
 
     def extra_repr(self) -> str:
         kind = "DLIF" if self.stable else "LIF"

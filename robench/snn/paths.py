@@ -28,9 +28,18 @@ def parse_grad_mode(mode: str | GradMode) -> GradMode:
         raise BadSpec(f"unknown gradient mode {mode!r}; choose from: {choices}") from None
 
 
+def check_supported(model: nn.Module, mode: GradMode) -> None:
+    """A model holding neurons of its own (an adapted SpikingJelly or snnTorch model) says through its
+    ``check_grad_mode(mode)`` method whether ``mode`` applies to all of them; it raises a one-line BadSpec if not."""
+    check = getattr(model, "check_grad_mode", None)
+    if callable(check):
+        check(mode.value)
+
+
 def set_grad_mode(model: nn.Module, mode: str | GradMode) -> None:
     """Set the gradient mode on every spiking neuron of ``model`` (a model without neurons is left as is)."""
     mode = parse_grad_mode(mode)
+    check_supported(model, mode)
     for n in spiking_neurons(model):
         n.grad_mode = mode
 
@@ -44,6 +53,7 @@ def get_grad_mode(model: nn.Module) -> GradMode | None:
 def grad_mode(model: nn.Module, mode: str | GradMode) -> Iterator[nn.Module]:
     """Use gradient ``mode`` on every neuron of ``model`` inside the block; restore each neuron's mode after."""
     mode = parse_grad_mode(mode)
+    check_supported(model, mode)
     neurons = spiking_neurons(model)
     saved = [n.grad_mode for n in neurons]
     try:
