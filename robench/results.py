@@ -1,8 +1,9 @@
 """The one results schema and its store: tidy rows, one per (model, attack, gradient mode, eps, seed) cell.
 
 A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
-rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is ``bptt``, ``rate``, ``worst`` (the
-per-sample AND over the modes run) or ``none`` (gradient-free attacks). A row's :data:`KEY` identifies its cell;
+rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is a gradient path's canonical key
+(``bptt``, ``rate``, ``sigmoid:k=4``, ... see :mod:`robench.snn.pathkeys`), ``worst`` (the per-sample AND over
+the paths run) or ``none`` (gradient-free attacks). A row's :data:`KEY` identifies its cell;
 a rerun skips keys already present. Appends rewrite the whole file to a temporary file in the same folder and
 rename it over the old one under a file lock, so a crash never leaves a half-written file and two processes
 never interleave. This module imports pandas and filelock only (never torch), so reports stay light.
@@ -20,6 +21,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .errors import DataNotFound, IntegrityError
+from .snn.pathkeys import is_path_key
 
 COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
            "robust_acc", "clean_count", "robust_count", "seconds", "device", "seed", "versions", "timestamp",
@@ -27,7 +29,7 @@ COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps",
 KEY = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
 INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
-GRADS = ("bptt", "rate", "worst", "none")
+GRADS = ("worst", "none")  # besides every gradient path key (robench.snn.pathkeys.is_path_key)
 JSON_COLUMNS = ("params", "versions")
 
 Key = tuple[str, ...]
@@ -66,10 +68,11 @@ def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise IntegrityError(f"{where} is not a robench results file: missing columns {', '.join(missing)}")
     df = _typed(df, where)
     bad_acc = ~df["robust_acc"].between(0, 1) | ~df["clean_acc"].between(0, 1)
-    bad_grad = ~df["grad"].isin(GRADS)
+    bad_grad = ~df["grad"].map(lambda g: g in GRADS or is_path_key(g)).astype(bool)
     if bad_acc.any() or bad_grad.any():
         i = int((bad_acc | bad_grad).to_numpy().nonzero()[0][0])
-        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad not in {GRADS}")
+        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad that is not a "
+                              f"gradient path key nor one of {GRADS}")
     for c in JSON_COLUMNS:
         for i, v in enumerate(df[c]):
             try:
