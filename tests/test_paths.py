@@ -22,6 +22,7 @@ from robench.snn import paths as P
 from robench.snn.models import ModelConfig, build_model
 from robench.snn.neurons import ENGINES, GradMode, SpikingNeuron, set_engine, spiking_neurons
 from robench.snn.pathkeys import PATH_PARAMS, GradPath, is_path_key
+from robench.snn.surrogates import arctan_derivative
 
 KEYS = ["bptt", "rate", "triangle:w=0.5", "triangle:w=2", "sigmoid:k=4", "arctan:a=2", "rectangle:w=1",
         "assg:A=0.425", "assg:A=0.35"]
@@ -227,20 +228,20 @@ def test_assg_statistics_move_only_in_attack_forwards(tiny_model, tiny_data, eng
         assert all(s.forwards == 0 for s in _states(tiny_model))
 
 
-def test_assg_sharpness_follows_its_statistics(tiny_model):
-    """The first ASSG forward equals the arctan path at each element's a = c / (M + r D + 1e-4)."""
-    n = spiking_neurons(tiny_model)[0]
-    x = torch.rand(n.T, 2, 5, dtype=F64) * 2
-    n.to(F64)
+def test_assg_gradient_is_arctan_at_each_elements_sharpness():
+    """T = 1: d s / d I = arctan'(I - v_th) with a = c / (M + r D + 1e-4) from one update of M = 1, D = 0."""
+    n = SpikingNeuron(T=1).to(F64)
+    x = (torch.rand(1, 2, 5, generator=torch.Generator().manual_seed(3), dtype=F64) * 2).requires_grad_(True)
+    d = (x.detach() - n.v_th).abs()
     with P.grad_mode(n, "assg:A=0.4"):
-        xa = x.clone().requires_grad_(True)
-        n(xa).sum().backward()
+        n(x).sum().backward()
         st = n.path_state
+        torch.testing.assert_close(st.M, 0.9 + 0.1 * d)
+        torch.testing.assert_close(st.D, 0.1 * (d - st.M).abs())
         a = st.c / (st.M + 1.5 * st.D + 1e-4)
-    d = (x[0] - n.v_th).abs()  # at t = 1, h = I: M and D after one update from M = 1, D = 0
-    torch.testing.assert_close(st.M[0], 0.9 + 0.1 * d)
-    torch.testing.assert_close(st.D[0], 0.1 * (d - st.M[0]).abs())
+    torch.testing.assert_close(x.grad, arctan_derivative(x.detach() - n.v_th, a), rtol=1e-12, atol=1e-12)
     assert a.std() > 0  # per element, not one sharpness
+    assert n.path_state.M is None  # dropped on leaving grad_mode: inert outside the attack
 
 
 # -------------------------------------------------------------------------------------- where it lands

@@ -110,3 +110,10 @@ def test_assg_mass_within_the_typical_distance_is_2A():
 def test_assg_refuses_a_out_of_range(A):
     with pytest.raises(BadSpec, match=r"assg A=.*must be in \[0.35, 0.49\]"):
         AssgState(A)
+
+
+@pytest.mark.parametrize("name", SURROGATES.names())
+def test_in_place_derivative_matches_the_pure_one(name):
+    sg = SURROGATES.get(name)(0.8)
+    x = torch.linspace(-2, 2, 101, dtype=F64)
+    torch.testing.assert_close(sg.derivative_(x.clone()), sg.derivative(x), rtol=1e-14, atol=1e-15)

@@ -201,8 +201,8 @@ def reset_path_state(model: nn.Module) -> None:
 
 @contextmanager
 def grad_mode(model: nn.Module, mode: str | GradMode | GradPath) -> Iterator[nn.Module]:
-    """Use gradient path ``mode`` on every neuron of ``model`` inside the block (path state fresh on entry);
-    restore each neuron's path after."""
+    """Use gradient path ``mode`` on every neuron of ``model`` inside the block; restore each neuron's path
+    after. Path state (ASSG statistics) starts fresh on entry and is dropped on exit."""
     path = _as_path(mode)
     neurons = spiking_neurons(model)
     saved = [n.path for n in neurons]
@@ -212,5 +212,6 @@ def grad_mode(model: nn.Module, mode: str | GradMode | GradPath) -> Iterator[nn.
         reset_path_state(model)
         yield model
     finally:
+        reset_path_state(model)  # frees ASSG's [T, B, ...] statistics: inert outside the block
         for n, p in zip(neurons, saved, strict=True):
             n.path = p

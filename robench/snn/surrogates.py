@@ -98,9 +98,14 @@ class Surrogate:
     def backward(self, grad: Tensor, x: Tensor) -> Tensor:
         return grad * self.derivative(x)
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        """``derivative(x)`` written over ``x`` (a scratch buffer): no temporaries in the fused backward."""
+        return x.copy_(self.derivative(x))
+
     def derivative_at(self, t: int, x: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
-        """The fused engine's hook: derivative at step ``t`` (a fixed surrogate ignores ``t`` and ``saved``)."""
-        return self.derivative(x)
+        """The fused engine's hook: derivative at step ``t``, over the scratch ``x`` (a fixed surrogate ignores
+        ``t`` and ``saved``)."""
+        return self.derivative_(x)
 
     def prepare(self, h: Tensor, v_th: float) -> tuple[Tensor, ...]:
         """The fused engine's hook after the forward (membrane ``h``): nothing to save for a fixed surrogate."""
@@ -125,6 +130,9 @@ class TriangleSurrogate(Surrogate):
     param: ClassVar[str] = "w"
     fn = staticmethod(triangle_derivative)
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.abs_().neg_().add_(self.value).clamp_min_(0).div_(self.value * self.value)
+
     def primitive(self, x: Tensor) -> Tensor:
         w, z = self.value, x.clamp(-self.value, self.value)
         return 0.5 + z / w - z * z.abs() / (2 * w * w)  # piecewise quadratic, 0 below -w, 1 above w
@@ -137,6 +145,10 @@ class SigmoidSurrogate(Surrogate):
     param: ClassVar[str] = "k"
     fn = staticmethod(sigmoid_derivative)
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        s = x.mul_(self.value).sigmoid_()
+        return s.addcmul_(s, s, value=-1).mul_(self.value)  # k (s - s^2)
+
     def primitive(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.value * x)
 
@@ -148,6 +160,10 @@ class ArctanSurrogate(Surrogate):
     param: ClassVar[str] = "a"
     fn = staticmethod(arctan_derivative)
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        a = self.value
+        return x.mul_(math.pi / 2 * a).square_().add_(1).reciprocal_().mul_(a / 2)
+
     def primitive(self, x: Tensor) -> Tensor:
         return 0.5 + torch.atan(math.pi / 2 * self.value * x) / math.pi
 
@@ -158,6 +174,9 @@ class RectangleSurrogate(Surrogate):
     name: ClassVar[str] = "rectangle"
     param: ClassVar[str] = "w"
     fn = staticmethod(rectangle_derivative)
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        return torch.lt(x.abs_(), self.value / 2, out=x).div_(self.value)
 
     def primitive(self, x: Tensor) -> Tensor:
         return ((x + self.value / 2) / self.value).clamp(0, 1)
@@ -219,7 +238,9 @@ class AssgState:
         return (self._fold(self.M, self.D, torch.sub(h.detach(), v_th)),)
 
     def derivative_at(self, t: int, x: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
-        return arctan_derivative(x, saved[0][t])
+        """The arctan derivative at step ``t`` with the saved per-element sharpness, over the scratch ``x``."""
+        a = saved[0][t]
+        return x.mul_(a).mul_(math.pi / 2).square_().add_(1).reciprocal_().mul_(a).mul_(0.5)
 
     def step_fn(self, t: int, x_t: Tensor, T: int) -> Callable[[Tensor], Tensor]:
         """Reference engine: fold step ``t`` in (statistics of ``[T, *x_t.shape]``); its derivative."""
