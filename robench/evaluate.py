@@ -2,8 +2,9 @@
 
 A cell returns a per-sample vector ``correct[n]``: a sample counts as robust when it is classified correctly both
 clean and under attack (the AutoAttack convention), so only initially correct samples are attacked, and robust
-accuracy never exceeds clean accuracy. The worst case over gradient modes (``grad = worst``) is the AND of the
-modes' vectors. A gradient-free attack (``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
+accuracy never exceeds clean accuracy. The worst case over gradient paths (``grad = worst``) is the AND of the
+paths' vectors (``grad`` holds a path's canonical key, e.g. ``bptt`` or ``sigmoid:k=4``). A gradient-free attack
+(``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
 example is verified before its sample counts as broken (:mod:`robench.verify`); an invalid one counts as robust
 and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (EVALUATION.md §5), and
 ``save_adv`` writes each cell run's verified examples (:mod:`robench.adversarial`).
@@ -39,11 +40,10 @@ from .data import load as load_dataset
 from .errors import BadSpec, DataNotFound
 from .results import COLUMNS, Key, ResultsStore, row_key, to_frame
 from .runtime import now, resolve_device, seed_everything, versions
-from .snn.paths import grad_mode, parse_grad_mode
+from .snn.paths import grad_mode, parse_paths
 from .stats import encode_mask
 from .verify import check_examples
 
-GRAD_CHOICES = ("bptt", "rate", "both")
 CPU_CAP, CUDA_CAP = 256, 4096  # larger CPU batches do not run faster; the GPU cap keeps one launch modest
 CHECK_SAMPLES = 64  # samples used by the model checks
 
@@ -103,18 +103,9 @@ class Evaluation:
 
 
 def parse_grads(grad: str | Sequence[str]) -> list[str]:
-    """``both`` -> ``["bptt", "rate"]``; a mode or a list of modes is checked and returned as a list."""
-    items = [grad] if isinstance(grad, str) else list(grad)
-    out: list[str] = []
-    for g in items:
-        if g == "both":
-            out += ["bptt", "rate"]
-        else:
-            try:
-                out.append(parse_grad_mode(g).value)
-            except BadSpec:
-                raise BadSpec(f"--grad {g!r}; choose from: {', '.join(GRAD_CHOICES)}") from None
-    return list(dict.fromkeys(out))
+    """Gradient paths (``robench.snn.paths.parse_paths`` syntax; ``both`` = ``bptt,rate``) -> their canonical
+    keys, distinct, in order: what the cells and the results' ``grad`` column use."""
+    return [p.key for p in parse_paths(grad, label="--grad")]
 
 
 # ------------------------------------------------------------------------------------------ one cell

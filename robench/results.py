@@ -1,8 +1,9 @@
 """The one results schema and its store: tidy rows, one per (model, attack, gradient mode, eps, seed) cell.
 
 A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
-rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is ``bptt``, ``rate``, ``worst`` (the
-per-sample AND over the modes run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome
+rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is a gradient path's canonical key
+(``bptt``, ``rate``, ``sigmoid:k=4``, ... see :mod:`robench.snn.pathkeys`), ``worst`` (the per-sample AND over
+the paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome
 (EVALUATION.md §5; :func:`robench.stats.decode_mask`): lowercase hex of ``packbits(mask, bitorder="little")`` over
 the first n images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no
 mask"), and a mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell;
@@ -23,6 +24,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .errors import DataNotFound, IntegrityError
+from .snn.pathkeys import is_path_key
 from .stats import decode_mask
 
 COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
@@ -32,7 +34,7 @@ OPTIONAL_COLUMNS = ("robust_mask",)  # absent from files written before it exist
 KEY = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
 INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
-GRADS = ("bptt", "rate", "worst", "none")
+GRADS = ("worst", "none")  # besides every gradient path key (robench.snn.pathkeys.is_path_key)
 JSON_COLUMNS = ("params", "versions")
 NOISE = ("gaussian",)  # attacks whose eps is a noise sigma, not an L-inf budget: no eps-ball, no worst case
 
@@ -72,10 +74,11 @@ def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise IntegrityError(f"{where} is not a robench results file: missing columns {', '.join(missing)}")
     df = _typed(df.assign(**{c: "" for c in OPTIONAL_COLUMNS if c not in df.columns}), where)
     bad_acc = ~df["robust_acc"].between(0, 1) | ~df["clean_acc"].between(0, 1)
-    bad_grad = ~df["grad"].isin(GRADS)
+    bad_grad = ~df["grad"].map(lambda g: g in GRADS or is_path_key(g)).astype(bool)
     if bad_acc.any() or bad_grad.any():
         i = int((bad_acc | bad_grad).to_numpy().nonzero()[0][0])
-        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad not in {GRADS}")
+        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad that is not a "
+                              f"gradient path key nor one of {GRADS}")
     for c in JSON_COLUMNS:
         for i, v in enumerate(df[c]):
             try:

@@ -27,9 +27,8 @@ NETS = Path(__file__).with_name("foreign_nets.py")
 
 
 def path_names() -> list[str]:
-    """Every gradient path robench has at runtime (the registry once it exists, else the GradMode enum)."""
-    reg = getattr(paths, "PATHS", None)
-    return list(reg.names()) if reg is not None else [m.value for m in paths.GradMode]
+    """One path of every kind robench has (bptt, rate, each surrogate at a width, assg), as canonical keys."""
+    return [p.key for p in paths.parse_paths("both,sweep,rectangle:w=1,assg")]
 
 
 def mapped(module, T: int, step: str = "multi"):

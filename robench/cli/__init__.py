@@ -157,12 +157,6 @@ def _print_saved(card, zoo: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- attack
-class Grad(str, Enum):
-    bptt = "bptt"
-    rate = "rate"
-    both = "both"
-
-
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
 
 
@@ -178,8 +172,11 @@ def attack(
                                               "each stage attacks only what is still robust).")] = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
                                             "(default 8/255, or the suite's own). For gaussian: sigma.")] = None,
-    grad: Annotated[Grad, typer.Option(help="Input-gradient mode; both also records the per-sample worst "
-                                       "case.")] = Grad.both,
+    grad: Annotated[str, typer.Option(help="Gradient paths, comma-separated: bptt, rate, both (= bptt,rate), "
+                                      "triangle:w=W, sigmoid:k=K, arctan:a=A, rectangle:w=W, assg[:A=0.425], sweep "
+                                      "(triangle w 0.5|2, sigmoid k 2|8, arctan a 1|4); a value list "
+                                      "'triangle:w=0.5|1|2' (quoted) is a sweep. Several also record the "
+                                      "per-sample worst case.")] = "both",
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
@@ -224,7 +221,7 @@ def attack(
     specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
                                                     random_start=random_start, version=aa_version,
                                                     queries=queries, step_size=step)
-    grads = parse_grads(grad.value)
+    grads = parse_grads(grad)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
     if not 0 <= seed < 2**32:  # torch seeds overflow past 64 bits; the same range as `train --seed`
@@ -387,7 +384,8 @@ def report(
     attacks: Annotated[list[str] | None, typer.Option("--attack", "-a", help="Only these attacks.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
     eps: Annotated[list[str] | None, typer.Option(help="Only these budgets, as stored (8/255); a,b.")] = None,
-    grad: Annotated[list[str] | None, typer.Option(help="Only these gradient modes (bptt, rate, worst, none).")]
+    grad: Annotated[list[str] | None, typer.Option(help="Only these gradient paths, as stored (bptt, rate, "
+                                                  "sigmoid:k=4, ..., worst, none).")]
     = None,
     n: Annotated[int | None, typer.Option("--n", help="Only rows measured on this many images.")] = None,
     readme: Annotated[Path | None, typer.Option(help="Also write the Markdown table into this file, between "
