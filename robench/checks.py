@@ -5,10 +5,10 @@ Record checks read a results table (see :mod:`robench.results`) and need only pa
 - ``eps0-not-clean``: at eps = 0 robust accuracy must equal clean accuracy;
 - ``robust-above-clean``: robust accuracy may not exceed clean accuracy;
 - ``not-monotone``: within one attack (model, parameters, grad mode), accuracy must not rise with eps;
-- ``iterative-above-fgsm``: an iterative attack (PGD, BIM, APGD, AutoAttack) must do at least as well as FGSM at
-  the same eps;
-- ``grad-gap``: the rate and BPTT gradients give robust accuracies further apart than a threshold (10 pt): the
-  weaker mode overstates robustness, a sign of gradient masking.
+- ``iterative-above-fgsm``: an iterative attack (PGD, BIM, PGD-best, SA-PGD, APGD, AutoAttack) must do at least
+  as well as FGSM at the same eps;
+- ``grad-gap``: a gradient path (rate, another surrogate, ASSG) and BPTT give robust accuracies further apart
+  than a threshold (10 pt): the weaker one overstates robustness, a sign of gradient masking.
 
 Model checks (STYLE rule 15) take a model; they import torch only when called:
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-ITERATIVE = frozenset({"pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack"})
+ITERATIVE = frozenset({"pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack"})
 SINGLE_STEP = frozenset({"fgsm"})
 CELL = ("model", "sha256", "dataset", "n", "seed")
 SHOWN = 3  # offending cells named in a message
@@ -97,15 +97,20 @@ def iterative_le_single_step(df: pd.DataFrame, tol: float = 0.0) -> list[Finding
 
 
 def grad_gap(df: pd.DataFrame, threshold: float = 0.10) -> list[Finding]:
+    """Each gradient path against ``bptt`` on the same cell: a gap above ``threshold`` flags the weaker one."""
     bad = []
-    modes = df[df["grad"].isin(("bptt", "rate"))]
-    for _, g in modes.groupby([*CELL, "attack", "params", "eps"], sort=False):
+    paths = df[~df["grad"].isin(("worst", "none"))]
+    for _, g in paths.groupby([*CELL, "attack", "params", "eps"], sort=False):
         acc = dict(zip(g["grad"], g["robust_acc"], strict=False))
-        if len(acc) == 2 and abs(acc["bptt"] - acc["rate"]) > threshold:
-            r = g.iloc[0].to_dict()
-            strong, weak = ("rate", "bptt") if acc["rate"] < acc["bptt"] else ("bptt", "rate")
-            bad.append(dict(r, grad=weak, strong=strong, gap=acc[weak] - acc[strong]))
-    return _finding("grad-gap", f"where one gradient mode is more than {100 * threshold:.0f} pt weaker", bad,
+        if "bptt" not in acc:
+            continue
+        r = g.iloc[0].to_dict()
+        for path, a in acc.items():
+            if path != "bptt" and abs(a - acc["bptt"]) > threshold:
+                strong, weak = (path, "bptt") if a < acc["bptt"] else ("bptt", path)
+                bad.append(dict(r, grad=weak, strong=strong, gap=acc[weak] - acc[strong]))
+    return _finding("grad-gap", f"where a gradient path and bptt differ by more than "
+                    f"{100 * threshold:.0f} pt", bad,
                     lambda r: f"{r['model']} {r['attack']} eps={r['eps_str']}: {r['strong']} gradient is "
                               f"{100 * r['gap']:.1f} pt stronger than {r['grad']}")
 
@@ -119,21 +124,37 @@ def check_records(df: pd.DataFrame, gap: float = 0.10, tol: float = 0.0) -> list
 
 
 def stored_flags(df: pd.DataFrame) -> list[Finding]:
-    """The model checks' findings kept in the rows' ``flags`` column: one finding per (flag, model)."""
+    """The findings kept in the rows' ``flags`` column: one per (flag, model) for the model checks, and one per
+    cell for counted flags such as ``invalid-adv=3`` (adversarial examples that failed verification)."""
     out = []
     flagged = df[df["flags"].astype(str) != ""]
     for (flag_text, model), g in flagged.groupby(["flags", "model"], sort=True):
         for name in str(flag_text).split(";"):
+            if "=" in name:
+                out += _counted(name, g)
+                continue
             grads = ", ".join(sorted(set(g["grad"]) - {"worst"}))
             out.append(Finding(name, f"{model}: stored by the evaluation (grad modes {grads}); "
                                f"{DOC.get(name, '')}".rstrip("; "), tuple(g.to_dict("records")), model=model))
-    return list({(f.name, f.model): f for f in out}.values())
+    return list({(f.name, f.model, f.message if f.name in COUNTED else ""): f for f in out}.values())
+
+
+COUNTED = frozenset({"invalid-adv"})  # flags stored as name=count, one finding per cell
+
+
+def _counted(flag: str, g: pd.DataFrame) -> list[Finding]:
+    name, _, count = flag.partition("=")
+    rows = [r for r in g.to_dict("records") if r["grad"] != "worst"] or g.to_dict("records")
+    return [Finding(name, f"{_where(r)}: {count} {DOC.get(name, 'flagged')}", (r,), model=str(r["model"]))
+            for r in rows]
 
 
 DOC = {
     "nondeterministic": "two evaluations of the same input differed",
     "probabilities": "the model outputs probabilities, not logits",
     "zero-grad": "many samples had an all-zero input gradient (gradient masking)",
+    "invalid-adv": "adversarial example(s) failed verification (not finite, outside [0, 1] or the eps-ball) and "
+                   "were counted robust",
 }
 
 

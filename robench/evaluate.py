@@ -2,8 +2,12 @@
 
 A cell returns a per-sample vector ``correct[n]``: a sample counts as robust when it is classified correctly both
 clean and under attack (the AutoAttack convention), so only initially correct samples are attacked, and robust
-accuracy never exceeds clean accuracy. The worst case over gradient modes (``grad = worst``) is the AND of the
-modes' vectors. A gradient-free attack (``gaussian``) runs once, recorded with ``grad = none``.
+accuracy never exceeds clean accuracy. The worst case over gradient paths (``grad = worst``) is the AND of the
+paths' vectors (``grad`` holds a path's canonical key, e.g. ``bptt`` or ``sigmoid:k=4``). A gradient-free attack
+(``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
+example is verified before its sample counts as broken (:mod:`robench.verify`); an invalid one counts as robust
+and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (EVALUATION.md §5), and
+``save_adv`` writes each cell run's verified examples (:mod:`robench.adversarial`).
 
 The evaluation path keeps work to what is needed: clean predictions are computed once per model and data under
 ``torch.inference_mode``; the data is moved to the device once and every batch is gathered there; the
@@ -33,14 +37,15 @@ from .attacks import AttackSpec, build
 from .checks import Finding, model_findings
 from .data import DATASETS, check_images
 from .data import load as load_dataset
-from .dist import WHOLE, Part, agree_min, batch_seed, batches, gather, share
-from .errors import BadSpec, DataNotFound, IntegrityError
+from .dist import WHOLE, Part, agree_min, all_sum, batch_seed, batches, gather, gather_objects, share
+from .errors import BadSpec, DataNotFound
 from .results import COLUMNS, Key, ResultsStore, row_key, to_frame
 from .runtime import now, resolve_device, seed_everything, versions
 from .shards import shard_fields
-from .snn.paths import grad_mode, parse_grad_mode
+from .snn.paths import grad_mode, parse_paths
+from .stats import encode_mask
+from .verify import check_examples
 
-GRAD_CHOICES = ("bptt", "rate", "both")
 CPU_CAP, CUDA_CAP = 256, 4096  # larger CPU batches do not run faster; the GPU cap keeps one launch modest
 CHECK_SAMPLES = 64  # samples used by the model checks
 
@@ -100,18 +105,9 @@ class Evaluation:
 
 
 def parse_grads(grad: str | Sequence[str]) -> list[str]:
-    """``both`` -> ``["bptt", "rate"]``; a mode or a list of modes is checked and returned as a list."""
-    items = [grad] if isinstance(grad, str) else list(grad)
-    out: list[str] = []
-    for g in items:
-        if g == "both":
-            out += ["bptt", "rate"]
-        else:
-            try:
-                out.append(parse_grad_mode(g).value)
-            except BadSpec:
-                raise BadSpec(f"--grad {g!r}; choose from: {', '.join(GRAD_CHOICES)}") from None
-    return list(dict.fromkeys(out))
+    """Gradient paths (``robench.snn.paths.parse_paths`` syntax; ``both`` = ``bptt,rate``) -> their canonical
+    keys, distinct, in order: what the cells and the results' ``grad`` column use."""
+    return [p.key for p in parse_paths(grad, label="--grad")]
 
 
 # ------------------------------------------------------------------------------------------ one cell
@@ -138,17 +134,38 @@ def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, part:
     return gather(out, part)
 
 
+@dataclass
+class CellOutcome:
+    """What one cell's attack did: ``correct`` ``bool [N]`` (robust samples, on the CPU), the number of
+    ``invalid`` adversarial examples (failed verification, so counted robust), and with ``keep_adv`` the verified
+    examples ``x_adv`` ``[m, C, H, W]`` float32 of the broken samples and their ``index`` ``[m]`` int64 into x."""
+
+    correct: Tensor
+    invalid: int = 0
+    x_adv: Tensor | None = None
+    index: Tensor | None = None
+
+
 def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device | None = None,
              clean: Tensor | None = None, part: Part = WHOLE) -> Tensor:
-    """Per-sample robustness ``bool [N]`` (on the CPU) of ``model`` under ``spec`` with gradient mode ``grad``.
+    """Per-sample robustness ``bool [N]`` (on the CPU) of ``model`` under ``spec`` with gradient mode ``grad``:
+    :func:`attack_cell`'s ``correct`` (verified: an invalid adversarial example counts as robust)."""
+    return attack_cell(model, spec, grad, x, y, seed, batch_size, device, clean, part=part).correct
+
+
+def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
+                batch_size: int | None = None, device: str | torch.device | None = None,
+                clean: Tensor | None = None, keep_adv: bool = False, part: Part = WHOLE) -> CellOutcome:
+    """Attack the clean-correct samples of ``x`` and verify every example (:mod:`robench.verify`).
 
     ``model`` must already be on ``device`` (default: its parameters' device); ``x`` ``[N, C, H, W]`` in
     ``[0, 1]`` and ``y`` ``[N]`` are moved there (a no-op when they are). ``clean``: the clean ``correct``
-    vector when already known. The initially correct images are attacked in global batches of ``batch_size``;
-    before each, torch is seeded from ``seed``, the cell (attack, params, eps, ``grad``) and the batch's first
-    image index (:func:`robench.dist.batch_seed`), so a cell is reproducible and its vector does not depend on
-    ``part``: torchrun ranks run every K-th batch and gather; a ``--shard`` returns its own batches' bits only.
+    vector when already known. ``keep_adv``: also return the verified examples of the broken samples (on the CPU).
+    The initially correct images are attacked in global batches of ``batch_size``; before each, torch is seeded
+    from ``seed``, the cell (attack, params, eps, ``grad``) and the batch's first image index
+    (:func:`robench.dist.batch_seed`), so a cell is reproducible and its outcome does not depend on ``part``:
+    torchrun ranks run every K-th batch and gather; a ``--shard`` returns its own batches' bits and examples only.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x, y = x.to(device), y.to(device)
@@ -156,9 +173,11 @@ def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor
     bs = batch_size or agree_min(auto_batch_size(model, x, device), part)
     clean = clean_correct(model, x, y, bs, part) if clean is None else clean.to(device)
     ctx = nullcontext if grad == "none" else (lambda: grad_mode(model, grad))
-    correct = torch.zeros(len(x), dtype=torch.bool, device=device)
-    tag = f"{spec.name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else \
-        f"{type(spec).__name__}|{grad}"
+    correct = torch.zeros_like(clean)  # set on this part's images only: the parts' vectors are disjoint
+    name = getattr(spec, "name", type(spec).__name__)
+    ball = getattr(spec, "budgeted", not getattr(spec, "gradient_free", False))  # square: no gradient, L-inf ball
+    invalid, kept, index = 0, [], []
+    tag = f"{name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else f"{name}|{grad}"
     with frozen(model):
         attack = build(spec, model)
         todo = clean.nonzero().flatten()  # only initially correct samples are attacked
@@ -167,25 +186,21 @@ def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor
             xb, yb = x[idx], y[idx]
             with ctx():
                 x_adv = attack(xb, yb)
-            _check_adversarial(spec, xb, x_adv)
-            with torch.inference_mode():
-                ok = model(x_adv).argmax(1) == yb
-            correct[idx] = ok.clone()
-    return gather(correct, part).cpu()
-
-
-def _check_adversarial(spec: AttackSpec | Callable, x: Tensor, x_adv: Tensor) -> None:
-    """An attack must return images of the input's shape in [0, 1], within its L-inf budget."""
-    name = getattr(spec, "name", type(spec).__name__)
-    if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
-        raise IntegrityError(f"attack {name} returned {type(x_adv).__name__} "
-                             f"{tuple(getattr(x_adv, 'shape', ()))}, expected a tensor {tuple(x.shape)}")
-    if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
-        raise IntegrityError(f"attack {name} returned images outside [0, 1]")
-    if isinstance(spec, AttackSpec) and not spec.gradient_free:
-        dist = float((x_adv - x).abs().max()) if len(x) else 0.0
-        if dist > spec.eps + 1e-5:
-            raise IntegrityError(f"attack {name} moved images by {dist:.6g} > eps {spec.eps:.6g} ({spec.eps_str})")
+            v = check_examples(model, xb, yb, x_adv, getattr(spec, "eps", 0.0), ball, name)
+            correct[idx] = ~v.broken
+            invalid += int(v.invalid.sum())
+            if keep_adv and v.broken.any():
+                kept.append(x_adv.detach().to(device)[v.broken].float().cpu())
+                index.append(idx[v.broken].cpu())
+    out = CellOutcome(gather(correct, part).cpu(), int(all_sum([invalid], part)[0]))
+    if keep_adv:
+        kept = [t for ks in gather_objects(kept, part) for t in ks]  # every rank's examples (torchrun)
+        index = [t for ix in gather_objects(index, part) for t in ix]
+        out.x_adv = torch.cat(kept) if kept else torch.zeros(0, *x.shape[1:])
+        out.index = torch.cat(index).long() if index else torch.zeros(0, dtype=torch.long)
+        order = out.index.argsort()  # image order, whatever the ranks
+        out.x_adv, out.index = out.x_adv[order], out.index[order]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ batch size
@@ -261,26 +276,42 @@ def _row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: tor
     return {**cell.stub(), "params": cell.spec.params_json(), "clean_acc": int(clean.sum()) / n,
             "robust_acc": int(correct.sum()) / n, "clean_count": int(clean.sum()),
             "robust_count": int(correct.sum()), "seconds": round(seconds, 3), "device": str(device),
-            "versions": json.dumps(versions(), sort_keys=True), "timestamp": now(), "flags": flags}
+            "versions": json.dumps(versions(), sort_keys=True), "timestamp": now(), "flags": flags,
+            "robust_mask": encode_mask(correct.cpu().numpy())}
 
 
-def _flags(findings: Sequence[Finding], grad: str) -> str:
-    return ";".join(dict.fromkeys(f.name for f in findings if not f.grads or grad in f.grads or grad == "worst"))
+def _flags(findings: Sequence[Finding], grad: str, invalid: int = 0) -> str:
+    names = [f.name for f in findings if not f.grads or grad in f.grads or grad == "worst"]
+    return ";".join(dict.fromkeys(names + ([f"invalid-adv={invalid}"] if invalid else [])))
+
+
+def _invalid_finding(cell: Cell, invalid: int) -> Finding:
+    return Finding("invalid-adv", f"{cell.model} {cell.spec.name} eps={cell.spec.eps_str} grad={cell.grad}: "
+                   f"{invalid} adversarial example(s) failed verification (not finite, outside [0, 1] or the "
+                   "eps-ball) and were counted robust", model=cell.model, grads=(cell.grad,))
 
 
 def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str | Sequence[str],
              data: Data | Mapping[str, Data], store: ResultsStore | None = None,
              progress: Callable[[dict], None] | None = None, force: bool = False, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device = "auto",
-             check_models: bool = True, part: Part = WHOLE) -> Evaluation:
+             check_models: bool = True, save_adv: str | Path | None = None, part: Part = WHOLE) -> Evaluation:
     """Run every cell of ``models x specs x grads`` not yet in ``store`` (all of them with ``force``, replacing
     the stored rows) and append each (model, attack) group's rows as soon as it finishes.
 
     ``data``: one :class:`Data` for every model, or a mapping from each target's ``dataset`` to its data.
     ``progress`` gets ``{"kind": "start", "total", "skipped"}`` and one ``{"kind": "cell", ...}`` per cell run.
-    ``part``: this process's part of a torchrun job (rank 0 reads the stored keys and writes; the others only
-    compute) or a ``--shard`` (``store`` is then its shard file); see :mod:`robench.dist`.
+    ``save_adv``: a folder that gets each cell run's verified adversarial examples (:mod:`robench.adversarial`);
+    one that cannot be written is refused before any work.
+    ``part``: this process's part of a torchrun job (rank 0 reads the stored keys and writes rows and examples;
+    the others only compute) or a ``--shard`` (``store`` is then its shard file); see :mod:`robench.dist`.
     """
+    saver = None
+    if save_adv is not None:
+        from .adversarial import check_adv_dir, write_adv
+
+        check_adv_dir(save_adv)
+        saver = lambda row, outcome: write_adv(save_adv, row, outcome) if part.writer else None  # noqa: E731
     grads = parse_grads(grads)
     if batch_size is not None and batch_size < 1:
         raise BadSpec(f"--batch-size {batch_size}; must be an integer >= 1 or auto")
@@ -305,7 +336,7 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
         mine = [g for g in todo if g.target is target]
         if mine:
             rows, found = _run_target(target, mine, on_dev[target.dataset], dev, batch_size, done,
-                                      check_models and part.writer, store, force, emit, part)
+                                      check_models and part.writer, store, force, emit, saver, part)
             new_rows += rows
             findings += found
     records = _records(groups, new_rows, store)
@@ -328,30 +359,35 @@ def _check_fits(t: Target, d: Data) -> None:
 
 def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device, batch_size: int | None,
                 done: set, check_models: bool, store: ResultsStore | None, force: bool, emit,
-                part: Part = WHOLE) -> tuple[list, list]:
+                saver: Callable[[dict, CellOutcome], object] | None = None, part: Part = WHOLE) -> tuple[list, list]:
     model = target.model.to(dev).eval()
     bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)  # the batches define the random draws
     clean = clean_correct(model, d.x, d.y, bs, part)  # once per model and data
     modes = sorted({m for g in groups for m in g.modes} - {"none"})
     found = model_findings(model, target.id, d.x[:CHECK_SAMPLES], d.y[:CHECK_SAMPLES], modes) if check_models else []
-    rows = []
+    rows, invalid_found = [], []
     for g in groups:
-        vectors = []
+        vectors, invalid = [], 0
         for cell in g.cells[: len(g.modes)]:
             t0 = time.perf_counter()
-            correct = run_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean, part)
+            out = attack_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean, bool(saver), part)
             secs = time.perf_counter() - t0
-            vectors.append((correct, secs))
-            row = {**_row(cell, correct, clean, secs, dev, _flags(found, cell.grad)), **shard_fields(part, correct,
-                                                                                                   clean, bs)}
+            vectors.append((out.correct, secs))
+            invalid += out.invalid
+            invalid_found += [_invalid_finding(cell, out.invalid)] if out.invalid else []
+            row = {**_row(cell, out.correct, clean, secs, dev, _flags(found, cell.grad, out.invalid)),
+                   **shard_fields(part, out.correct, clean, bs)}
+            if saver is not None:
+                saver(row, out)
             rows += _keep([row], store, done, force)
             emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
                   "grad": cell.grad, "robust_acc": row["robust_acc"]})
         if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
             worst = torch.stack([v for v, _ in vectors]).all(0)
-            row = _row(g.cells[-1], worst, clean, sum(s for _, s in vectors), dev, _flags(found, "worst"))
+            secs = sum(s for _, s in vectors)
+            row = _row(g.cells[-1], worst, clean, secs, dev, _flags(found, "worst", invalid))
             rows += _keep([{**row, **shard_fields(part, worst, clean, bs)}], store, done, force)
-    return rows, found
+    return rows, found + invalid_found
 
 
 def _keep(rows: list[dict], store: ResultsStore | None, done: set, force: bool) -> list[dict]:
@@ -373,15 +409,18 @@ def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | N
 
 
 # ---------------------------------------------------------------------------------------- from the zoo
-def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = None) -> list[Target]:
-    """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given."""
+def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = None,
+                 trust_code: bool = False) -> list[Target]:
+    """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given;
+    ``trust_code`` lets foreign entries run their code (with ROBENCH_TRUST_CODE=1, see zoo.foreign)."""
     from .zoo import load_weights, model_from
 
     out = []
     for card in cards:
         if dataset is not None and DATASETS.get(dataset).name != card.dataset:
             raise BadSpec(f"--dataset {dataset}: model {card.id} was trained on {card.dataset}")
-        out.append(Target(card.id, card.sha256, model_from(card, load_weights(zoo_dir, card)), card.dataset))
+        model = model_from(card, load_weights(zoo_dir, card), zoo_dir, trust_code)
+        out.append(Target(card.id, card.sha256, model, card.dataset))
     return out
 
 

@@ -3,6 +3,10 @@
 ``robench zoo build [ID ...]`` retrains any or all of them through the same path as ``robench train``
 (:func:`robench.train.job_from_options`), resumable from ``runs/<id>``; an entry already in the zoo with the same
 recipe is skipped unless ``force``.
+
+An entry (or ``[defaults]``) may ask for several training seeds, ``seeds = [0, 1, 2]``: seed 0 keeps the entry's
+id and seed ``k > 0`` becomes the entry ``<id>-s<k>``, the suffix the seeds report reads as "the same recipe"
+(:mod:`robench.seeds`).
 """
 
 from __future__ import annotations
@@ -50,11 +54,35 @@ def load_recipes(path: Path | str) -> list[ZooRecipe]:
     for e in entries:
         if "id" not in e:
             raise BadSpec(f"{str(p)}: an [[entry]] has no id")
-        if e["id"] in seen:
-            raise BadSpec(f"{str(p)}: duplicate id {e['id']!r}")
-        seen.add(e["id"])
-        out.append(ZooRecipe(e["id"], {**defaults, **e}))
+        for r in expand_seeds(defaults, e, str(p)):
+            if r.id in seen:
+                raise BadSpec(f"{str(p)}: duplicate id {r.id!r}")
+            seen.add(r.id)
+            out.append(r)
     return out
+
+
+def seed_id(entry_id: str, seed: int) -> str:
+    """The zoo id of one seed of an entry: the entry's id for seed 0, ``<id>-s<seed>`` otherwise."""
+    return entry_id if seed == 0 else f"{entry_id}-s{seed}"
+
+
+def expand_seeds(defaults: dict, entry: dict, where: str = "recipes") -> list[ZooRecipe]:
+    """One recipe per seed of ``entry`` (its ``seeds``, else the defaults', else its single ``seed``); the
+    options put ``seed`` and ``id`` between the defaults and the entry's own keys, as a command line would."""
+    if "seeds" in entry and "seed" in entry:
+        raise BadSpec(f"{where}: entry {entry['id']!r} gives both seed and seeds; keep one")
+    base = {k: v for k, v in defaults.items() if k not in ("seed", "seeds")}
+    own = {k: v for k, v in entry.items() if k not in ("id", "seed", "seeds")}
+    seeds = entry.get("seeds", defaults.get("seeds") if "seed" not in entry else None)
+    if seeds is None:  # one seed: the id stays as written, whatever the seed
+        seed = entry.get("seed", defaults.get("seed", 0))
+        return [ZooRecipe(entry["id"], {**base, "seed": seed, "id": entry["id"], **own})]
+    ok = isinstance(seeds, list) and seeds and all(type(s) is int and 0 <= s < 2**32 for s in seeds)
+    if not ok or len(set(seeds)) != len(seeds):
+        raise BadSpec(f"{where}: entry {entry['id']!r}: seeds {seeds!r}; give distinct integers >= 0, e.g. [0, 1, 2]")
+    return [ZooRecipe(seed_id(entry["id"], s), {**base, "seed": s, "id": seed_id(entry["id"], s), **own})
+            for s in seeds]
 
 
 def pick(recipes: list[ZooRecipe], ids: list[str]) -> list[ZooRecipe]:

@@ -1,14 +1,18 @@
 """Results tables -> comparison tables (Markdown, CSV, LaTeX) and robustness curves (PNG).
 
-Rows of a table are models; columns are clean accuracy, then ``attack @ eps (grad)`` for every attack, budget and
-gradient mode in the results, the worst case over modes included. Percentages carry one decimal; budgets are shown
-as stored (``8/255``). Curves plot accuracy against eps, one line per model, one panel per attack x gradient mode,
-with clean accuracy at eps = 0. This module imports only :mod:`robench.results`, pandas and matplotlib (Agg): it
-never needs torch, so it is fast and testable on CSV files.
+Rows of a table are models; columns are clean accuracy, the headline ``worst case`` (the pointwise worst case over
+every masked cell on the same images, :mod:`robench.worstcase`) with the number of ``cells`` it combines, then
+``attack @ eps (grad)`` for every attack, budget and gradient mode in the results, the worst case over modes
+included. Every accuracy carries a Wilson 95% interval (``45.0 [38.2, 51.9]``; CSV: ``lo``/``hi`` columns).
+Percentages carry one decimal; budgets are shown as stored (``8/255``). Curves plot accuracy against eps, one line
+per model, one panel per attack x gradient mode, with clean accuracy at eps = 0. This module imports only
+:mod:`robench.results`, :mod:`robench.stats`, :mod:`robench.worstcase`, pandas and matplotlib (Agg): it never
+needs torch, so it is fast and testable on CSV files.
 
 Examples:
     >>> df = select(read_dir("results"), model="fmnist-vgg11")
-    >>> paths = write_report(df, "results/report")   # table.md, table.csv, table.tex, curves.png, findings.md
+    >>> paths = write_report(df, "results/report")   # table.*, curves.png, findings.md, breakdown.*
+    >>> write_compare(compare_models(df, "fmnist-vgg11-lif-gn", "fmnist-vgg11-stable-gn"), "results/report")
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import fnmatch
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,10 +32,26 @@ import pandas as pd  # noqa: E402
 
 from .errors import DataNotFound, UsageError  # noqa: E402
 from .results import read_dir  # noqa: E402
+from .seeds import seeds_markdown  # noqa: E402
+from .stats import wilson  # noqa: E402
+from .worstcase import (  # noqa: E402
+    Note,
+    WorstCase,
+    breakdown_frame,
+    breakdown_markdown,
+    compare,
+    compare_markdown,
+    mask_note,
+    plot_breakdown,
+    worst_cases,
+)
 
-__all__ = ["read_dir", "select", "comparison_table", "to_markdown", "to_latex", "plot_curves", "write_report"]
+__all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown", "to_latex", "plot_curves",
+           "write_report", "compare_models", "write_compare"]
 
-ORDER = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack", "gaussian")
+ORDER = ("fgsm", "pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "square",
+         "gaussian")
+FINAL_ITERATE = frozenset({"pgd", "bim"})  # torchattacks' attacks that return their last iterate
 GRAD_ORDER = ("bptt", "rate", "worst", "none")
 ROW = ("model", "dataset", "n")
 
@@ -81,14 +102,17 @@ def _k255(v: float) -> str:
 
 
 def attack_labels(df: pd.DataFrame) -> pd.Series:
-    """A short label per row: ``pgd-10``, ``apgd-ce-10``, ``autoattack-standard``; parameters that still differ
-    between rows of the same label are appended (``pgd-10 step=1/255``)."""
+    """A short label per row: ``pgd-10 (final)`` (final-iterate attacks say so), ``pgd-best-50``, ``apgd-ce-10``,
+    ``square-5000``, ``autoattack-standard``; parameters that still differ between rows of the same label are
+    appended (``pgd-10 (final) step=1/255``)."""
     params = df["params"].map(json.loads)
 
     def base(attack: str, p: dict) -> str:
         if attack == "autoattack":
             return f"autoattack-{p.get('version', '?')}" + (f"-{p['steps']}" if "steps" in p else "")
-        return f"{attack}-{p['steps']}" if "steps" in p else attack
+        label = f"{attack}-{p['steps']}" if "steps" in p else (f"{attack}-{p['queries']}" if "queries" in p
+                                                                  else attack)
+        return f"{label} (final)" if attack in FINAL_ITERATE else label
 
     labels = pd.Series([base(a, p) for a, p in zip(df["attack"], params, strict=True)], index=df.index)
     for label in labels.unique():
@@ -124,40 +148,106 @@ def _row_labels(df: pd.DataFrame) -> pd.Series:
 
 def _attack_order(label: str) -> tuple:
     name = label.split(" ")[0]
-    fam = next((i for i, a in enumerate(ORDER) if name == a or name.startswith(a + "-")), len(ORDER))
+    fams = [(len(a), i) for i, a in enumerate(ORDER) if name == a or name.startswith(a + "-")]
+    fam = max(fams)[1] if fams else len(ORDER)  # the longest match: pgd-best-50 is pgd-best, not pgd
     digits = "".join(c for c in name.rsplit("-", 1)[-1] if c.isdigit())
     return fam, int(digits) if digits else 0, label
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Models x (clean, attack @ eps (grad)) in percent with one decimal; means over seeds when several."""
+@dataclass
+class Comparison:
+    """The comparison table (percent, one decimal), its Wilson 95% bounds ``lo`` / ``hi`` (same shape, NaN where
+    a column is not an accuracy), the worst cases behind its ``worst case`` columns, and the missing-mask note."""
+
+    table: pd.DataFrame
+    lo: pd.DataFrame
+    hi: pd.DataFrame
+    cases: list[WorstCase]
+    note: Note | None
+
+
+def comparison(df: pd.DataFrame) -> Comparison:
+    """Models x (clean, worst case, cells, attack @ eps (grad)); means over seeds when several, intervals over
+    the pooled counts."""
     d = df.assign(row=_row_labels(df), label=attack_labels(df))
-    clean = d.groupby(["row", "seed"])["clean_acc"].first().groupby("row").mean()
+    rows = sorted(d["row"].unique())
+    table, lo, hi = (pd.DataFrame(index=pd.Index(rows, name="model")) for _ in range(3))
+    per_seed = d.groupby(["row", "seed"])[["clean_acc", "clean_count", "n"]].first()
+    _put(table, lo, hi, "clean", per_seed["clean_acc"].groupby("row").mean(),
+         per_seed.groupby("row")[["clean_count", "n"]].sum())
+    cases = worst_cases(df, d["label"])
+    row_of = dict(zip(zip(d["model"], d["dataset"], d["n"], strict=True), d["row"], strict=True))
+    budgets = sorted({(c.eps, c.eps_str) for c in cases})
+    for eps, eps_str in budgets:
+        suffix = f" @ {eps_str}" if len(budgets) > 1 else ""
+        mine = {row_of[(c.model, c.dataset, c.n)]: c for c in cases if c.eps == eps}
+        _put(table, lo, hi, f"worst case{suffix}", pd.Series({r: c.acc for r, c in mine.items()}, dtype=float),
+             pd.DataFrame({"count": {r: c.robust_count for r, c in mine.items()}, "n": {r: c.n for r, c in
+                                                                                          mine.items()}}))
+        table[f"cells{suffix}"] = pd.Series([len(mine[r].cells) if r in mine else math.nan for r in rows],
+                                            index=table.index, dtype=object)
     cols = d.groupby(["label", "eps", "eps_str", "grad"])["robust_acc"].count().reset_index()
     cols["order"] = [(_attack_order(lab), eps, GRAD_ORDER.index(g) if g in GRAD_ORDER else 9)
                      for lab, eps, g in zip(cols["label"], cols["eps"], cols["grad"], strict=True)]
-    cols = cols.sort_values("order")
-    acc = d.groupby(["row", "label", "eps", "grad"])["robust_acc"].mean()
-    table = pd.DataFrame(index=pd.Index(sorted(d["row"].unique()), name="model"))
-    table["clean"] = (100 * clean).round(1)
-    for lab, eps, eps_str, grad in cols[["label", "eps", "eps_str", "grad"]].itertuples(index=False):
-        name = f"{lab} @ {eps_str} ({grad})"
-        table[name] = [round(100 * acc[(r, lab, eps, grad)], 1) if (r, lab, eps, grad) in acc.index else math.nan
-                       for r in table.index]
+    acc = d.groupby(["label", "eps", "grad", "row"])["robust_acc"].mean()
+    counts = d.groupby(["label", "eps", "grad", "row"])[["robust_count", "n"]].sum()
+    for lab, eps, eps_str, grad in cols.sort_values("order")[["label", "eps", "eps_str", "grad"]].itertuples(
+            index=False):
+        _put(table, lo, hi, f"{lab} @ {eps_str} ({grad})", acc.loc[(lab, eps, grad)], counts.loc[(lab, eps, grad)])
     seeds = d.groupby("row")["seed"].nunique()
     if (seeds > 1).any():
         table["seeds"] = seeds.reindex(table.index)
-    return table
+    return Comparison(table, lo.reindex(columns=table.columns), hi.reindex(columns=table.columns), cases,
+                      mask_note(df))
+
+
+def _put(table: pd.DataFrame, lo: pd.DataFrame, hi: pd.DataFrame, name: str, acc: pd.Series,
+         counts: pd.DataFrame) -> None:
+    """Column ``name``: accuracy per row in percent, and its Wilson bounds from (count, n) per row."""
+    table[name] = [round(100 * acc[r], 1) if r in acc.index else math.nan for r in table.index]
+    bounds = [wilson(int(counts.loc[r].iloc[0]), int(counts.loc[r].iloc[1])) if r in counts.index else
+              (math.nan, math.nan) for r in table.index]
+    lo[name] = [round(100 * b[0], 1) for b in bounds]
+    hi[name] = [round(100 * b[1], 1) for b in bounds]
+
+
+def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Models x (clean, worst case, cells, attack @ eps (grad)) in percent with one decimal (no intervals)."""
+    return comparison(df).table
 
 
 def _cell(v: object) -> str:
     return "–" if isinstance(v, float) and math.isnan(v) else (f"{v:.1f}" if isinstance(v, float) else str(v))
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def _with_ci(c: Comparison | None, table: pd.DataFrame) -> pd.DataFrame:
+    """Cells as text; with ``c``, accuracies as ``45.0 [38.2, 51.9]``."""
+    text = table.map(_cell)
+    if c is None:
+        return text
+    for col in table.columns:
+        for r in table.index:
+            lo, hi = c.lo.at[r, col], c.hi.at[r, col]
+            if not (isinstance(lo, float) and math.isnan(lo)) and text.at[r, col] != "–":
+                text.at[r, col] = f"{text.at[r, col]} [{lo:.1f}, {hi:.1f}]"
+    return text
+
+
+def to_markdown(table: pd.DataFrame, ci: Comparison | None = None) -> str:
+    """The table as Markdown; with ``ci`` (the :class:`Comparison` behind it) every accuracy has its interval."""
     align = ("left", *("right",) * len(table.columns))
-    return table.map(_cell).to_markdown(colalign=align, disable_numparse=True)
+    return _with_ci(ci, table).to_markdown(colalign=align, disable_numparse=True)
+
+
+def to_csv_frame(c: Comparison) -> pd.DataFrame:
+    """The table as text with ``<column> lo`` / ``<column> hi`` beside every accuracy column."""
+    out = c.table.map(_cell)
+    for col in [col for col in c.table.columns if c.lo[col].notna().any()]:
+        at = list(out.columns).index(col) + 1
+        out.insert(at, f"{col} lo", c.lo[col].map(_cell))
+        out.insert(at + 1, f"{col} hi", c.hi[col].map(_cell))
+    return out
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -168,14 +258,15 @@ def _tex(s: str) -> str:
     return "".join(_TEX.get(c, c) for c in s)
 
 
-def to_latex(table: pd.DataFrame) -> str:
-    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); accuracies in percent."""
+def to_latex(table: pd.DataFrame, ci: Comparison | None = None) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); accuracies in percent (with ``ci``: and their
+    95% intervals)."""
     cols = [table.index.name or "model", *table.columns]
     lines = ["% robench report: accuracy in percent; needs \\usepackage{booktabs}",
              "\\begin{tabular}{l" + "r" * len(table.columns) + "}", "\\toprule",
              " & ".join(_tex(str(c)) for c in cols) + " \\\\", "\\midrule"]
-    for idx, row in table.iterrows():
-        lines.append(" & ".join([_tex(str(idx)), *(_tex(_cell(v)) for v in row)]) + " \\\\")
+    for idx, row in _with_ci(ci, table).iterrows():
+        lines.append(" & ".join([_tex(str(idx)), *(_tex(v) for v in row)]) + " \\\\")
     return "\n".join([*lines, "\\bottomrule", "\\end{tabular}", ""])
 
 
@@ -236,30 +327,67 @@ def _ticks(ax, ticks: dict[float, str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- files
-def findings_markdown(findings: Sequence[object]) -> str:
-    """Findings (objects with ``name`` and ``message``, e.g. :class:`robench.checks.Finding`) as Markdown."""
+def findings_markdown(findings: Sequence[object], notes: Sequence[object] = ()) -> str:
+    """Findings (objects with ``name`` and ``message``, e.g. :class:`robench.checks.Finding`) as Markdown, then
+    ``notes`` on what the report could not include (e.g. cells without per-sample masks)."""
     lines = ["# Sanity findings", ""]
     lines += [f"- **{f.name}**: {f.message}" for f in findings] or ["No findings: every sanity check passed."]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- **{f.name}**: {f.message}" for f in notes)]
     return "\n".join(lines) + "\n"
 
 
-def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[object] = ()) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``."""
+def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[object] = (),
+                 seeds_compare: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``;
+    ``breakdown.md``, ``breakdown.csv``, ``breakdown.png`` when the results hold per-sample masks; and ``seeds.md``
+    when they hold several training seeds of a recipe or ``seeds_compare`` names two recipes (:mod:`robench.seeds`)."""
+    c = comparison(df)
+    seeds_md = seeds_markdown(df, c.table, seeds_compare, attack_labels(df))  # its errors come before any write
+    out = _out_dir(df, out_dir)
+    if seeds_md is not None:
+        (out / "seeds.md").write_text(seeds_md)
+    paths = {k: out / f for k, f in (("md", "table.md"), ("csv", "table.csv"), ("tex", "table.tex"),
+                                      ("png", "curves.png"), ("findings", "findings.md"))}
+    paths["md"].write_text(to_markdown(c.table, c) + "\n")
+    to_csv_frame(c).to_csv(paths["csv"])
+    paths["tex"].write_text(to_latex(c.table, c))
+    plot_curves(df, paths["png"])
+    paths["findings"].write_text(findings_markdown(findings, [c.note] if c.note else []))
+    if c.cases:
+        frame = breakdown_frame(c.cases)
+        paths["breakdown_md"], paths["breakdown_csv"] = out / "breakdown.md", out / "breakdown.csv"
+        paths["breakdown_md"].write_text(breakdown_markdown(frame))
+        frame.to_csv(paths["breakdown_csv"], index=False)
+        paths["breakdown_png"] = plot_breakdown(c.cases, out / "breakdown.png")
+    if seeds_md is not None:
+        paths["seeds"] = out / "seeds.md"
+    return paths
+
+
+def compare_models(df: pd.DataFrame, a: str, b: str) -> str:
+    """The paired comparison of models ``a`` and ``b``'s worst cases on every shared (dataset, n, eps), as
+    Markdown; models without masked cells on shared images are a one-line error."""
+    d = df.assign(label=attack_labels(df))
+    return compare_markdown(compare(worst_cases(d, d["label"]), a, b))
+
+
+def write_compare(text: str, out_dir: str | Path) -> Path:
+    """Write :func:`compare_models`' Markdown to ``compare.md`` in ``out_dir``."""
+    path = Path(out_dir) / "compare.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _out_dir(df: pd.DataFrame, out_dir: str | Path) -> Path:
     if df.empty:
         raise DataNotFound("no results to report")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
     out.mkdir(parents=True, exist_ok=True)
-    table = comparison_table(df)
-    paths = {k: out / f for k, f in (("md", "table.md"), ("csv", "table.csv"), ("tex", "table.tex"),
-                                      ("png", "curves.png"), ("findings", "findings.md"))}
-    paths["md"].write_text(to_markdown(table) + "\n")
-    table.map(_cell).to_csv(paths["csv"])
-    paths["tex"].write_text(to_latex(table))
-    plot_curves(df, paths["png"])
-    paths["findings"].write_text(findings_markdown(findings))
-    return paths
+    return out
 
 
 README_START, README_END = "<!-- robench report: start -->", "<!-- robench report: end -->"

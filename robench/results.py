@@ -1,8 +1,12 @@
 """The one results schema and its store: tidy rows, one per (model, attack, gradient mode, eps, seed) cell.
 
 A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
-rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is ``bptt``, ``rate``, ``worst`` (the
-per-sample AND over the modes run) or ``none`` (gradient-free attacks). A row's :data:`KEY` identifies its cell;
+rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is a gradient path's canonical key
+(``bptt``, ``rate``, ``sigmoid:k=4``, ... see :mod:`robench.snn.pathkeys`), ``worst`` (the per-sample AND over
+the paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome
+(EVALUATION.md §5; :func:`robench.stats.decode_mask`): lowercase hex of ``packbits(mask, bitorder="little")`` over
+the first n images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no
+mask"), and a mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell;
 a rerun skips keys already present. Appends rewrite the whole file to a temporary file in the same folder and
 rename it over the old one under a file lock, so a crash never leaves a half-written file and two processes
 never interleave. This module imports pandas and filelock only (never torch), so reports stay light.
@@ -20,15 +24,19 @@ import pandas as pd
 from filelock import FileLock
 
 from .errors import DataNotFound, IntegrityError
+from .snn.pathkeys import is_path_key
+from .stats import decode_mask
 
 COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
            "robust_acc", "clean_count", "robust_count", "seconds", "device", "seed", "versions", "timestamp",
-           "flags")
+           "flags", "robust_mask")
+OPTIONAL_COLUMNS = ("robust_mask",)  # absent from files written before it existed; read as "" (no mask)
 KEY = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
 INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
-GRADS = ("bptt", "rate", "worst", "none")
+GRADS = ("worst", "none")  # besides every gradient path key (robench.snn.pathkeys.is_path_key)
 JSON_COLUMNS = ("params", "versions")
+NOISE = ("gaussian",)  # attacks whose eps is a noise sigma, not an L-inf budget: no eps-ball, no worst case
 
 Key = tuple[str, ...]
 
@@ -61,26 +69,41 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
     """Refuse a table that is not a robench results table: missing columns, bad numbers or JSON, bad grads."""
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise IntegrityError(f"{where} is not a robench results file: missing columns {', '.join(missing)}")
-    df = _typed(df, where)
+    df = _typed(df.assign(**{c: "" for c in OPTIONAL_COLUMNS if c not in df.columns}), where)
     bad_acc = ~df["robust_acc"].between(0, 1) | ~df["clean_acc"].between(0, 1)
-    bad_grad = ~df["grad"].isin(GRADS)
+    bad_grad = ~df["grad"].map(lambda g: g in GRADS or is_path_key(g)).astype(bool)
     if bad_acc.any() or bad_grad.any():
         i = int((bad_acc | bad_grad).to_numpy().nonzero()[0][0])
-        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad not in {GRADS}")
+        raise IntegrityError(f"{where}: row {i + 2} has an accuracy outside [0, 1] or a grad that is not a "
+                              f"gradient path key nor one of {GRADS}")
     for c in JSON_COLUMNS:
         for i, v in enumerate(df[c]):
             try:
                 json.loads(v)
             except (TypeError, ValueError):
                 raise IntegrityError(f"{where}: row {i + 2} column {c!r} is not JSON") from None
+    _check_masks(df, where)
     return df
 
 
+def _check_masks(df: pd.DataFrame, where: str) -> None:
+    """Every non-empty ``robust_mask`` must decode to ``n`` bits whose set bits are ``robust_count``."""
+    df["robust_mask"] = df["robust_mask"].astype(str)
+    for i, (text, n, count) in enumerate(zip(df["robust_mask"], df["n"], df["robust_count"], strict=True)):
+        if text:
+            decode_mask(text, int(n), int(count), where=f"{where}: row {i + 2} robust_mask")
+
+
+def masks(df: pd.DataFrame):
+    """The ``bool [n]`` mask of every row (None where the row has none), in row order."""
+    return [decode_mask(t, int(n)) if t else None for t, n in zip(df["robust_mask"], df["n"], strict=True)]
+
+
 def to_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    rows = list(rows)
+    rows = [{**dict.fromkeys(OPTIONAL_COLUMNS, ""), **r} for r in rows]
     for r in rows:
         missing = [c for c in COLUMNS if c not in r]
         if missing:

@@ -200,10 +200,21 @@ def _merge_cell(key: Key, by_label: dict, count: int) -> dict:
     out.update(clean_count=k, clean_acc=k / max(n, 1), robust_count=m, robust_acc=m / max(n, 1),
                seconds=round(sum(float(r["seconds"]) for r in parts), 3),
                device=",".join(dict.fromkeys(str(r["device"]) for r in parts)),
-               flags=";".join(dict.fromkeys(f for r in parts for f in str(r["flags"]).split(";") if f)))
+               flags=_merge_flags(str(r["flags"]) for r in parts))
     if "robust_mask" in COLUMNS:  # the per-sample mask column of EVALUATION.md §5, when the schema has it
         out["robust_mask"] = encode_mask(correct)
     return out
+
+
+def _merge_flags(flags: Iterable[str]) -> str:
+    """The union of the shards' flags, with the counts of ``invalid-adv=N`` added up."""
+    names, invalid = [], 0
+    for f in (f for text in flags for f in text.split(";") if f):
+        if f.startswith("invalid-adv="):
+            invalid += int(f.split("=", 1)[1])
+        else:
+            names.append(f)
+    return ";".join(dict.fromkeys(names + ([f"invalid-adv={invalid}"] if invalid else [])))
 
 
 def _why_missing(key: Key, index: int, count: int, rows: dict[Key, dict]) -> str:

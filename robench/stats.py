@@ -56,7 +56,7 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval ``(lo, hi)`` for ``k`` successes out of ``n`` (``(0, 1)`` when n = 0)."""
     if n <= 0:
         return 0.0, 1.0
-    p = k / n
+    p = min(max(k / n, 0.0), 1.0)
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den

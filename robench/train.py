@@ -37,7 +37,10 @@ from .zoo import save as save_entry
 
 Recipe = Callable[[nn.Module, Tensor, Tensor, "TrainConfig"], "Tensor | None"]
 RECIPES: Registry[Recipe] = Registry("recipe")
-RECIPE_SHORT = {"clean": "clean", "gaussian": "gn", "fgsm-at": "at", "pgd-at": "pgdat"}
+RECIPE_SHORT = {"clean": "clean", "gaussian": "gn", "fgsm-at": "at", "pgd-at": "pgdat", "rat": "rat"}
+RAT_BETA = {"wrn16": 0.004}  # the orthogonality strength per arch (PAPER.md §3); others: RAT_BETA_DEFAULT
+RAT_BETA_DEFAULT = 0.001  # VGG-5, VGG-11
+WEIGHT_DECAY = 5e-4  # every recipe but rat, which trains without it
 Progress = Callable[[dict], None]
 
 
@@ -46,7 +49,7 @@ class TrainConfig:
     """One CLI flag per field; defaults follow PAPER.md §3 except the epoch count.
 
     Arguments:
-        recipe: ``clean``, ``gaussian``, ``fgsm-at`` or ``pgd-at``.
+        recipe: ``clean``, ``gaussian``, ``fgsm-at``, ``pgd-at`` or ``rat`` (fgsm-at plus the orthogonality step).
         alpha: MPPD weight (0: no regulariser); kappa: weight of the clean CE term.
         sigma: Gaussian-noise std for ``gaussian``; eps: L-inf budget for ``fgsm-at``/``pgd-at``.
         pgd_steps, pgd_step: PGD-AT iterations and step size (None: 2.5 * eps / steps).
@@ -55,13 +58,15 @@ class TrainConfig:
         world_size: processes training together under torchrun (DistributedDataParallel); each takes
             ``batch_size`` images per step, so the global batch is ``world_size * batch_size``.
         sync_bn: synchronise batch-norm statistics across the processes (CUDA only, as torch's SyncBatchNorm).
+        weight_decay: None resolves to 5e-4, or to 0 with ``rat`` (which refuses any other value).
+        rat_beta: strength of the orthogonality step of ``rat`` (None: 0.001, the VGG value); only with ``rat``.
     """
 
     recipe: str = "clean"
     epochs: int = 1
     lr: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     batch_size: int = 64
     seed: int = 0
     alpha: float = 0.0
@@ -75,9 +80,15 @@ class TrainConfig:
     ckpt_every: int = 0
     world_size: int = 1
     sync_bn: bool = False
+    rat_beta: float | None = None
 
     def __post_init__(self) -> None:
         RECIPES.get(self.recipe)
+        rat = self.recipe == "rat"
+        if self.weight_decay is None:
+            self.weight_decay = 0.0 if rat else WEIGHT_DECAY
+        if rat and self.rat_beta is None:
+            self.rat_beta = RAT_BETA_DEFAULT
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs}; must be >= 1"),
             (_pos(self.lr), f"--lr {self.lr}; must be > 0"),
@@ -95,7 +106,12 @@ class TrainConfig:
             (self.ckpt_every >= 0, f"--ckpt-every {self.ckpt_every}; must be >= 0"),
             (isinstance(self.world_size, int) and self.world_size >= 1, f"world size {self.world_size}; must be >= 1"),
             (not (self.recipe == "clean" and self.alpha > 0),
-             "--alpha > 0 needs a perturbed input; use --recipe gaussian, fgsm-at or pgd-at"),
+             "--alpha > 0 needs a perturbed input; use --recipe gaussian, fgsm-at, pgd-at or rat"),
+            (not rat or self.weight_decay == 0,
+             f"--weight-decay {self.weight_decay} with --recipe rat; rat trains without weight decay (give 0)"),
+            (rat or self.rat_beta is None, f"--rat-beta {self.rat_beta} needs --recipe rat"),
+            (self.rat_beta is None or (_fin(self.rat_beta) and 0 <= self.rat_beta < 1),
+             f"--rat-beta {self.rat_beta}; must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -156,6 +172,28 @@ def _pgd_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor 
         xa = xa + step * _eval_grad(model, xa, y).sign()
         xa = torch.min(torch.max(xa, x - cfg.eps), x + cfg.eps).clamp(0, 1)
     return xa.detach()
+
+
+@RECIPES.register("rat")
+def _rat(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
+    """The perturbed input of fgsm-at; the loop adds :func:`orthogonality_step` after each update."""
+    return _fgsm_at(model, x, y, cfg)
+
+
+def orthogonal_retraction(w: Tensor, beta: float) -> Tensor:
+    """``(1 + beta) W - beta W W^T W`` for ``W`` of shape ``[out, in]``: one step that pulls the rows of ``W``
+    toward an orthonormal set (the Parseval-network retraction used by SNN-RAT, PAPER.md §3)."""
+    return (1 + beta) * w - beta * (w @ w.t()) @ w
+
+
+def orthogonality_step(model: nn.Module, beta: float) -> None:
+    """Apply :func:`orthogonal_retraction` in place to every conv and linear weight, conv kernels viewed as
+    ``[out, in * kh * kw]``; all rows every time, so the step is deterministic (resume stays exact)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = m.weight.reshape(m.weight.shape[0], -1)  # [out, in * kh * kw]
+                m.weight.copy_(orthogonal_retraction(w, beta).view_as(m.weight))
 
 
 # ------------------------------------------------------------------------------------------------- MPPD
@@ -278,6 +316,8 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if cfg.rat_beta:
+                    orthogonality_step(model, cfg.rat_beta)
                 sched.step()
                 st = state["stats"]
                 st[0] += float(loss.detach()) * len(y)
@@ -325,6 +365,14 @@ def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float,
     os.replace(tmp, path)
 
 
+def _same_config(saved: object, cfg: TrainConfig) -> bool:
+    """The saved options equal ``cfg`` once the defaults of fields added since are filled in."""
+    try:
+        return isinstance(saved, dict) and TrainConfig.from_dict(saved).to_dict() == cfg.to_dict()
+    except (BadSpec, TypeError):
+        return False
+
+
 def _load_state(path: Path, cfg: TrainConfig, model, opt, sched, part: Part = WHOLE) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -332,7 +380,7 @@ def _load_state(path: Path, cfg: TrainConfig, model, opt, sched, part: Part = WH
         m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         why = f"refused: it needs {m.group(1)}; nothing in it was run" if m else str(e).strip().split("\n")[0][:200]
         raise IntegrityError(f"cannot resume from {str(path)!r}: {why}") from None
-    if not isinstance(blob, dict) or blob.get("config") != cfg.to_dict():
+    if not isinstance(blob, dict) or not _same_config(blob.get("config"), cfg):
         raise BadSpec(f"--resume: the run in {str(path.parent)!r} used other options; rerun them or drop --resume")
     model.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
@@ -453,7 +501,7 @@ def run_job(
 JOB_OPTIONS = {
     "dataset", "data_dir", "arch", "neuron", "T", "width", "fc", "tau", "v_th", "recipe", "alpha", "kappa",
     "sigma", "eps", "pgd_steps", "epochs", "lr", "batch_size", "weight_decay", "augment", "seed", "limit",
-    "ckpt_every", "id", "device", "download", "sync_bn",
+    "ckpt_every", "id", "device", "download", "rat_beta", "sync_bn",
 }
 
 
@@ -468,7 +516,9 @@ def job_from_options(opts: dict, command: str = "") -> TrainJob:
     model_keys = ("arch", "neuron", "T", "width", "fc", "tau", "v_th")
     mcfg = ModelConfig(**{k: o[k] for k in model_keys if o.get(k) is not None}, **info.model_kwargs())
     tkeys = ("epochs", "lr", "batch_size", "seed", "alpha", "kappa", "pgd_steps", "limit", "weight_decay",
-             "ckpt_every", "sync_bn")
+             "ckpt_every", "rat_beta", "sync_bn")
+    if recipe == "rat" and o.get("rat_beta") is None:
+        o["rat_beta"] = RAT_BETA.get(mcfg.arch, RAT_BETA_DEFAULT)
     tcfg = TrainConfig(
         recipe=recipe,
         sigma=parse_one(o.get("sigma", "8/255"), "--sigma"),

@@ -25,8 +25,9 @@ from robench.attacks import (
 from robench.errors import BadSpec, UnknownName
 from robench.snn.models import ModelConfig, build_model
 
-ALL = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr", "autoattack", "gaussian")
-FAST = {"pgd": dict(steps=2), "bim": dict(steps=2), "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2),
+ALL = ("fgsm", "pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack", "gaussian")
+FAST = {"pgd": dict(steps=2), "bim": dict(steps=2), "pgd-best": dict(steps=2), "sa-pgd": dict(steps=2),
+        "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2), "apgd-t": dict(steps=2), "square": dict(queries=5),
         "autoattack": dict(version="custom", steps=2)}
 
 
@@ -96,6 +97,8 @@ def test_dlr_attacks_refuse_too_few_classes_with_one_line(tiny_model, tiny_data)
     x, y = tiny_data[0][:4], tiny_data[1][:4]
     with pytest.raises(BadSpec, match="apgd-dlr needs at least 3 classes; the model has 2"):
         build(AttackSpec("apgd-dlr", steps=2), tiny_model)(x, y)
+    with pytest.raises(BadSpec, match="apgd-t needs at least 4 classes; the model has 2"):
+        build(AttackSpec("apgd-t", steps=2), tiny_model)(x, y)
 
 
 def test_autoattack_adapter_caps_target_classes_and_sets_iterations(four_class):

@@ -60,7 +60,8 @@ def test_help_lists_attack_and_report(capsys):
     assert code == 0 and "attack" in out and "report" in out
     code, out, _ = run(capsys, ["attack", "-h"])
     for opt in ("--model", "--attack", "--eps", "--grad", "--n", "--batch-size", "--seed", "--device", "--dataset",
-                "--data-dir", "--out", "--suite", "--force", "--zoo", "--steps", "--step-size", "--restarts"):
+                "--data-dir", "--out", "--suite", "--force", "--zoo", "--steps", "--step-size", "--restarts",
+                "--queries"):
         assert opt in out
 
 
@@ -116,6 +117,8 @@ BAD = [
     (["--batch-size", "0"], "--batch-size '0'"),
     (["--suite", "nope"], "unknown suite 'nope'"),
     (["--steps", "0"], "--steps 0"),
+    (["--attack", "pgd", "--queries", "5"], "--queries applies to none of pgd; it applies to: square"),
+    (["--attack", "square", "--queries", "0"], "--queries 0; must be an integer >= 1"),
     (["--model", "resnet9"], "--model 'resnet9' is not an id, prefix or arch"),
     (["--dataset", "cifar10"], "was trained on fashion-mnist"),
     (["--name", "../x"], "--name '../x'"),

@@ -95,7 +95,7 @@ def test_train_through_the_typer_app(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------- bad input
 BAD = [
     (["--arch", "resnet"], 2, "unknown arch 'resnet'; choose from: vgg5, vgg11, wrn16"),
-    (["--recipe", "rat"], 2, "unknown recipe 'rat'; choose from: clean, gaussian, fgsm-at, pgd-at"),
+    (["--recipe", "trades"], 2, "unknown recipe 'trades'; choose from: clean, gaussian, fgsm-at, pgd-at, rat"),
     (["--dataset", "mnist"], 2, "unknown dataset 'mnist'; choose from: fashion-mnist, cifar10, cifar100"),
     (["--recipe", "fgsm-at", "--eps", "-4/255"], 2, "--eps '-4/255' is negative"),
     (["--recipe", "gaussian", "--sigma", "-0.1"], 2, "--sigma '-0.1' is negative"),

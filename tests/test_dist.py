@@ -233,8 +233,8 @@ def test_torchrun_attack_killed_rank_then_resume_equals_one_process(env, tmp_pat
 def test_torchrun_ddp_training_writes_one_entry_and_resumes(env, tmp_path):
     data = env[0]
     args = ["train", "--data-dir", str(data), "--arch", "vgg5", "--width", "0.125", "-T", "2", "--fc", "32",
-            "--epochs", "2", "--limit", "128", "--lr", "0.2", "--batch-size", "16", "--ckpt-every", "2", "--zoo", "zoo", "--runs",
-            "runs", "--id", "ddp", "--device", "cpu"]
+            "--epochs", "2", "--limit", "128", "--lr", "0.2", "--batch-size", "16", "--ckpt-every", "2",
+            "--zoo", "zoo", "--runs", "runs", "--id", "ddp", "--device", "cpu"]
     state = tmp_path / "runs" / "ddp" / "state.pt"
     done, killed = _run_until([*TORCHRUN, *args], lambda: state.exists(), tmp_path)
     assert killed and done.returncode != 0 and not (tmp_path / "zoo" / "ddp.json").exists()

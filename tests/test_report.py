@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 import robench.report as report
+import robench.stats as stats
+import robench.worstcase as worstcase
 from robench.checks import check_records, grad_gap, stored_flags
 from robench.errors import DataNotFound
 from robench.results import ResultsStore, to_frame
@@ -42,8 +44,8 @@ def test_comparison_table_rows_models_columns_attack_eps_grad(records):
     t = report.comparison_table(records)
     assert list(t.index) == ["m1", "m2"]
     assert list(t.columns[:4]) == ["clean", "fgsm @ 0 (bptt)", "fgsm @ 0 (rate)", "fgsm @ 4/255 (bptt)"]
-    assert "pgd-10 @ 8/255 (worst)" in t.columns
-    assert t.loc["m1", "clean"] == 90.0 and t.loc["m1", "pgd-10 @ 8/255 (worst)"] == 41.0
+    assert "pgd-10 (final) @ 8/255 (worst)" in t.columns
+    assert t.loc["m1", "clean"] == 90.0 and t.loc["m1", "pgd-10 (final) @ 8/255 (worst)"] == 41.0
     md = report.to_markdown(t)
     assert md.splitlines()[2].split("|")[1].strip() == "m1"
     assert " 41.0 |" in md and " 90.0 |" in md  # one decimal, never '41'
@@ -53,7 +55,18 @@ def test_labels_tell_pgd_variants_apart():
     rows = [row(params={**PGD, "steps": s, "step_size": a / 255}) for s, a in ((7, 2.55), (10, 2), (20, 1))]
     rows += [row(params={**PGD, "steps": 10, "step_size": 1 / 255}), row(attack="fgsm")]
     labels = report.attack_labels(to_frame(rows)).tolist()
-    assert labels == ["pgd-7", "pgd-10 step=2/255", "pgd-20", "pgd-10 step=1/255", "fgsm"]
+    assert labels == ["pgd-7 (final)", "pgd-10 (final) step=2/255", "pgd-20 (final)", "pgd-10 (final) step=1/255",
+                      "fgsm"]
+
+
+def test_labels_say_final_iterate_and_name_the_new_attacks():
+    rows = [row(attack="pgd-best", params={**PGD, "steps": 50}), row(attack="sa-pgd", params={"steps": 100}),
+            row(attack="bim", params={"steps": 10, "step_size": 2 / 255}), row(attack="square",
+                                                                               params={"queries": 5000})]
+    labels = report.attack_labels(to_frame(rows)).tolist()
+    assert labels == ["pgd-best-50", "sa-pgd-100", "bim-10 (final)", "square-5000"]
+    order = sorted(labels, key=report._attack_order)
+    assert order == ["bim-10 (final)", "pgd-best-50", "sa-pgd-100", "square-5000"]
 
 
 def test_write_report_writes_every_file(records, tmp_path):
@@ -63,7 +76,7 @@ def test_write_report_writes_every_file(records, tmp_path):
     tex = paths["tex"].read_text()
     assert "\\toprule" in tex and "8/255" in tex and "41.0" in tex
     csv = pd.read_csv(paths["csv"], index_col=0, dtype=str)
-    assert csv.loc["m2", "pgd-10 @ 8/255 (bptt)"] == "22.0"
+    assert csv.loc["m2", "pgd-10 (final) @ 8/255 (bptt)"] == "22.0"
     assert "No findings" in paths["findings"].read_text()
 
 
@@ -75,14 +88,16 @@ def test_select_filters_and_empty_is_one_line_error(records):
         report.select(records, model="zz")
 
 
-def test_report_module_never_imports_torch():
-    tree = ast.parse(Path(report.__file__).read_text())
+@pytest.mark.parametrize("module", [report, worstcase, stats])
+def test_report_modules_never_import_torch(module):
+    tree = ast.parse(Path(module.__file__).read_text())
     mods = {n.module if isinstance(n, ast.ImportFrom) else a.name
             for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.pyplot", "pandas", "errors", "results"}
+                    "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "results",
+                    "stats", "worstcase", "seeds"}
 
 
 # ---------------------------------------------------------------------------------------- record checks
@@ -170,6 +185,6 @@ def test_a_sweep_whose_step_follows_eps_is_one_curve_and_fixed_steps_stay_apart(
                              "params": [json.dumps({"steps": 10, "step_size": s}) for _, s in pairs]})
 
     sweep = rows([(0.0, 2 / 255), (4 / 255, 1 / 255), (8 / 255, 2 / 255), (16 / 255, 4 / 255)])
-    assert set(attack_labels(sweep)) == {"pgd-10 step=eps/4"}
+    assert set(attack_labels(sweep)) == {"pgd-10 (final) step=eps/4"}
     mixed = rows([(8 / 255, 2 / 255), (8 / 255, 1 / 255)])  # same budget, two steps: two labels
-    assert sorted(attack_labels(mixed)) == ["pgd-10 step=1/255", "pgd-10 step=2/255"]
+    assert sorted(attack_labels(mixed)) == ["pgd-10 (final) step=1/255", "pgd-10 (final) step=2/255"]

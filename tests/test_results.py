@@ -119,3 +119,37 @@ def test_check_writable_refuses_a_file_as_folder(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(IntegrityError, match="not a writable folder"):
         ResultsStore(tmp_path / "f" / "results.csv").check_writable()
+
+
+def test_masks_round_trip_and_are_checked_against_n_and_count(tmp_path):
+    import numpy as np
+
+    from robench.results import masks
+    from robench.stats import encode_mask
+
+    mask = np.zeros(100, dtype=bool)
+    mask[:37] = True
+    store = ResultsStore(tmp_path / "r.csv")
+    store.append([make_row(robust_mask=encode_mask(mask)), make_row(grad="rate")])  # the second has no mask
+    df = store.read()
+    assert df["robust_mask"].tolist() == [encode_mask(mask), ""]
+    got = masks(df)
+    assert (got[0] == mask).all() and got[1] is None
+    for bad, what in ((encode_mask(mask[:50]), "holds 7 bytes, but n = 100 needs 13"),
+                      (encode_mask(~mask), "has 63 robust samples, but robust_count is 37")):
+        text = (tmp_path / "r.csv").read_text().replace(encode_mask(mask), bad)
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(IntegrityError, match=f"bad.csv'?: row 2 robust_mask {what}"):
+            ResultsStore(tmp_path / "bad.csv").read()
+
+
+def test_old_files_without_the_mask_column_still_read_and_append(tmp_path):
+    from robench.stats import encode_mask
+
+    old = pd.DataFrame([make_row()])  # written before robust_mask existed
+    old.to_csv(tmp_path / "old.csv", index=False)
+    store = ResultsStore(tmp_path / "old.csv")
+    assert store.read()["robust_mask"].tolist() == [""]
+    store.append([make_row(grad="rate", robust_mask=encode_mask([True] * 37 + [False] * 63))])
+    df = store.read()
+    assert list(df.columns) == list(COLUMNS) and df["robust_mask"].str.len().tolist() == [0, 26]

@@ -81,7 +81,7 @@ def test_robust_loss_without_perturbation_is_plain_ce(tiny_model, tiny_data):
 
 # ------------------------------------------------------------------------------------------------ recipes
 def test_recipe_names():
-    assert RECIPES.names() == ["clean", "gaussian", "fgsm-at", "pgd-at"]
+    assert RECIPES.names() == ["clean", "gaussian", "fgsm-at", "pgd-at", "rat"]
 
 
 def test_clean_recipe_has_no_perturbed_input(tiny_model, tiny_data):
@@ -169,8 +169,8 @@ def test_train_config_rejects_bad_values(kw, match):
 
 
 def test_train_config_unknown_recipe_lists_choices():
-    with pytest.raises(UnknownName, match="clean, gaussian, fgsm-at, pgd-at"):
-        TrainConfig(recipe="rat")
+    with pytest.raises(UnknownName, match="clean, gaussian, fgsm-at, pgd-at, rat"):
+        TrainConfig(recipe="trades")
 
 
 def test_train_config_round_trip():

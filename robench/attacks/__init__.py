@@ -1,10 +1,17 @@
 """Attacks as configured callables ``attack(x, y) -> x_adv``, built by a registry from an :class:`AttackSpec`.
 
-``fgsm``, ``pgd`` and ``bim`` come from torchattacks; ``apgd-ce``, ``apgd-dlr`` and ``autoattack`` (versions
-``standard``, ``rand`` and ``custom`` = APGD-CE + APGD-T) from pyautoattack through one adapter; ``gaussian`` is
-accuracy under clipped Gaussian noise, its ``eps`` being the noise std sigma. Every attack uses the model only
-through ``model(x)``, so a user's own attack object (e.g. ``torchattacks.MIFGSM(model, eps=8/255)``) runs the
-same way: :func:`build` passes any callable through. A budget of 0 returns ``x`` unchanged for every attack.
+- ``fgsm``, ``pgd`` and ``bim`` come from torchattacks. ``pgd`` and ``bim`` return their **final iterate**
+  (kept as they are for comparability with papers; the report labels them ``(final)``).
+- ``pgd-best`` (:mod:`.iterate`) and ``sa-pgd`` (:mod:`.sapgd`) are robench's own: every iterate is checked and
+  a sample misclassified at any verified iterate keeps it (EVALUATION.md §3).
+- ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR, ``min(9, K - 1)`` targets), ``square`` (black box, L-inf)
+  and ``autoattack`` (versions ``standard``, ``rand`` and ``custom`` = APGD-CE + APGD-T) are the official code
+  (pyautoattack, :mod:`.autoattack`); the single attacks restart in robench's loop.
+- ``gaussian`` is accuracy under clipped Gaussian noise, its ``eps`` being the noise std sigma.
+
+Every attack uses the model only through ``model(x)`` (the gradient path is a context on the model), so a user's
+own attack object (e.g. ``torchattacks.MIFGSM(model, eps=8/255)``) runs the same way: :func:`build` passes any
+callable through. A budget of 0 returns ``x`` unchanged for every attack.
 
 Examples:
     >>> spec = AttackSpec("pgd", eps=8 / 255, steps=10, step_size=2 / 255)
@@ -14,7 +21,6 @@ Examples:
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,27 +32,36 @@ from torch import Tensor, nn
 from ..eps import format_eps, parse_eps
 from ..errors import BadSpec
 from ..registry import Registry
+from .autoattack import AutoAttackAdapter, OfficialAttack
+from .iterate import BestIterate, PGDBest, reset_path_state
+from .sapgd import SAPGD
 
-__all__ = ["ATTACKS", "AttackSpec", "SUITES", "build", "make_specs", "parse_eps", "suite"]
+__all__ = ["ATTACKS", "AttackSpec", "AutoAttackAdapter", "BestIterate", "OfficialAttack", "PGDBest", "SAPGD",
+           "SUITES", "build", "make_specs", "parse_eps", "specs_from", "suite"]
 
 AttackFn = Callable[[Tensor, Tensor], Tensor]
 ATTACKS: Registry[Callable[[AttackSpec, nn.Module], AttackFn]] = Registry("attack")
 # which optional parameters each attack takes, with their defaults (None: the field does not apply)
 DEFAULTS: dict[str, dict[str, object]] = {
     "fgsm": {},
-    "pgd": {"steps": 10, "step_size": 2 / 255, "restarts": 1, "random_start": True},
-    "bim": {"steps": 10, "step_size": 2 / 255},
+    "pgd": {"steps": 10, "step_size": 2 / 255, "restarts": 1, "random_start": True},  # final iterate
+    "bim": {"steps": 10, "step_size": 2 / 255},  # final iterate
+    "pgd-best": {"steps": 50, "step_size": 2 / 255, "restarts": 1, "random_start": True},
+    "sa-pgd": {"steps": 100, "restarts": 1},
     "apgd-ce": {"steps": 100, "restarts": 1},
     "apgd-dlr": {"steps": 100, "restarts": 1},
+    "apgd-t": {"steps": 100, "restarts": 1},
+    # 5000 queries as in AutoAttack standard: the masking check is no weaker than the reference's Square
+    "square": {"queries": 5000, "restarts": 1},
     "autoattack": {"version": "standard", "steps": None, "restarts": None},  # steps, restarts: custom only
     "gaussian": {},
 }
 AA_VERSIONS = ("standard", "rand", "custom")
-GRADIENT_FREE = frozenset({"gaussian"})
-OPTIONAL = ("steps", "step_size", "restarts", "random_start", "version")
+GRADIENT_FREE = frozenset({"gaussian", "square"})  # no input gradient: one cell, grad "none"
+NOISE = frozenset({"gaussian"})  # eps is a noise std, not an L-inf budget
+OPTIONAL = ("steps", "step_size", "restarts", "random_start", "version", "queries")
 FLAGS = {"steps": "--steps", "step_size": "--step-size", "restarts": "--restarts", "random_start": "--random-start",
-         "version": "--aa-version"}
-logging.getLogger("auto-attack").addHandler(logging.NullHandler())  # pyautoattack logs; a library prints nothing
+         "version": "--aa-version", "queries": "--queries"}
 
 
 @dataclass
@@ -54,11 +69,11 @@ class AttackSpec:
     """One attack with every hyper-parameter fixed; unset optional fields take the attack's defaults.
 
     Arguments:
-        name: a name from ``ATTACKS`` (``fgsm``, ``pgd``, ``bim``, ``apgd-ce``, ``apgd-dlr``, ``autoattack``,
-            ``gaussian``), or a label for ``attack``.
+        name: a name from ``ATTACKS`` (``fgsm``, ``pgd``, ``bim``, ``pgd-best``, ``sa-pgd``, ``apgd-ce``,
+            ``apgd-dlr``, ``apgd-t``, ``square``, ``autoattack``, ``gaussian``), or a label for ``attack``.
         eps: L-inf budget in [0, 1] (for ``gaussian`` the noise std); eps_str: as given (default ``k/255``).
         steps, step_size, restarts, random_start: iterative attacks; version: ``autoattack`` only
-            (``custom`` runs APGD-CE + APGD-T with ``steps`` and ``restarts``).
+            (``custom`` runs APGD-CE + APGD-T with ``steps`` and ``restarts``); queries: ``square`` only.
         attack: a user's own already-built attack ``attack(x, y) -> x_adv``, used instead of the registry.
     """
 
@@ -70,6 +85,7 @@ class AttackSpec:
     restarts: int | None = None
     random_start: bool | None = None
     version: str | None = None
+    queries: int | None = None
     attack: AttackFn | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +115,8 @@ class AttackSpec:
              f"--step-size {self.step_size!r}; must be in (0, 1]"),
             (self.restarts is None or (isinstance(self.restarts, int) and self.restarts >= 1),
              f"--restarts {self.restarts!r}; must be an integer >= 1"),
+            (self.queries is None or (isinstance(self.queries, int) and self.queries >= 1),
+             f"--queries {self.queries!r}; must be an integer >= 1"),
             (self.version is None or self.version in AA_VERSIONS,
              f"--aa-version {self.version!r}; choose from: {', '.join(AA_VERSIONS)}"),
         ]
@@ -116,6 +134,11 @@ class AttackSpec:
     def gradient_free(self) -> bool:
         return self.attack is None and self.name in GRADIENT_FREE
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether ``eps`` bounds the L-inf distance of the result (every attack but noise)."""
+        return self.attack is not None or self.name not in NOISE
+
     def params(self) -> dict:
         """The hyper-parameters that define the attack (not eps), for the results' ``params`` column."""
         if self.attack is not None:
@@ -123,7 +146,7 @@ class AttackSpec:
             return {"user": type(self.attack).__name__, **{k: _plain(getattr(self.attack, k)) for k in keys
                                                            if hasattr(self.attack, k)}}
         out = {k: getattr(self, k) for k in OPTIONAL if getattr(self, k) is not None}
-        return out if self.gradient_free else {**out, "norm": "Linf"}
+        return {**out, "norm": "Linf"} if self.budgeted else out
 
     def params_json(self) -> str:
         return json.dumps(self.params(), sort_keys=True)
@@ -175,18 +198,21 @@ def _fgsm(spec: AttackSpec, model: nn.Module) -> AttackFn:
 
 @ATTACKS.register("bim")
 def _bim(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    """torchattacks' BIM, final iterate (``pgd-best`` counts every iterate)."""
     return torchattacks.BIM(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps)
 
 
 @ATTACKS.register("pgd")
 def _pgd(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    """torchattacks' PGD, final iterate, as in papers (``pgd-best`` counts every iterate)."""
     atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
                            random_start=bool(spec.random_start))
     return atk if spec.restarts == 1 else Restarts(atk, model, spec.restarts)
 
 
 class Restarts:
-    """Run ``attack`` up to ``restarts`` times, re-attacking only the samples not yet misclassified."""
+    """Run ``attack`` up to ``restarts`` times, re-attacking only the samples not yet misclassified (the gradient
+    path's state is reset before each try)."""
 
     def __init__(self, attack: AttackFn, model: nn.Module, restarts: int) -> None:
         self.attack, self.model, self.restarts = attack, model, restarts
@@ -198,6 +224,7 @@ class Restarts:
             idx = alive.nonzero().flatten()
             if len(idx) == 0:
                 break
+            reset_path_state(self.model)
             a = self.attack(x[idx], y[idx])
             with torch.inference_mode():
                 fooled = self.model(a).argmax(1) != y[idx]
@@ -217,65 +244,24 @@ def _gaussian(spec: AttackSpec, model: nn.Module) -> AttackFn:
     return noise
 
 
-# ----------------------------------------------------------------------------------------- pyautoattack
-class AutoAttackAdapter:
-    """pyautoattack's ``AutoAttack`` as ``attack(x, y) -> x_adv``, on the input's device and seeded.
-
-    ``attacks`` (for version ``custom``): pyautoattack names such as ``["apgd-ce"]``; ``steps`` and
-    ``restarts`` set APGD's iterations and restarts. Targeted attacks use ``min(9, K - 1)`` target classes.
-    """
-
-    MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2}  # DLR losses read the 3rd (4th) largest logit
-
-    def __init__(self, model: nn.Module, spec: AttackSpec, attacks: Sequence[str] | None = None) -> None:
-        self.model, self.spec = model, spec
-        self.attacks = list(attacks) if attacks else None
-        self.version = "custom" if attacks else spec.version
-
-    def _make(self, device: torch.device, n_classes: int):
-        import pyautoattack
-
-        s = self.spec
-        aa = pyautoattack.AutoAttack(self.model, attacks=self.attacks, device=device, eps=s.eps, norm="Linf",
-                                     seed=torch.initial_seed() % 2**31, version=self.version)
-        names = aa.attacks_to_run or []
-        for name in names:
-            if n_classes < self.MIN_CLASSES.get(name, 2):
-                raise BadSpec(f"{s.name}: {name} needs at least {self.MIN_CLASSES[name]} classes; "
-                              f"the model has {n_classes}")
-        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, n_classes - 1)
-        aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
-        if self.version == "custom":
-            for apgd in (aa.apgd, aa.apgd_targeted):
-                _set_iterations(apgd, s.steps)
-            aa.apgd.n_restarts = s.restarts
-            aa.apgd_targeted.n_restarts = s.restarts
-        return aa
-
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            n_classes = self.model(x[:1]).shape[1]
-        aa = self._make(x.device, n_classes)
-        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
-        return x_adv.detach()
+# ------------------------------------------------------------------------- best-iterate and official attacks
+@ATTACKS.register("pgd-best")
+def _pgd_best(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return PGDBest(model, spec.eps, steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
+                   random_start=bool(spec.random_start))
 
 
-def _set_iterations(apgd, n: int) -> None:
-    """APGD derives its checkpoints from ``n_iter`` in its constructor; set them all together."""
-    apgd.n_iter = apgd.n_iter_orig = n
-    apgd.n_iter_2 = max(int(0.22 * n), 1)
-    apgd.n_iter_min = max(int(0.06 * n), 1)
-    apgd.size_decr = max(int(0.03 * n), 1)
+@ATTACKS.register("sa-pgd")
+def _sa_pgd(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return SAPGD(model, spec.eps, steps=spec.steps, restarts=spec.restarts)
 
 
-@ATTACKS.register("apgd-ce")
-def _apgd_ce(spec: AttackSpec, model: nn.Module) -> AttackFn:
-    return AutoAttackAdapter(model, spec, ["apgd-ce"])
+def _official(spec: AttackSpec, model: nn.Module) -> AttackFn:
+    return OfficialAttack(model, spec)
 
 
-@ATTACKS.register("apgd-dlr")
-def _apgd_dlr(spec: AttackSpec, model: nn.Module) -> AttackFn:
-    return AutoAttackAdapter(model, spec, ["apgd-dlr"])
+for _name in OfficialAttack.NAMES:  # apgd-ce, apgd-dlr, apgd-t, square
+    ATTACKS.register(_name)(_official)
 
 
 @ATTACKS.register("autoattack")

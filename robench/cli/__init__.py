@@ -44,6 +44,8 @@ STATE = {"debug": False}
 ZooOpt = Annotated[Path, typer.Option("--zoo", help="Zoo folder.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-code", help="Let foreign zoo entries (SpikingJelly, snnTorch, "
+                                        "PyTorch) run their code file; also needs ROBENCH_TRUST_CODE=1.")]
 
 
 class Neuron(str, Enum):
@@ -91,7 +93,7 @@ def _command_line() -> str:
 def train(
     arch: Annotated[str, typer.Option(help="Architecture: vgg5, vgg11, wrn16.")] = "vgg5",
     neuron: Annotated[Neuron, typer.Option(help="lif, or stable (DLIF with learnable gains).")] = Neuron.lif,
-    recipe: Annotated[str, typer.Option(help="clean, gaussian (gn), fgsm-at (at), pgd-at.")] = "clean",
+    recipe: Annotated[str, typer.Option(help="clean, gaussian (gn), fgsm-at (at), pgd-at, rat.")] = "clean",
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10, cifar100.")] = "fashion-mnist",
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option(help="Download CIFAR into --data-dir with torchvision (online).")] = False,
@@ -108,7 +110,9 @@ def train(
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 1,
     lr: Annotated[float, typer.Option(help="SGD learning rate (cosine to 0).")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 5e-4; 0 with rat).")] = None,
+    rat_beta: Annotated[float | None, typer.Option(help="Orthogonality strength of --recipe rat (default 0.001; "
+                                                   "0.004 for wrn16).")] = None,
     augment: Annotated[bool | None, typer.Option(help="Random crop + flip (default: on for CIFAR).")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
@@ -133,7 +137,7 @@ def train(
                 width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device,
-                download=download, sync_bn=sync_bn)
+                download=download, rat_beta=rat_beta, sync_bn=sync_bn)
     job = job_from_options(opts, _command_line())
     with lazy_progress() as bar:
         card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite,
@@ -163,12 +167,6 @@ def _print_saved(card, zoo: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- attack
-class Grad(str, Enum):
-    bptt = "bptt"
-    rate = "rate"
-    both = "both"
-
-
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
 
 
@@ -177,21 +175,28 @@ def attack(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Zoo id, unique prefix, or arch (then every "
                                              "entry of that arch, side by side); repeatable.")],
     attacks: Annotated[list[str] | None, typer.Option(
-        "--attack", "-a", help="fgsm, pgd, bim, apgd-ce, apgd-dlr, autoattack, gaussian; repeatable or a,b "
-        "(default fgsm,pgd).")] = None,
+        "--attack", "-a", help="fgsm, pgd, bim (final iterate), pgd-best, sa-pgd (best iterate), apgd-ce, "
+        "apgd-dlr, apgd-t, square, autoattack, gaussian; repeatable or a,b (default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
-                                              "noise.")] = None,
+                                              "noise; or the cascade reliable (the strongest honest number: "
+                                              "each stage attacks only what is still robust).")] = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
                                             "(default 8/255, or the suite's own). For gaussian: sigma.")] = None,
-    grad: Annotated[Grad, typer.Option(help="Input-gradient mode; both also records the per-sample worst "
-                                       "case.")] = Grad.both,
+    grad: Annotated[str, typer.Option(help="Gradient paths, comma-separated: bptt, rate, both (= bptt,rate), "
+                                      "triangle:w=W, sigmoid:k=K, arctan:a=A, rectangle:w=W, assg[:A=0.425], sweep "
+                                      "(triangle w 0.5|2, sigmoid k 2|8, arctan a 1|4); a value list "
+                                      "'triangle:w=0.5|1|2' (quoted) is a sweep. Several also record the "
+                                      "per-sample worst case.")] = "both",
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
-    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim, apgd-* (default 10; apgd 100).")] = None,
-    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim (default 2/255).")] = None,
-    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, apgd-* (default 1).")] = None,
-    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd (default on).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim (default 10), pgd-best (50), sa-pgd, "
+                                              "apgd-* (100).")] = None,
+    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim, pgd-best (default 2/255).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, pgd-best, sa-pgd, apgd-*, square "
+                                                 "(default 1; only samples still robust are re-attacked).")] = None,
+    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd, pgd-best (default on).")] = None,
+    queries: Annotated[int | None, typer.Option(help="Queries of square (default 5000).")] = None,
     aa_version: Annotated[str | None, typer.Option(help="autoattack version: standard, rand, or custom "
                                                    "(APGD-CE + APGD-T with --steps).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's; its test split, or the "
@@ -207,6 +212,9 @@ def attack(
                                               "for `robench results merge`. Needs --batch-size N.")] = None,
     zoo: ZooOpt = Path("zoo"),
     device: DeviceOpt = "auto",
+    save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Also write each cell run's verified "
+                                                  "adversarial examples (safetensors) into this folder.")] = None,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells.
 
@@ -219,14 +227,19 @@ def attack(
     from ..eps import parse_one
     from ..errors import BadSpec
     from ..evaluate import evaluate, load_data, load_targets, parse_grads
+    from ..protocol import CASCADES
     from ..results import ResultsStore
     from ..runtime import resolve_device
     from ..shards import ShardFile, shard_path
     from ..zoo import select
 
-    specs = specs_from(attacks, suite, eps, steps=steps, restarts=restarts, random_start=random_start,
-                       version=aa_version, step_size=parse_one(step_size, "--step-size") if step_size else None)
-    grads = parse_grads(grad.value)
+    if suite in CASCADES:
+        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries)
+    step = parse_one(step_size, "--step-size") if step_size else None
+    specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
+                                                    random_start=random_start, version=aa_version,
+                                                    queries=queries, step_size=step)
+    grads = parse_grads(grad)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
     if not 0 <= seed < 2**32:  # torch seeds overflow past 64 bits; the same range as `train --seed`
@@ -238,25 +251,110 @@ def attack(
     if part.is_shard and bs is None:
         raise BadSpec("--shard needs --batch-size N (not auto): the batches define the random draws, and every "
                       "shard, like the single run it reproduces, must cut the same ones")
+    if part.is_shard and (suite in CASCADES or save_adv is not None):
+        raise BadSpec(f"--shard does not apply to {'--suite ' + suite if suite in CASCADES else '--save-adv'}: its "
+                      "stages re-split the still-robust images (or its files name whole cells); use torchrun")
     dev = device_for(resolve_device(device))
     cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
     store = ShardFile(shard_path(out, name, part.index, part.count)) if part.is_shard else \
         ResultsStore(out / f"{name}.csv")
     store.check_writable()  # a results file that is not ours is refused before any work
-    targets = load_targets(cards, zoo, dataset)
+    if save_adv is not None:
+        from ..adversarial import check_adv_dir
+
+        check_adv_dir(save_adv)
+    targets = load_targets(cards, zoo, dataset, trust_code=trust_code)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
         data[ds], note = load_data(ds, data_dir, n, split)
         if note and env_rank() == 0:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with session(dev, part) as part, lazy_progress() as bar:
-        ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
-                      force=force, seed=seed, batch_size=bs, device=dev, part=part)
-    if part.writer:
-        _print_results(ev, store)
+        if suite in CASCADES:
+            ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part)
+        else:
+            ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
+                          force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part)
+    if not part.writer:
+        return
+    _print_results(ev, store)
     if part.is_shard:
         console.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
                       f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
+    if save_adv is not None:
+        console.print(f"verified adversarial examples of {ev.ran} cell(s) -> {save_adv}", highlight=False,
+                      soft_wrap=True)
+
+
+@app.command("verify-adv")
+def verify_adv(
+    file: Annotated[Path, typer.Argument(help="A file written by 'robench attack --save-adv'.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Zoo id (default: the one the file "
+                                              "names); its weights must have the file's sha256.")] = None,
+    zoo: ZooOpt = Path("zoo"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Re-check saved adversarial examples against a zoo model and print the robust accuracy they imply."""
+    from ..adversarial import recheck
+    from ..runtime import resolve_device
+
+    r = recheck(file, zoo, data_dir, model, resolve_device(device))
+    console.print(f"{r.model} on the first {r.n} images of {r.dataset}, eps {r.eps_str}: {r.checked} examples, "
+                  f"{r.broken} verified broken, {r.invalid} invalid", highlight=False, soft_wrap=True)
+    console.print(f"robust accuracy implied: {100 * r.robust_count / r.n:.1f}% ({r.clean_count} clean-correct - "
+                  f"{r.broken} broken = {r.robust_count} of {r.n}); the results row claimed "
+                  f"{100 * r.claimed / r.n:.1f}% ({r.claimed})", highlight=False, soft_wrap=True)
+
+
+def _check_cascade_options(suite: str, *given) -> None:
+    from ..errors import BadSpec
+
+    if any(v is not None and v != [] for v in given):
+        raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --steps, "
+                      "--step-size, --restarts, --random-start, --aa-version and --queries")
+
+
+def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part):
+    """Each budget of ``--eps`` (default: the cascade's own 8/255) runs the whole cascade, resumably."""
+    import pandas as pd
+
+    from ..eps import parse_eps
+    from ..protocol import cascade, retarget, run_reliable
+
+    stages = cascade(suite)
+    budgets = parse_eps(eps) if eps is not None else [(stages[0].spec.eps, stages[0].spec.eps_str)]
+    evs = [run_reliable(targets, data, store, retarget(stages, v, t), seed=seed, batch_size=bs, device=dev,
+                        progress=_cascade_progress(bar) if part.writer else None, force=force, part=part)
+           for v, t in budgets]
+    ev = evs[0]
+    for other in evs[1:]:
+        ev.records = pd.concat([ev.records, other.records], ignore_index=True)
+        ev.new |= other.new
+        ev.findings += other.findings
+        ev.skipped += other.skipped
+    return ev
+
+
+def _cascade_progress(bar: Progress):
+    """One bar per stage, over the samples it attacks; the overall bar counts stages."""
+    overall = bar.add_task("reliable", total=None, info="")
+    current: dict = {}
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start":
+            bar.start()
+            bar.update(overall, total=ev["total"], completed=0)
+        elif ev["kind"] == "batch":
+            if ev["restart"] == 0:
+                current["task"] = bar.add_task(f"stage {ev['stage']}", total=1, info=f"{ev['todo']} samples")
+        elif ev["kind"] == "stage":
+            if "task" in current:
+                bar.update(current.pop("task"), completed=1)
+            bar.update(overall, advance=1, info=f"{ev['model']} stage {ev['stage']}/{ev['of']} {ev['attack']} "
+                                                f"({ev['grad']}) {100 * ev['robust_acc']:.1f}%")
+
+    return progress
 
 
 def _batch_size(text: str) -> int | None:
@@ -318,18 +416,25 @@ def report(
     attacks: Annotated[list[str] | None, typer.Option("--attack", "-a", help="Only these attacks.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Only these datasets.")] = None,
     eps: Annotated[list[str] | None, typer.Option(help="Only these budgets, as stored (8/255); a,b.")] = None,
-    grad: Annotated[list[str] | None, typer.Option(help="Only these gradient modes (bptt, rate, worst, none).")]
+    grad: Annotated[list[str] | None, typer.Option(help="Only these gradient paths, as stored (bptt, rate, "
+                                                  "sigmoid:k=4, ..., worst, none).")]
     = None,
     n: Annotated[int | None, typer.Option("--n", help="Only rows measured on this many images.")] = None,
     readme: Annotated[Path | None, typer.Option(help="Also write the Markdown table into this file, between "
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
+    seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
+                                                                  "seed by seed and over seeds, into seeds.md.")]
+    = None,
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        "--compare", help="Two model ids: the paired difference of their worst cases on the same images, with a "
+        "95% interval and the counts robust for only one (also written to compare.md).")] = None,
 ) -> None:
-    """Comparison tables (md, csv, tex) and robustness curves (png) from a results folder."""
+    """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
     from ..checks import check_records, stored_flags
     from ..errors import UsageError
-    from ..report import comparison_table, inject_markdown, select, to_markdown, write_report
+    from ..report import compare_models, comparison, inject_markdown, select, to_markdown, write_compare, write_report
     from ..results import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
@@ -337,16 +442,24 @@ def report(
     df = ResultsStore(results).read() if results.is_file() else read_dir(results)
     df = select(df, model, attacks, dataset, eps, grad, n)
     findings = [*stored_flags(df), *check_records(df)]
-    # check the markers before writing anything
+    # check the markers and the models to compare before writing anything
     doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
-    paths = write_report(df, out, findings)
-    table_md = to_markdown(comparison_table(df))
+    compared = compare_models(df, *compare) if compare else None
+    paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
+    c = comparison(df)
+    table_md = to_markdown(c.table, c)
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
+    if "seeds" in paths:
+        console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:
         readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
         paths["readme"] = readme
-    for f in findings:
-        console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
+    if compared is not None:
+        console.print(compared, markup=False, highlight=False, soft_wrap=True)
+        paths["compare"] = write_compare(compared, out)
+    for f in [*findings, *([c.note] if c.note else [])]:
+        console.print(f"[yellow]{'note' if f is c.note else 'check'}[/] {f.line()}", highlight=False,
+                      soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
 
 
@@ -419,15 +532,16 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
                check_accuracy: Annotated[bool, typer.Option("--accuracy", help="Also re-measure clean test "
                                                             "accuracy; it must match the card within 0.1 pt.")]
                = False,
-               data_dir: DataDirOpt = None):
-    """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy)."""
+               data_dir: DataDirOpt = None, trust_code: TrustOpt = False):
+    """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy); a foreign
+    entry's code file is hash-checked, and run only with --trust-code."""
     from functools import cache
 
     from ..data import load
     from ..zoo import verify
 
     test_data = cache(lambda ds: load(ds, "test", data_dir)) if check_accuracy else None
-    results = verify(zoo, entry, test_data)
+    results = verify(zoo, entry, test_data, trust_code=trust_code)
     for i, ok, msg in results:
         console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {i}: {msg}")
     if not results:
@@ -448,18 +562,56 @@ def zoo_import(
     fc: Annotated[int | None, typer.Option(help="Classifier width (default: the arch's).")] = None,
     tau: Annotated[float, typer.Option(help="Membrane leak.")] = 0.99,
     v_th: Annotated[float, typer.Option("--v-th", help="Threshold.")] = 1.0,
+    framework: Annotated[str | None, typer.Option(help="Your own model: spikingjelly, snntorch or torch (then "
+                                                  "--entry builds it; --arch and the neuron options are unused).")]
+    = None,
+    entry: Annotated[str | None, typer.Option(help="package.module:function that returns your model.")] = None,
+    kwargs: Annotated[str | None, typer.Option(help="Keyword arguments of --entry, a JSON object.")] = None,
+    code_path: Annotated[Path | None, typer.Option(help="Folder holding --entry's package (default: installed).")]
+    = None,
+    step_mode: Annotated[str, typer.Option(help="multi: the model takes [T, B, C, H, W] and returns [T, B, K]; "
+                                           "single: [B, C, H, W] -> [B, K] once per step.")] = "multi",
+    n: Annotated[int, typer.Option("--n", help="Test images for the import checks and the clean accuracy.")] = 500,
+    data_dir: DataDirOpt = None,
+    trust_code: TrustOpt = False,
     zoo: ZooOpt = Path("zoo"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
 ):
-    """Import your own weights (never runs code from the file); shapes must fit the model options exactly."""
+    """Import your own weights (never runs code from the weights file); shapes must fit the model exactly. With
+    --framework, the model is built by your code (--entry), checked and adapted (see README, "Your own models")."""
     from ..data import DATASETS
     from ..snn.models import ModelConfig
+
+    if framework is not None or entry is not None:
+        return _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n,
+                               data_dir, trust_code, zoo, overwrite)
     from ..zoo.importing import import_state_dict
 
     opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
     card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=_command_line())
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}")
+
+
+def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n, data_dir,
+                    trust_code, zoo, overwrite) -> None:
+    from ..errors import UsageError
+    from ..evaluate import load_data
+    from ..zoo import check_new
+    from ..zoo.importing import import_foreign, parse_kwargs
+
+    if framework is None or entry is None:
+        raise UsageError("--framework and --entry go together: --framework spikingjelly|snntorch|torch "
+                         "--entry package.module:function")
+    args = parse_kwargs(kwargs)
+    check_new(zoo, entry_id, overwrite)
+    data, note = load_data(dataset, data_dir, n)
+    card = import_foreign(file, framework, entry, data.x, data.y, dataset, entry_id, zoo, T, args, step_mode,
+                          code_path, trust_code, overwrite, _command_line())
+    if note:  # after the import: a refused one prints its one line only
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "
+                  f"{_fmt_acc(card.clean_acc)} on {card.metrics['n_test']}\n{card.notes}", soft_wrap=True)
 
 
 @zoo_app.command("build")

@@ -1,5 +1,6 @@
-"""Spiking neurons over T time steps: LIF and the stable DLIF neuron (PAPER.md §1), their surrogate and the
-two input-gradient modes of PAPER.md §4.
+"""Spiking neurons over T time steps: LIF and the stable DLIF neuron (PAPER.md §1), their training surrogate,
+and the engines behind every gradient path (``bptt``, ``rate`` of PAPER.md §4, the attack-time surrogates and
+ASSG of EVALUATION.md §2; the registry and syntax live in :mod:`robench.snn.paths`).
 
 A neuron takes the multi-step input current ``I`` of shape ``[T, B, ...]`` and returns spikes of the same
 shape. Per element, for t = 1..T, starting from rest (u = 0) on every call::
@@ -9,15 +10,16 @@ shape. Per element, for t = 1..T, starting from rest (u = 0) on every call::
     reset:   u[t] = h[t] * (1 - s[t])                   (hard reset to 0)
 
 Two engines compute the same thing: ``fused`` (one autograd function over all T steps, in place on
-preallocated buffers, saving only the pre-spike membrane ``h`` for BPTT or the rate slope of the mean
-current for the rate gradient, and no autograd at all when no gradient is needed) and ``reference`` (a plain
-per-step loop under autograd, kept as the executable specification the tests compare against). The fused
-forward is bit-identical to the reference; ``set_compile(True)`` (or ROBENCH_COMPILE=1) swaps in
-``torch.compile``d kernels, off by default.
+preallocated buffers, saving only the pre-spike membrane ``h`` for BPTT (plus ASSG's per-element sharpness)
+or the rate slope of the mean current for the rate gradient, and no autograd at all when no gradient is
+needed) and ``reference`` (a plain per-step loop under autograd, kept as the executable specification the tests
+compare against). The fused forward is bit-identical to the reference; ``set_compile(True)`` (or
+ROBENCH_COMPILE=1) swaps in ``torch.compile``d kernels (forward, and the bptt backward), off by default.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -27,6 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BadSpec
+from .pathkeys import BPTT, GradPath
+from .surrogates import SURROGATES, AssgState, Surrogate, triangle_backward
 
 
 class GradMode(str, Enum):
@@ -40,11 +44,6 @@ ENGINES = ("fused", "reference")
 
 
 # ---------------------------------------------------------------------------------------------- surrogate
-def triangle_backward(grad: Tensor, x: Tensor, gamma: float = 1.0) -> Tensor:
-    """Triangle ("ZIF") surrogate derivative of the Heaviside step: ``grad * max(0, gamma - |x|) / gamma^2``."""
-    return grad * (gamma - x.abs()).clamp_min(0) / (gamma * gamma)
-
-
 class _TriangleSpike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, gamma: float) -> Tensor:  # type: ignore[override]
@@ -133,6 +132,26 @@ def _bptt_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: fl
         torch.sub(h[t], v_th, out=sg).abs_().neg_().add_(gamma).clamp_min_(0)
         if gamma != 1.0:
             sg.mul_(1.0 / (gamma * gamma))
+        if t == T - 1:
+            torch.mul(grad_s[t], sg, out=grad_in[t])
+            continue
+        torch.addcmul(grad_s[t], grad_in[t + 1], h[t], value=-tau, out=tmp)
+        torch.lt(h[t], v_th, out=keep)
+        torch.mul(sg, tmp, out=grad_in[t]).addcmul_(grad_in[t + 1], keep, value=tau)
+    return grad_in
+
+
+def _surrogate_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, rule: Surrogate | AssgState,
+                        saved: tuple[Tensor, ...]) -> Tensor:
+    """``_bptt_backward`` with any surrogate: ``sg = rule.derivative_at(t, h[t] - v_th, saved)``, same recursion.
+
+    A separate branch so the default triangle path keeps its allocation-free kernel. Shape: ``[T, ...]``.
+    """
+    T = h.shape[0]
+    grad_in = torch.empty_like(h)
+    x, tmp, keep = (torch.empty_like(h[0]) for _ in range(3))
+    for t in range(T - 1, -1, -1):
+        sg = rule.derivative_at(t, torch.sub(h[t], v_th, out=x), saved)
         if t == T - 1:
             torch.mul(grad_s[t], sg, out=grad_in[t])
             continue
@@ -247,6 +266,29 @@ class _FusedBPTT(torch.autograd.Function):
         return _run_backward(h, grad_s, *ctx.cfg), None, None, None
 
 
+class _FusedSurrogate(torch.autograd.Function):
+    """BPTT with a surrogate chosen at attack time (a fixed shape, or ASSG whose statistics ``rule.prepare``
+    updates here, once per forward); saves ``h`` and what the rule needs (ASSG: the sharpness ``[T, ...]``).
+    Eager kernels only (the compiled twins cover the default triangle)."""
+
+    @staticmethod
+    def forward(ctx, current: Tensor, tau: float, v_th: float, rule: Surrogate | AssgState):  # type: ignore[override]
+        spikes, h = _run_forward(current, tau, v_th, True)
+        saved = rule.prepare(h, v_th)
+        ctx.save_for_backward(h, *saved)
+        ctx.cfg = (tau, v_th, rule)
+        ctx.mark_non_differentiable(h)
+        ctx.set_materialize_grads(False)
+        return spikes, h
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor | None, _grad_h: Tensor | None):  # type: ignore[override]
+        if grad_s is None:
+            return None, None, None, None
+        h, *saved = ctx.saved_tensors
+        return _surrogate_backward(h, grad_s, *ctx.cfg, tuple(saved)), None, None, None
+
+
 class _FusedRate(torch.autograd.Function):
     """Exact forward; backward multiplies the gradient at every step by the rate slope of the mean current.
 
@@ -277,30 +319,52 @@ def _fused(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor | Non
     tau, v_th, keep_h = neuron.tau, neuron.v_th, neuron.record
     if not (torch.is_grad_enabled() and current.requires_grad):
         return _run_forward(current, tau, v_th, keep_h)
-    if neuron.grad_mode == GradMode.rate:
+    name = neuron.path.name
+    if name == "rate":
         out = _FusedRate.apply(current, tau, v_th, keep_h)
         return out if keep_h else (out, None)
-    return _FusedBPTT.apply(current, tau, v_th, neuron.surrogate.gamma)
+    if name == "bptt":
+        return _FusedBPTT.apply(current, tau, v_th, neuron.surrogate.gamma)
+    return _FusedSurrogate.apply(current, tau, v_th, neuron.path_rule())
 
 
 def _reference(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor]:
-    """Per-step loop under autograd: the executable specification of both gradient modes."""
-    rate = neuron.grad_mode == GradMode.rate
+    """Per-step loop under autograd: the executable specification of every gradient path."""
+    name, T = neuron.path.name, current.shape[0]
+    rate = name == "rate"
     slope = rate_slope(current.mean(0), neuron.tau, neuron.v_th).detach() if rate else None
+    needs = torch.is_grad_enabled() and current.requires_grad  # ASSG statistics move only when a gradient is due
+    rule = neuron.path_rule() if name not in ("bptt", "rate") and needs else None
     u = torch.zeros_like(current[0])
     spikes, hs = [], []
-    for t in range(current.shape[0]):
+    for t in range(T):
         h = neuron.charge(u, current[t])
         if rate:  # exact spikes forward, gradient d s[t] / d I[t] = slope, nothing through time
             h = h.detach()
             s = neuron.fire(h).detach() + slope * (current[t] - current[t].detach())
             u = neuron.reset(h, s.detach())
         else:
-            s = neuron.fire(h)
+            x = h - neuron.v_th
+            s = neuron.fire(h) if rule is None else _SurrogateSpike.apply(x, rule.step_fn(t, x, T))
             u = neuron.reset(h, s)
         spikes.append(s)
         hs.append(h)
     return torch.stack(spikes), torch.stack(hs)
+
+
+class _SurrogateSpike(torch.autograd.Function):
+    """Heaviside forward; backward ``grad * derivative(x)`` (the reference engine's surrogate spike)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, derivative: Callable[[Tensor], Tensor]) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.derivative = derivative
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * ctx.derivative(x), None
 
 
 # -------------------------------------------------------------------------------------------- neuron
@@ -329,11 +393,32 @@ class SpikingNeuron(nn.Module):
         self.T, self.tau, self.v_th, self.stable = int(T), float(tau), float(v_th), bool(stable)
         self.surrogate = Triangle(gamma)
         self.gains = nn.Parameter(torch.ones(self.T)) if stable else None
-        self.grad_mode: GradMode = GradMode.bptt
+        self.path: GradPath = BPTT  # the gradient path (robench.snn.paths); set with grad_mode(model, path)
+        self.path_state: AssgState | None = None  # ASSG statistics, kept across the forwards of one attack
         self.engine = "fused"
+        self.input_scale = 1.0  # fixed factor on the input current (1/tau of a SpikingJelly LIF with decay_input)
+        self.detach_reset = False  # no gradient through the reset's spike (SpikingJelly detach_reset, snnTorch)
         self.record = False  # when True, the charge current of the last call is kept in `recorded`
         self.recorded: Tensor | None = None
         self.last_membrane: Tensor | None = None  # pre-spike membrane h, kept only when `record` is True
+
+    @property
+    def grad_mode(self) -> GradMode | GradPath:
+        """The gradient path: a :class:`GradMode` for ``bptt`` and ``rate``, else the :class:`GradPath`."""
+        return GradMode(self.path.name) if self.path.name in GradMode.__members__ else self.path
+
+    @grad_mode.setter
+    def grad_mode(self, mode: str | GradMode | GradPath) -> None:
+        self.path = mode if isinstance(mode, GradPath) else GradPath.from_key(getattr(mode, "value", mode))
+
+    def path_rule(self) -> Surrogate | AssgState:
+        """The backward rule of a surrogate path: a :class:`Surrogate`, or this layer's ASSG statistics."""
+        if self.path.name == "assg":
+            A = self.path.value("A")
+            if self.path_state is None or self.path_state.A != A:
+                self.path_state = AssgState(A)
+            return self.path_state
+        return _surrogate_of(self.path)
 
     # charge / fire / reset: one step each (the reference engine and the docs use them)
     def charge(self, u: Tensor, current_t: Tensor) -> Tensor:
@@ -343,26 +428,40 @@ class SpikingNeuron(nn.Module):
         return self.surrogate(h - self.v_th)
 
     def reset(self, h: Tensor, s: Tensor) -> Tensor:
-        return h * (1 - s)
+        return h * (1 - (s.detach() if self.detach_reset else s))
 
     def input_current(self, x: Tensor) -> Tensor:
-        """The charge current ``p[t] * I[t]`` that enters the membrane: ``[T, B, ...]``."""
+        """The charge current ``p[t] * I[t]`` (times ``input_scale`` when set) that enters the membrane:
+        ``[T, B, ...]``."""
         if x.shape[0] != self.T:
             raise BadSpec(f"neuron expects {self.T} time steps, got input with {x.shape[0]}")
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
         if self.gains is None:
             return x
         return x * self.gains.view(-1, *([1] * (x.dim() - 1)))
 
     def forward(self, x: Tensor) -> Tensor:
         current = self.input_current(x)
-        spikes, h = (_reference if self.engine == "reference" else _fused)(current, self)
+        spikes, h = (_reference if self.engine == "reference" or not self.fusable() else _fused)(current, self)
         if self.record:
             self.recorded, self.last_membrane = current, h
         return spikes
 
+    def fusable(self) -> bool:
+        """Whether the fused engine computes this neuron: its own triangle surrogate and the reset's gradient.
+        A neuron given another surrogate (e.g. a SpikingJelly model's own) or ``detach_reset`` runs the
+        reference loop, whose ``fire`` and ``reset`` use them, forward and backward."""
+        return type(self.surrogate) is Triangle and not self.detach_reset
+
     def extra_repr(self) -> str:
         kind = "DLIF" if self.stable else "LIF"
-        return f"{kind}, T={self.T}, tau={self.tau}, v_th={self.v_th}, grad={self.grad_mode.value}"
+        return f"{kind}, T={self.T}, tau={self.tau}, v_th={self.v_th}, grad={self.path.key}"
+
+
+@functools.lru_cache(maxsize=64)
+def _surrogate_of(path: GradPath) -> Surrogate:
+    return SURROGATES.get(path.name)(*(v for _, v in path.params))
 
 
 def spiking_neurons(model: nn.Module) -> list[SpikingNeuron]:

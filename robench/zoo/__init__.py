@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from ..data import DATASETS
 from ..errors import BadSpec, IntegrityError, UnknownName, UsageError
 from ..runtime import now, versions
-from ..snn.models import ARCHS, SNN, ModelConfig, accuracy, build_model
+from ..snn.models import ARCHS, ModelConfig, accuracy, build_model
+from .foreign import FOREIGN, ForeignSpec, code_hash_ok, trusted
 
 TestData = Callable[[str], tuple[Tensor, Tensor]]  # dataset name -> test images [N, C, H, W] in [0, 1], labels
 SCHEMA = 1
@@ -74,7 +75,7 @@ class Card:
         """One flat row for `zoo list`."""
         m, r = self.model, self.recipe
         return {
-            "id": self.id, "arch": self.arch, "dataset": self.dataset, "neuron": m.get("neuron"),
+            "id": self.id, "arch": self.arch, "dataset": self.dataset, "neuron": m.get("neuron", m.get("framework")),
             "T": m.get("T"), "width": m.get("width"), "recipe": r.get("recipe", ""),
             "alpha": r.get("alpha", 0.0), "epochs": r.get("epochs"), "clean_acc": self.clean_acc,
             "sha256": self.sha256[:12],
@@ -111,19 +112,20 @@ class Card:
         checks = [
             (ID_RE.match(d["id"]), f"id {d['id']!r} is not a valid zoo id"),
             (re.fullmatch(r"[0-9a-f]{64}", d["sha256"]), "sha256 must be 64 hex digits"),
-            (d["arch"] in ARCHS, f"unknown arch {d['arch']!r}; known: {', '.join(ARCHS.names())}"),
+            (d["arch"] in ARCHS or d["arch"] == FOREIGN,
+             f"unknown arch {d['arch']!r}; known: {', '.join([*ARCHS.names(), FOREIGN])}"),
             (d["dataset"] in DATASETS, f"unknown dataset {d['dataset']!r}; known: {', '.join(DATASETS.names())}"),
             (DEVICE_RE.match(d["device"]), f"device {d['device']!r}; accepted: cpu, cuda, cuda:N, mps"),
             (all(isinstance(k, str) and isinstance(v, str) for k, v in d["versions"].items()),
              "versions must map names to version strings"),
-            (d["model"].get("arch") == d["arch"],
+            (d["model"].get("arch", FOREIGN) == d["arch"],
              f"model config is for arch {d['model'].get('arch')!r}, card says {d['arch']!r}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise IntegrityError(f"{where}: {msg}")
         _check_created(d["created"], where)
-        _check_model(d["model"], where)
+        (_check_foreign if d["arch"] == FOREIGN else _check_model)(d["model"], where)
         _check_recipe(d["recipe"], where)
         _check_metrics(d["metrics"], where)
         return cls(**d)
@@ -132,7 +134,7 @@ class Card:
 CARD_TYPES = {"id": str, "arch": str, "model": dict, "dataset": str, "recipe": dict, "metrics": dict, "sha256": str,
               "versions": dict, "created": str, "device": str, "command": str, "notes": str, "schema": int}
 DEVICE_RE = re.compile(r"\A(cpu|mps|cuda(:[0-9]+)?)\Z")
-_JSON_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple[float, ...]": list}
+_JSON_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple[float, ...]": list, "dict": dict}
 
 
 def check_fields(d: dict, cls: type, where: str, require_all: bool = False) -> None:
@@ -160,6 +162,15 @@ def _check_model(model: dict, where: str) -> None:
         ModelConfig.from_dict(model)
     except (UsageError, TypeError) as e:
         raise IntegrityError(f"{where}: bad model config: {e}") from None
+
+
+def _check_foreign(model: dict, where: str) -> None:
+    """A foreign entry's spec (framework, entry point, code hash, T, ...): every key, with its type and value."""
+    check_fields(model, ForeignSpec, f"{where}: model", require_all=True)
+    try:
+        ForeignSpec(**model)
+    except (UsageError, TypeError) as e:
+        raise IntegrityError(f"{where}: bad foreign model spec: {e}") from None
 
 
 def _check_recipe(recipe: dict, where: str) -> None:
@@ -336,20 +347,29 @@ def fit_weights(model: nn.Module, tensors: dict[str, torch.Tensor], what: str, a
         raise IntegrityError(f"{what}: weights do not fit its {arch} config: {detail[:300]}") from None
 
 
-def model_from(card: Card, tensors: dict[str, torch.Tensor]) -> SNN:
+def model_from(card: Card, tensors: dict[str, torch.Tensor], zoo_dir: Path | str = "zoo",
+               trust_code: bool = False) -> nn.Module:
+    """The entry's model in eval mode. A foreign entry (arch ``foreign``) runs its code file: that needs
+    ``trust_code`` and ROBENCH_TRUST_CODE=1, and the file's sha256 must match the card's (see zoo.foreign)."""
+    if card.arch == FOREIGN:
+        from .foreign import build
+
+        what = f"zoo entry {card.id!r}"
+        return build(card.model, tensors, Path(zoo_dir).resolve().parent, trust_code, what).eval()
     model = build_model(card.model_config)
     fit_weights(model, tensors, f"zoo entry {card.id!r}", card.arch)
     return model.eval()
 
 
-def load(query: str, zoo_dir: Path | str, device: str | torch.device = "cpu") -> tuple[SNN, Card]:
+def load(query: str, zoo_dir: Path | str, device: str | torch.device = "cpu",
+         trust_code: bool = False) -> tuple[nn.Module, Card]:
     """Load exactly one entry by id or unique prefix: hash, schema and shapes checked."""
     cards = select(query, zoo_dir)
     if len(cards) > 1:
         raise UsageError(f"--model {query!r} matches {len(cards)} entries ({', '.join(c.id for c in cards)}); "
                          "give one id")
     card = cards[0]
-    return model_from(card, load_weights(zoo_dir, card)).to(device), card
+    return model_from(card, load_weights(zoo_dir, card), zoo_dir, trust_code).to(device), card
 
 
 # ------------------------------------------------------------------------------------------- selection
@@ -396,7 +416,7 @@ def select(query: str, zoo_dir: Path | str) -> list[Card]:
 
 
 def verify(zoo_dir: Path | str, query: str | None = None, test_data: TestData | None = None,
-           tol: float = 0.001) -> list[tuple[str, bool, str]]:
+           tol: float = 0.001, trust_code: bool = False) -> list[tuple[str, bool, str]]:
     """Check card schema, hash and shapes of every (or the selected) entry: ``(id, ok, message)``. With
     ``test_data`` (dataset name -> images, labels), also re-measure clean accuracy: it must match the card's
     within ``tol`` (0.1 pt) on the same number of test images."""
@@ -405,7 +425,11 @@ def verify(zoo_dir: Path | str, query: str | None = None, test_data: TestData | 
     for i in ids:
         try:
             card = read_card(zoo_dir, i)
-            model = model_from(card, load_weights(zoo_dir, card))
+            tensors = load_weights(zoo_dir, card)
+            if card.arch == FOREIGN and not trusted(trust_code):
+                out.append((i, True, f"ok (sha256 {card.sha256[:12]}; {code_hash_ok(card.model, zoo_dir)})"))
+                continue
+            model = model_from(card, tensors, zoo_dir, trust_code)
             ok, msg = True, f"ok (sha256 {card.sha256[:12]})"
             if test_data is not None and card.clean_acc is not None:
                 x, y = test_data(card.dataset)

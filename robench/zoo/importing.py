@@ -13,6 +13,8 @@ Examples:
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import pickle
 import re
 import warnings
@@ -22,8 +24,11 @@ import torch
 
 from ..data import DATASETS
 from ..errors import BadSpec, IntegrityError
+from ..runtime import now, versions
 from ..snn.models import ModelConfig, build_model
 from . import Card, check_new, fit_weights, save, validate_id
+from .adapters import FRAMEWORKS
+from .foreign import FOREIGN, ForeignSpec, call_entry, entry_function, module_file, require_trust, run_code
 
 WRAPPER_KEYS = ("state_dict", "model")  # common checkpoint layouts: {"state_dict": {...}, "epoch": ...}
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel and torch.compile wrappers
@@ -109,3 +114,83 @@ def import_state_dict(
     fit_weights(model, tensors, repr(str(path)), model_cfg.arch)
     card = Card.new(entry_id, model_cfg, info.name, notes=f"imported from {Path(path).name}", command=command)
     return save(model.eval(), card, zoo_dir, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------- foreign models
+def parse_kwargs(text: str | None) -> dict:
+    """``--kwargs``: a JSON object of keyword arguments for the entry point (``None`` -> ``{}``)."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadSpec(f"--kwargs {text!r:.60} is not JSON ({e.msg} at character {e.pos}); "
+                      'give an object such as \'{"num_classes": 10}\'') from None
+    if not isinstance(obj, dict):
+        raise BadSpec(f"--kwargs {text!r:.60} is a JSON {type(obj).__name__}; give an object such as "
+                      '\'{"num_classes": 10}\'')
+    return obj
+
+
+def _locate(entry: str, code_path: Path | str | None, trust_code: bool) -> tuple[Path, Path | None]:
+    """The file defining ``entry``'s module, and the folder to put on sys.path (None: an installed module).
+    The opt-in is checked before anything of the user's runs (finding an installed module imports its package)."""
+    module = entry.partition(":")[0]
+    if code_path is not None:
+        root = Path(code_path).resolve()
+        path = module_file(root, module)
+        if path is None:
+            raise BadSpec(f"--entry {entry!r}: no {module.replace('.', '/')}.py under --code-path {str(root)!r}")
+        require_trust(trust_code, path, "importing this model")
+        return path, root
+    require_trust(trust_code, f"module {module}", "importing this model")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        raise BadSpec(f"--entry {entry!r}: module {module!r} not found; pass --code-path DIR with the folder "
+                      "that holds it")
+    return Path(found.origin), None
+
+
+def _stored_root(root: Path | None, zoo_dir: Path | str) -> str:
+    """``root`` as the card stores it: relative to the zoo folder's parent when inside it (a project moves with its
+    zoo), else absolute; "" for an installed module."""
+    if root is None:
+        return ""
+    base = Path(zoo_dir).resolve().parent
+    return root.relative_to(base).as_posix() or "." if root.is_relative_to(base) else str(root)
+
+
+def import_foreign(weights: Path | str, framework: str, entry: str, x: torch.Tensor, y: torch.Tensor, dataset: str,
+                   entry_id: str, zoo_dir: Path | str, T: int, kwargs: dict | None = None, step_mode: str = "multi",
+                   code_path: Path | str | None = None, trust_code: bool = False, overwrite: bool = False,
+                   command: str = "") -> Card:
+    """Import a SpikingJelly, snnTorch or plain PyTorch model built by ``entry(**kwargs)`` (``package.module:
+    function``, found under ``code_path`` or installed) with the weights in ``weights``, after the checks of
+    :func:`robench.zoo.checks_foreign.check_import` on test images ``x`` ``[N, C, H, W]`` in ``[0, 1]`` with
+    labels ``y``. Running the entry needs ``trust_code`` and ROBENCH_TRUST_CODE=1. Everything is checked before
+    anything is written: a refused import leaves the zoo as it was."""
+    from .checks_foreign import check_import
+
+    validate_id(entry_id)
+    info = DATASETS.get(dataset)
+    spec = ForeignSpec(framework, entry, "", "0" * 64, T, info.channels, info.size, info.classes,
+                       kwargs=dict(kwargs or {}), step_mode=step_mode)  # the code fields are filled in below
+    check_new(zoo_dir, entry_id, overwrite)
+    fw = FRAMEWORKS.get(spec.framework)
+    fw.require()
+    path, root = _locate(spec.entry, code_path, trust_code)
+    mod, digest = run_code(path, spec.module, root)
+    net = call_entry(entry_function(mod, spec.entry, path), spec)
+    fit_weights(net, read_state_dict(weights), repr(str(weights)), spec.entry)
+    spec.code_root, spec.code_sha256 = _stored_root(root, zoo_dir), digest
+    spec.code_file = path.relative_to(root).as_posix() if root is not None else str(path)
+    spec.framework_version = fw.version()
+    result = check_import(net.eval(), spec, x, y)
+    card = Card(id=entry_id, arch=FOREIGN, model=spec.to_dict(), dataset=info.name,
+                metrics={"clean_acc": result.clean_acc, "n_test": len(y)},
+                versions={**versions(), spec.framework: spec.framework_version}, created=now(), command=command,
+                notes=f"imported from {Path(weights).name}; {result.note}")
+    return save(net, card, zoo_dir, overwrite=overwrite)

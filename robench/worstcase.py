@@ -1,0 +1,203 @@
+"""The pointwise worst case over every stored cell, its breakdown by attack, and paired model comparisons.
+
+Per model x dataset x n x eps, a sample is robust only if it stayed robust in *every* cell run on the same images
+(all attacks, all gradient paths): the AND of their ``robust_mask`` columns (EVALUATION.md §5). Left out: rows
+with ``grad = worst`` (already ANDs), ``grad = none`` (gradient-free noise, whose eps is a sigma), and rows
+without a mask (written before the column existed; :func:`mask_note` says how many). The breakdown orders the
+cells by ``timestamp`` (the order they ran; ties keep file order) and counts the samples each one broke first;
+clean errors come first, so ``clean errors + sum(added) + robust = n``. Every accuracy has a Wilson 95%
+interval; two models on the same images compare pairwise (:func:`robench.stats.paired`). Pandas, numpy and
+matplotlib only, never torch.
+
+Examples:
+    >>> cases = worst_cases(df, labels)          # labels: one "attack (grad)" string per row of df
+    >>> breakdown_frame(cases); compare(cases, "fmnist-vgg11-lif-gn", "fmnist-vgg11-stable-gn")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .errors import DataNotFound  # noqa: E402
+from .results import NOISE, masks  # noqa: E402
+from .stats import Paired, paired, wilson  # noqa: E402
+
+SKIP_GRADS = ("worst",)  # ANDs of other cells already
+# NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
+GROUP = ["model", "sha256", "dataset", "n", "eps"]
+
+
+@dataclass(frozen=True)
+class Note:
+    """A report note with the ``name`` / ``message`` shape of :class:`robench.checks.Finding`."""
+
+    name: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+@dataclass
+class WorstCase:
+    """The worst case of one model on one set of images at one eps: ``mask`` ``bool [n]`` (robust in every
+    cell), the ``cells`` combined in run order and the samples each ``added`` (broke first)."""
+
+    model: str
+    dataset: str
+    n: int
+    eps: float
+    eps_str: str
+    clean_count: int
+    mask: np.ndarray
+    cells: list[str] = field(default_factory=list)
+    added: list[int] = field(default_factory=list)
+
+    @property
+    def robust_count(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def acc(self) -> float:
+        return self.robust_count / self.n
+
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.robust_count, self.n)
+
+
+def _eligible(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~df["grad"].isin(SKIP_GRADS) & ~df["attack"].isin(NOISE)]
+
+
+def mask_note(df: pd.DataFrame) -> Note | None:
+    """One note when some cells that could join a worst case have no mask (older results files)."""
+    k = int((_eligible(df)["robust_mask"].astype(str) == "").sum()) if "robust_mask" in df else len(_eligible(df))
+    if not k:
+        return None
+    return Note("no-mask", f"{k} cell(s) have no per-sample robust_mask (written before it existed): they are "
+                "left out of the pointwise worst case; rerun them with --force to include them")
+
+
+def worst_cases(df: pd.DataFrame, labels: pd.Series) -> list[WorstCase]:
+    """The worst case of every (model, sha256, dataset, n, eps) with at least one masked cell; ``labels`` names
+    each row's attack and path (aligned with ``df``'s index)."""
+    d = _eligible(df)
+    d = d[d["robust_mask"].astype(str) != ""] if "robust_mask" in d else d.iloc[0:0]
+    if d.empty:
+        return []
+    d = d.assign(_label=labels.reindex(d.index), _pos=np.arange(len(d)))
+    out = []
+    for key, g in d.groupby(GROUP, sort=True):
+        g = g.sort_values(["timestamp", "_pos"], kind="stable")
+        n, clean_count = int(key[3]), int(g["clean_count"].iloc[0])
+        alive, added = np.ones(n, dtype=bool), []
+        for m in masks(g):
+            added.append(int((alive & ~m).sum()))
+            alive &= m
+        added[0] -= n - clean_count  # the first cell's losses include the clean errors
+        out.append(WorstCase(str(key[0]), str(key[2]), n, float(key[4]), str(g["eps_str"].iloc[0]), clean_count,
+                             alive, [f"{lab} ({gr})" for lab, gr in zip(g["_label"], g["grad"], strict=True)],
+                             added))
+    return out
+
+
+def _pct(v: float) -> float:
+    return round(100 * v, 1)
+
+
+def breakdown_frame(cases: list[WorstCase]) -> pd.DataFrame:
+    """One row per (worst case, cell in run order): the samples it broke first and what stays robust after it,
+    in percent with Wilson 95% intervals."""
+    rows = []
+    for c in cases:
+        left = c.clean_count
+        steps = [("clean errors", c.n - c.clean_count)] + list(zip(c.cells, c.added, strict=True))
+        for i, (cell, k) in enumerate(steps):
+            left = left - k if i else left
+            lo, hi = wilson(left, c.n)
+            rows.append({"model": c.model, "dataset": c.dataset, "n": c.n, "eps": c.eps_str, "step": i,
+                         "cell": cell, "added": k, "robust": _pct(left / c.n), "robust lo": _pct(lo),
+                         "robust hi": _pct(hi)})
+    return pd.DataFrame(rows)
+
+
+def breakdown_markdown(frame: pd.DataFrame) -> str:
+    """The breakdown as Markdown: ``robust`` shown as ``45.0 [38.2, 51.9]``."""
+    shown = frame.drop(columns=["robust lo", "robust hi"]).astype(object)
+    shown["robust"] = [f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in
+                       zip(frame["robust"], frame["robust lo"], frame["robust hi"], strict=True)]
+    shown = shown.rename(columns={"added": "broke first", "robust": "robust after (%) [95% CI]"})
+    head = "# Which attack and path broke each sample first\n\nCells in the order they ran; step 0 = clean errors.\n\n"
+    return head + shown.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def plot_breakdown(cases: list[WorstCase], path: str | Path) -> Path:
+    """A stacked bar per model (and eps, when several): clean errors, each cell's first breaks, and the samples
+    robust in every cell, as percent of n."""
+    several = len({c.eps_str for c in cases}) > 1
+    names = list(dict.fromkeys(cell for c in cases for cell in c.cells))
+    colors = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(cases) + 3), 4.8))
+    xs = np.arange(len(cases))
+    bottom = np.zeros(len(cases))
+    series = [("robust in every cell", [c.robust_count for c in cases], "#2ca02c"),
+              ("clean errors", [c.n - c.clean_count for c in cases], "#7f7f7f")]
+    series += [(nm, [dict(zip(c.cells, c.added, strict=True)).get(nm, 0) for c in cases], colors(i % 20))
+               for i, nm in enumerate(names)]
+    for label, counts, color in series:
+        pct = 100 * np.array(counts, dtype=float) / np.array([c.n for c in cases])
+        ax.bar(xs, pct, bottom=bottom, color=color, label=label, width=0.6)
+        bottom += pct
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{c.model}\n@ {c.eps_str}" if several else c.model for c in cases], rotation=20,
+                       ha="right", fontsize=8)
+    ax.set_ylabel("% of the n images")
+    ax.set_ylim(0, 100)
+    ax.set_title("Pointwise worst case: which attack and path broke each sample first", fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compare(cases: list[WorstCase], a: str, b: str) -> list[tuple[WorstCase, WorstCase, Paired]]:
+    """The paired comparison of models ``a`` and ``b``'s worst cases on every shared (dataset, n, eps)."""
+    by = {(c.model, c.dataset, c.n, c.eps): c for c in cases}
+    have = sorted({c.model for c in cases})
+    for m in (a, b):
+        if m not in have:
+            raise DataNotFound(f"--compare {m!r}: no masked cells for it; models with a worst case: "
+                               f"{', '.join(have) or 'none'}")
+    out = [(ca, by[(b, *k[1:])], paired(ca.mask, by[(b, *k[1:])].mask))
+           for k, ca in by.items() if k[0] == a and (b, *k[1:]) in by]
+    if not out:
+        raise DataNotFound(f"--compare {a} {b}: the two models share no images (same dataset, n and eps)")
+    return out
+
+
+def compare_markdown(pairs: list[tuple[WorstCase, WorstCase, Paired]]) -> str:
+    """Paired differences (percentage points, a - b) with 95% intervals, discordant counts and McNemar's p."""
+    a, b = pairs[0][0].model, pairs[0][1].model
+    lines = [f"# Paired comparison of the worst cases: {a} (A) vs {b} (B)", "",
+             "| dataset | n | eps | A (%) | B (%) | A - B (pt) [95% CI] | only A | only B | McNemar p |",
+             "|:--|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for ca, cb, p in pairs:
+        ia, ib = ca.interval(), cb.interval()
+        lines.append(f"| {ca.dataset} | {ca.n} | {ca.eps_str} | {_ci(ca.acc, *ia)} | {_ci(cb.acc, *ib)} | "
+                     f"{100 * p.diff:+.1f} [{100 * p.lo:+.1f}, {100 * p.hi:+.1f}] | {p.only_a} | {p.only_b} | "
+                     f"{p.p_value:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ci(v: float, lo: float, hi: float) -> str:
+    return f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"

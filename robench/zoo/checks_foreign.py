@@ -1,0 +1,90 @@
+"""The checks a foreign model passes before it enters the zoo (issue 13, item 4).
+
+On the test images given: the adapted model's logits equal the original's (the user's network with its own
+neurons, run through the same reset, encoding and mean over T), bitwise or to float rounding, and the card says
+which; two calls give identical logits (no state survives: else the model is stateful); the outputs are logits,
+not probabilities; the input gradient in ``bptt`` is non-zero on most images (else SpikingJelly's eval-mode trap
+or gradient masking, named); and clean accuracy is measured for the card. Each failure is one line.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checks import outputs_probabilities
+from ..errors import BadSpec, IntegrityError
+from ..snn.models import accuracy
+from .adapters import ForeignModel
+from .foreign import ForeignSpec
+
+ROUNDING = 1e-4  # largest |difference| of logits, relative to their scale, still called float rounding
+GRAD_IMAGES = 32  # images whose input gradient is checked
+ZERO_GRAD_MAX = 0.5  # more than this fraction of all-zero input gradients is refused
+
+
+@dataclass
+class ImportResult:
+    clean_acc: float
+    note: str  # one line for the card's notes: how the logits matched, which neurons were mapped
+
+
+def _logits(model: nn.Module, x: Tensor, batch_size: int = 100) -> Tensor:
+    with torch.inference_mode():
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def zero_grad_fraction(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Fraction of images whose input gradient of the cross-entropy is exactly zero in ``bptt`` (a model whose
+    spikes carry no graph at all, like a SpikingJelly neuron in eval mode that detaches them, counts as zero)."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x, allow_unused=True) if loss.requires_grad else (None,)
+    if g is None:
+        return 1.0
+    return float((g.flatten(1) == 0).all(1).float().mean())
+
+
+def _match(orig: Tensor, adapted: Tensor, adapter: ForeignModel) -> str:
+    if torch.equal(orig, adapted):
+        return "bitwise"
+    diff = float((orig - adapted).abs().max())
+    scale = max(1.0, float(orig.abs().max()))
+    if diff <= ROUNDING * scale:
+        return f"to float rounding (max |difference| {diff:.2g})"
+    raise IntegrityError(f"the adapted model's logits differ from the original's by up to {diff:.3g} on "
+                         f"{len(orig)} images: the neuron mapping is not exact for this model ({adapter.describe()})")
+
+
+def check_import(net: nn.Module, spec: ForeignSpec, x: Tensor, y: Tensor) -> ImportResult:
+    """Run every check on ``net`` (weights loaded, eval mode; left unchanged) with images ``x`` ``[N, C, H, W]`` in
+    ``[0, 1]`` and labels ``y`` ``[N]``; raise one line on the first failure."""
+    orig = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, map_neurons=False)
+    adapted = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode)
+    lo = _logits(orig, x)
+    if lo.dim() != 2 or lo.shape[1] != spec.num_classes:
+        raise BadSpec(f"the model returns {list(lo.shape[1:])} outputs per image; the dataset has "
+                      f"{spec.num_classes} classes")
+    la = _logits(adapted, x)
+    if not torch.equal(la, _logits(adapted, x)):
+        raise IntegrityError("two calls of the model on the same images gave different logits: it keeps state "
+                             "the adapter cannot reset (a stateful model) or is random in eval mode")
+    if outputs_probabilities(adapted, x[:GRAD_IMAGES]):
+        raise BadSpec("the model returns probabilities (in [0, 1], rows summing to 1); attacks need logits: "
+                      "return the output before the softmax")
+    match = _match(lo, la, adapted)
+    n = min(GRAD_IMAGES, len(x))
+    frac = zero_grad_fraction(adapted, x[:n], y[:n])
+    if frac > ZERO_GRAD_MAX:
+        raise IntegrityError(f"the input gradient (bptt) is exactly zero on {100 * frac:.0f}% of {n} images: the "
+                             "spike function has no surrogate gradient (SpikingJelly's eval-mode trap: a plain step "
+                             "in eval mode) or the model masks gradients; attacks on it would be blind")
+    acc = accuracy(adapted, x, y)
+    note = (f"logits equal to the original's {match} on {len(x)} images; {adapted.describe()}; "
+            f"input gradient zero on {100 * frac:.0f}% of {n} images (bptt)")
+    return ImportResult(acc, note)

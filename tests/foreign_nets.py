@@ -1,0 +1,54 @@
+"""Tiny SpikingJelly, snnTorch and plain PyTorch models for the foreign-model tests.
+
+The tests copy this file into a temporary code folder and import it as a zoo entry point (``tinynets:<function>``);
+inputs are Fashion-MNIST sized (``[B, 1, 28, 28]``), pooled to 7x7 first so that every model stays tiny.
+"""
+
+import snntorch as snn
+from spikingjelly.activation_based import layer, neuron, surrogate
+from torch import nn
+
+
+def sj(kind="lif", step="m", decay_input=True, detach_reset=False):
+    """Pool -> conv -> BN -> one SpikingJelly neuron layer -> linear read-out (multi-step ``[T, B, 10]``)."""
+    make = {
+        "lif": lambda: neuron.LIFNode(tau=2.0, decay_input=decay_input, detach_reset=detach_reset, step_mode=step),
+        "if": lambda: neuron.IFNode(surrogate_function=surrogate.ATan(), detach_reset=detach_reset, step_mode=step),
+        "clif": lambda: neuron.ComplementaryLIFNode(step_mode=step),
+        "soft": lambda: neuron.IFNode(v_reset=None, step_mode=step),
+    }[kind]
+    return nn.Sequential(layer.MaxPool2d(4, step_mode=step), layer.Conv2d(1, 4, 3, padding=1, step_mode=step),
+                         layer.BatchNorm2d(4, step_mode=step), make(), layer.Flatten(step_mode=step),
+                         layer.Linear(4 * 7 * 7, 10, step_mode=step))
+
+
+def snn_net(beta=0.8):
+    """The same with an snnTorch ``Leaky`` nested in a container (single-step ``[B, 10]``)."""
+    leaky = snn.Leaky(beta=beta, init_hidden=True, reset_mechanism="zero")
+    return nn.Sequential(nn.MaxPool2d(4), nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Sequential(leaky),
+                         nn.Flatten(), nn.Linear(4 * 7 * 7, 10))
+
+
+class Counter(nn.Module):
+    """A stateful model: its output depends on how often it was called."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.flatten(1)) + self.calls
+
+
+def stateful():
+    return Counter()
+
+
+def probabilities():
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10), nn.Softmax(-1))
+
+
+def plain():
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))

@@ -1,0 +1,87 @@
+"""``robench zoo import --framework``: the whole path through the CLI, and each bad input of issue 13 refused in
+one line with nothing written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import one_line, run_main
+
+pytest.importorskip("spikingjelly")
+pytest.importorskip("snntorch")
+
+from robench.zoo.foreign import run_code  # noqa: E402
+
+NETS = Path(__file__).with_name("foreign_nets.py")
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """A code folder with module ``tinynets``, weights for its ``sj`` net, and the opt-in set: (tmp, root, w)."""
+    root = tmp_path / "code"
+    root.mkdir()
+    shutil.copy(NETS, root / "tinynets.py")
+    mod, _ = run_code(root / "tinynets.py", "tinynets", root)
+    torch.manual_seed(0)
+    w = tmp_path / "w.pt"
+    torch.save(mod.sj().state_dict(), w)
+    torch.save(mod.plain().state_dict(), tmp_path / "plain.pt")
+    monkeypatch.setenv("ROBENCH_TRUST_CODE", "1")
+    return tmp_path, root, w
+
+
+def args(tmp, root, w, entry="tinynets:sj", *extra):
+    return ["zoo", "import", str(w), "--id", "e1", "--framework", "spikingjelly", "--entry", entry, "--code-path",
+            str(root), "-T", "2", "--n", "16", "--zoo", str(tmp / "zoo"), "--trust-code", *extra]
+
+
+def test_import_attack_and_a_changed_code_file(place, capsys):
+    tmp, root, w = place
+    code, out, _ = run_main(capsys, args(tmp, root, w))
+    assert code in (0, None) and "imported" in out and "bitwise" in out
+    attack = ["attack", "-m", "e1", "--zoo", str(tmp / "zoo"), "--n", "4", "--attack", "fgsm", "--split", "subset",
+              "--out", str(tmp / "res"), "--trust-code"]
+    code, out, _ = run_main(capsys, attack)
+    assert code in (0, None) and "e1" in out
+    with open(root / "tinynets.py", "a") as f:
+        f.write("\n# edited\n")
+    code, _, err = run_main(capsys, [*attack, "--name", "again"])
+    assert code == 1 and "tinynets.py" in one_line(err) and "changed since the entry was imported" in err
+    assert not (tmp / "res" / "again.csv").exists()
+    code, out, _ = run_main(capsys, ["zoo", "verify", "--zoo", str(tmp / "zoo")])
+    assert code == 1 and "changed since" in out
+
+
+@pytest.mark.parametrize("change, exit_code, message", [
+    (lambda a: [x for x in a if x != "--trust-code"], 1, "tinynets.py.*missing: --trust-code"),
+    ("no-env", 1, "missing: ROBENCH_TRUST_CODE=1"),
+    (lambda a: [*a, "--kwargs", "{kind: lif}"], 2, "is not JSON"),
+    (lambda a: [*a, "--kwargs", "[1, 2]"], 2, "is a JSON list"),
+    (lambda a: [*a, "--kwargs", '{"nope": 1}'], 2, "raised TypeError"),
+    (lambda a: [x.replace("tinynets:sj", "tinynets:missing") for x in a], 2, "defines no function 'missing'"),
+    (lambda a: [x.replace("tinynets:sj", "othernets:sj") for x in a], 2, "no othernets.py under"),
+    (lambda a: [x.replace("w.pt", "plain.pt") for x in a], 1, "weights do not fit"),
+    (lambda a: [x.replace("tinynets:sj", "tinynets:stateful") for x in a], 1, "stateful model"),
+    (lambda a: [x.replace("tinynets:sj", "tinynets:probabilities") for x in a], 2, "probabilities"),
+    (lambda a: [x.replace("multi", "sideways") for x in a], 2, "step-mode 'sideways'"),
+])
+def test_bad_inputs_give_one_line_and_write_nothing(place, capsys, monkeypatch, change, exit_code, message):
+    tmp, root, w = place
+    a = args(tmp, root, w, "tinynets:sj", "--step-mode", "multi")
+    if change == "no-env":
+        monkeypatch.delenv("ROBENCH_TRUST_CODE")
+    else:
+        a = change(a)
+    if "stateful" in " ".join(a) or "probabilities" in " ".join(a):  # plain PyTorch models, one step at a time
+        a = [x.replace("w.pt", "plain.pt").replace("spikingjelly", "torch").replace("multi", "single") for x in a]
+    if "stateful" in " ".join(a):
+        torch.save({"fc.weight": torch.zeros(10, 784), "fc.bias": torch.zeros(10)}, tmp / "plain.pt")
+    elif "probabilities" in " ".join(a):
+        torch.save({"1.weight": torch.zeros(10, 784), "1.bias": torch.zeros(10)}, tmp / "plain.pt")
+    code, _, err = run_main(capsys, a)
+    assert code == exit_code and re.search(message, one_line(err)), err
+    assert not (tmp / "zoo").exists() or not any((tmp / "zoo").iterdir())
