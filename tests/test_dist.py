@@ -1,5 +1,5 @@
-"""Several processes: per-sample vectors identical for 1 and 2 gloo ranks (every attack family), --shard + merge
-identical to one run, a killed rank then resume (torchrun), DDP training under torchrun with resume.
+"""Several processes: per-sample vectors identical for 1 and 2 gloo ranks (every attack family, the cascade),
+--shard + merge identical to one run, a killed rank then resume (torchrun), DDP training under torchrun with resume.
 
 The torchrun tests start real `torchrun --nproc_per_node 2 -m -- robench ...` subprocesses on the CPU (gloo)."""
 
@@ -24,8 +24,9 @@ import robench.evaluate as ev
 from robench.attacks import AttackSpec
 from robench.data import DATASETS
 from robench.data import load as load_data
-from robench.dist import Part, batch_seed, batches, parse_shard
+from robench.dist import WHOLE, Part, batch_seed, batches, parse_shard
 from robench.errors import BadSpec
+from robench.protocol import Stage, run_reliable
 from robench.results import ResultsStore
 from robench.snn.models import ModelConfig, build_model
 from robench.train import TrainConfig, train
@@ -93,6 +94,15 @@ def test_batches_are_balanced_disjoint_and_cover_the_todo_list():
 
 
 # -------------------------------------------------------------------------------- identical for K = 1, 2
+def _cascade_masks(model, x, y, part: Part = WHOLE) -> list[str]:
+    """The robust masks of a two-stage cascade (each stage re-splits the still-robust images over the ranks)."""
+    stages = [Stage(AttackSpec("pgd", eps=8 / 255, steps=2, restarts=1), "bptt", restarts=2),
+              Stage(AttackSpec("bim", eps=8 / 255, steps=2), "rate")]
+    ev_ = run_reliable([ev.Target(ID, "ab" * 32, model, "d")], ev.Data("d", x, y), None, stages, seed=3,
+                       batch_size=8, device="cpu", part=part)
+    return list(ev_.records["robust_mask"])
+
+
 def _rank_worker(rank: int, world: int, init: str, model, x, y, out: str) -> None:
     import torch.distributed as tdist
 
@@ -102,6 +112,7 @@ def _rank_worker(rank: int, world: int, init: str, model, x, y, out: str) -> Non
     vectors = [ev.run_cell(model, s, "none" if s.gradient_free else "bptt", x, y, seed=3, batch_size=8, part=part)
                for s in SPECS]
     vectors.append(ev.clean_correct(model, x, y, 8, part).cpu())
+    vectors.append(_cascade_masks(model, x, y, part))
     if rank == 0:
         torch.save(vectors, out)
     tdist.destroy_process_group()
@@ -119,7 +130,8 @@ def test_masks_identical_for_one_and_two_ranks_and_for_shards(env, tmp_path, one
     ranks = torch.load(out)
     for spec, a, b in zip(SPECS, whole, ranks, strict=False):
         assert torch.equal(a, b), spec.name
-    assert torch.equal(ranks[-1], clean)
+    assert torch.equal(ranks[-2], clean)
+    assert ranks[-1] == _cascade_masks(model, x, y) and len(ranks[-1]) == 3  # two stages and the whole
     for spec, a in zip(SPECS, whole, strict=True):  # two shards, no peers: their OR is the whole vector
         kw = dict(seed=3, batch_size=8)
         g = "none" if spec.gradient_free else "bptt"
