@@ -234,10 +234,16 @@ def _with_ci(c: Comparison | None, table: pd.DataFrame) -> pd.DataFrame:
     return text
 
 
-def to_markdown(table: pd.DataFrame, ci: Comparison | None = None) -> str:
-    """The table as Markdown; with ``ci`` (the :class:`Comparison` behind it) every accuracy has its interval."""
-    align = ("left", *("right",) * len(table.columns))
-    return _with_ci(ci, table).to_markdown(colalign=align, disable_numparse=True)
+def to_markdown(table: pd.DataFrame, ci: Comparison | None = None, transpose: bool = False) -> str:
+    """The table as Markdown; with ``ci`` (the :class:`Comparison` behind it) every accuracy has its interval.
+    ``transpose``: one row per column of the comparison (clean, worst case, each attack x path), one column per
+    model: the readable layout when many attacks and paths meet few models."""
+    text = _with_ci(ci, table)
+    if transpose:
+        text = text.T
+        text.index.name = "attack @ eps (path)"
+    align = ("left", *("right",) * len(text.columns))
+    return text.to_markdown(colalign=align, disable_numparse=True)
 
 
 def to_csv_frame(c: Comparison) -> pd.DataFrame:

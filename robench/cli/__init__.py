@@ -424,6 +424,8 @@ def report(
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
+    by_cell: Annotated[bool, typer.Option("--by-cell", help="Print (and put in --readme) the table transposed: one "
+                                          "row per attack x path, one column per model.")] = False,
     seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
                                                                   "seed by seed and over seeds, into seeds.md.")]
     = None,
@@ -447,7 +449,7 @@ def report(
     compared = compare_models(df, *compare) if compare else None
     paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
     c = comparison(df)
-    table_md = to_markdown(c.table, c)
+    table_md = to_markdown(c.table, c, transpose=by_cell)
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if "seeds" in paths:
         console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
