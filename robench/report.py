@@ -108,6 +108,11 @@ def attack_labels(df: pd.DataFrame) -> pd.Series:
     params = df["params"].map(json.loads)
 
     def base(attack: str, p: dict) -> str:
+        if "suite" in p:  # a cascade's stage row (``reliable 1/7: pgd-best-50``) or its whole (``reliable``)
+            if p.get("stage") == "all":
+                return p["suite"]
+            inner = {k: v for k, v in p.items() if k not in ("suite", "stage", "attack")}
+            return f"{p['suite']} {p['stage']}: {base(p['attack'], inner)}"
         if attack == "autoattack":
             return f"autoattack-{p.get('version', '?')}" + (f"-{p['steps']}" if "steps" in p else "")
         label = f"{attack}-{p['steps']}" if "steps" in p else (f"{attack}-{p['queries']}" if "queries" in p
