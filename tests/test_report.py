@@ -188,3 +188,16 @@ def test_a_sweep_whose_step_follows_eps_is_one_curve_and_fixed_steps_stay_apart(
     assert set(attack_labels(sweep)) == {"pgd-10 (final) step=eps/4"}
     mixed = rows([(8 / 255, 2 / 255), (8 / 255, 1 / 255)])  # same budget, two steps: two labels
     assert sorted(attack_labels(mixed)) == ["pgd-10 (final) step=1/255", "pgd-10 (final) step=2/255"]
+
+
+def test_cascade_rows_are_labelled_by_stage_and_the_table_transposes(records):
+    stage = {"suite": "reliable", "version": 1, "stage": 2, "attack": "sa-pgd", "steps": 100, "stage_restarts": 1}
+    whole = {"suite": "reliable", "version": 1, "stage": "all", "stages": 7}
+    rows = [row(attack="reliable", params=stage, grad="arctan:a=4"), row(attack="reliable", params=whole,
+                                                                         grad="worst")]
+    assert report.attack_labels(to_frame(rows)).tolist() == ["reliable 2: sa-pgd-100", "reliable"]
+    c = report.comparison(records)
+    md = report.to_markdown(c.table, c, transpose=True)
+    lines = md.splitlines()
+    assert lines[0].split("|")[2].strip() == "m1" and lines[0].split("|")[3].strip() == "m2"
+    assert any(line.split("|")[1].strip() == "pgd-10 (final) @ 8/255 (worst)" for line in lines)
