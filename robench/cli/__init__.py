@@ -222,7 +222,7 @@ def attack(
     """
     import re
 
-    from ..attacks import specs_from
+    from ..attacks import SUITES, specs_from
     from ..dist import device_for, env_rank, parse_shard, session
     from ..eps import parse_one
     from ..errors import BadSpec
@@ -233,6 +233,8 @@ def attack(
     from ..shards import ShardFile, shard_path
     from ..zoo import select
 
+    if suite is not None and suite not in SUITES and suite not in CASCADES:
+        raise BadSpec(f"unknown suite {suite!r}; choose from: {', '.join([*SUITES, *CASCADES])}")
     if suite in CASCADES:
         _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries)
     step = parse_one(step_size, "--step-size") if step_size else None
