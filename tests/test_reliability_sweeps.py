@@ -251,7 +251,7 @@ def _rows_of(place: Path) -> list[dict]:
     ("nan accuracy", 1, "accuracy outside [0, 1]"),
     ("inf accuracy", 1, "accuracy outside [0, 1]"),
     ("accuracy 2", 1, "accuracy outside [0, 1]"),
-    ("bad grad", 1, "grad not in"),
+    ("bad grad", 1, "grad that is not a gradient path key"),
     ("not a number", 1, "is not a number"),
     ("no rows match", 1, "no results match --model nobody"),
 ])

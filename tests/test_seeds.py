@@ -61,14 +61,14 @@ def test_summary_by_hand():
     # 80, 90, 85: mean 85, sd sqrt((25 + 25 + 0) / 2) = 5
     assert clean["seeds"] == "0,1,2" and clean["mean"] == pytest.approx(85.0)
     assert clean["sd"] == pytest.approx(5.0) and (clean["min"], clean["max"]) == (80.0, 90.0)
-    pgd = s.loc[("m-a", "pgd-10 @ 8/255 (bptt)")]
+    pgd = s.loc[("m-a", "pgd-10 (final) @ 8/255 (bptt)")]
     assert pgd["mean"] == pytest.approx(60.0) and pgd["sd"] == pytest.approx(10.0)
     assert s.loc[("m-b", "clean")]["sd"] == pytest.approx(0.0)
 
 
 def test_paired_per_seed_and_over_seeds_by_hand():
     per = compare_seeds(frame(), "m-a", "m-b", report.attack_labels(frame()))
-    assert list(per["seed"]) == [0, 1, 2] and set(per["column"]) == {"pgd-10 @ 8/255 (bptt)"}
+    assert list(per["seed"]) == [0, 1, 2] and set(per["column"]) == {"pgd-10 (final) @ 8/255 (bptt)"}
     assert list(per["diff"].round(9)) == [0.2, 0.1, 0.3]
     assert list(per["only_a"]) == [2, 1, 3] and list(per["only_b"]) == [0, 0, 0]
     ref = paired(_mask(6), _mask(4))
