@@ -1,0 +1,262 @@
+"""`robench attack` and `robench verify-adv`: sweeps, the reliable cascade, verified examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from .common import (
+    NAME_RE,
+    DataDirOpt,
+    DeviceOpt,
+    TrustOpt,
+    ZooOpt,
+    app,
+    console,
+    err_console,
+    lazy_progress,
+)
+
+
+@app.command()
+def attack(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Zoo id, unique prefix, or arch (then every "
+                                             "entry of that arch, side by side); repeatable.")],
+    attacks: Annotated[list[str] | None, typer.Option(
+        "--attack", "-a", help="fgsm, pgd, bim (final iterate), pgd-best, sa-pgd (best iterate), apgd-ce, "
+        "apgd-dlr, apgd-t, square, autoattack, gaussian; repeatable or a,b (default fgsm,pgd).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
+                                              "noise; or the cascade reliable (the strongest honest number: "
+                                              "each stage attacks only what is still robust).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
+                                            "(default 8/255, or the suite's own). For gaussian: sigma.")] = None,
+    grad: Annotated[str, typer.Option(help="Gradient paths, comma-separated: bptt, rate, both (= bptt,rate), "
+                                      "triangle:w=W, sigmoid:k=K, arctan:a=A, rectangle:w=W, assg[:A=0.425], sweep "
+                                      "(triangle w 0.5|2, sigmoid k 2|8, arctan a 1|4); a value list "
+                                      "'triangle:w=0.5|1|2' (quoted) is a sweep. Several also record the "
+                                      "per-sample worst case.")] = "both",
+    n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim (default 10), pgd-best (50), sa-pgd, "
+                                              "apgd-* (100).")] = None,
+    step_size: Annotated[str | None, typer.Option(help="Step size of pgd, bim, pgd-best (default 2/255).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Restarts of pgd, pgd-best, sa-pgd, apgd-*, square "
+                                                 "(default 1; only samples still robust are re-attacked).")] = None,
+    random_start: Annotated[bool | None, typer.Option(help="Random start of pgd, pgd-best (default on).")] = None,
+    queries: Annotated[int | None, typer.Option(help="Queries of square (default 5000).")] = None,
+    aa_version: Annotated[str | None, typer.Option(help="autoattack version: standard, rand, or custom "
+                                                   "(APGD-CE + APGD-T with --steps).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's; its test split, or the "
+                                                "shipped subset when missing).")] = None,
+    split: Annotated[str, typer.Option(help="test, or subset (the shipped balanced 1,000-image test subset).")]
+    = "test",
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    name: Annotated[str, typer.Option(help="Results file name in --out (NAME.csv).")] = "results",
+    force: Annotated[bool, typer.Option(help="Rerun cells already in the results (their rows are replaced).")] = False,
+    shard: Annotated[str | None, typer.Option(help="Run part I of K of every cell (I/K, e.g. 0/4) as an ordinary "
+                                              "process (job arrays); rows go to OUT/shards/NAME.shard-I-of-K.jsonl "
+                                              "for `robench results merge`. Needs --batch-size N.")] = None,
+    zoo: ZooOpt = Path("zoo"),
+    device: DeviceOpt = "auto",
+    save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Also write each cell run's verified "
+                                                  "adversarial examples (safetensors) into this folder.")] = None,
+    trust_code: TrustOpt = False,
+) -> None:
+    """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells.
+
+    Under `torchrun --nproc_per_node K -m robench attack ...` the ranks split every cell's images; rank 0 writes.
+    """
+    import re
+
+    from ..attacks import SUITES, specs_from
+    from ..dist import device_for, env_rank, parse_shard, session
+    from ..eps import parse_one
+    from ..errors import BadSpec
+    from ..evaluate import evaluate, load_data, load_targets, parse_grads
+    from ..protocol import CASCADES
+    from ..results import ResultsStore
+    from ..runtime import resolve_device
+    from ..shards import ShardFile, shard_path
+    from ..zoo import select
+
+    if suite is not None and suite not in SUITES and suite not in CASCADES:
+        raise BadSpec(f"unknown suite {suite!r}; choose from: {', '.join([*SUITES, *CASCADES])}")
+    if suite in CASCADES:
+        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries)
+    step = parse_one(step_size, "--step-size") if step_size else None
+    specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
+                                                    random_start=random_start, version=aa_version,
+                                                    queries=queries, step_size=step)
+    grads = parse_grads(grad)
+    if n < 1:
+        raise BadSpec(f"--n {n}; must be an integer >= 1")
+    if not 0 <= seed < 2**32:  # torch seeds overflow past 64 bits; the same range as `train --seed`
+        raise BadSpec(f"--seed {seed}; must be in 0..{2**32 - 1}")
+    bs = _batch_size(batch_size)
+    if not re.fullmatch(NAME_RE, name):
+        raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
+    part = parse_shard(shard)
+    if part.is_shard and bs is None:
+        raise BadSpec("--shard needs --batch-size N (not auto): the batches define the random draws, and every "
+                      "shard, like the single run it reproduces, must cut the same ones")
+    if part.is_shard and (suite in CASCADES or save_adv is not None):
+        raise BadSpec(f"--shard does not apply to {'--suite ' + suite if suite in CASCADES else '--save-adv'}: its "
+                      "stages re-split the still-robust images (or its files name whole cells); use torchrun")
+    dev = device_for(resolve_device(device))
+    cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
+    store = ShardFile(shard_path(out, name, part.index, part.count)) if part.is_shard else \
+        ResultsStore(out / f"{name}.csv")
+    store.check_writable()  # a results file that is not ours is refused before any work
+    if save_adv is not None:
+        from ..adversarial import check_adv_dir
+
+        check_adv_dir(save_adv)
+    targets = load_targets(cards, zoo, dataset, trust_code=trust_code)
+    data = {}
+    for ds in dict.fromkeys(t.dataset for t in targets):
+        data[ds], note = load_data(ds, data_dir, n, split)
+        if note and env_rank() == 0:
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    with session(dev, part) as part, lazy_progress() as bar:
+        if suite in CASCADES:
+            ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part)
+        else:
+            ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
+                          force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part)
+    if not part.writer:
+        return
+    _print_results(ev, store)
+    if part.is_shard:
+        console.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
+                      f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
+    if save_adv is not None:
+        console.print(f"verified adversarial examples of {ev.ran} cell(s) -> {save_adv}", highlight=False,
+                      soft_wrap=True)
+
+
+@app.command("verify-adv")
+def verify_adv(
+    file: Annotated[Path, typer.Argument(help="A file written by 'robench attack --save-adv'.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Zoo id (default: the one the file "
+                                              "names); its weights must have the file's sha256.")] = None,
+    zoo: ZooOpt = Path("zoo"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Re-check saved adversarial examples against a zoo model and print the robust accuracy they imply."""
+    from ..adversarial import recheck
+    from ..runtime import resolve_device
+
+    r = recheck(file, zoo, data_dir, model, resolve_device(device))
+    console.print(f"{r.model} on the first {r.n} images of {r.dataset}, eps {r.eps_str}: {r.checked} examples, "
+                  f"{r.broken} verified broken, {r.invalid} invalid", highlight=False, soft_wrap=True)
+    console.print(f"robust accuracy implied: {100 * r.robust_count / r.n:.1f}% ({r.clean_count} clean-correct - "
+                  f"{r.broken} broken = {r.robust_count} of {r.n}); the results row claimed "
+                  f"{100 * r.claimed / r.n:.1f}% ({r.claimed})", highlight=False, soft_wrap=True)
+
+
+def _check_cascade_options(suite: str, *given) -> None:
+    from ..errors import BadSpec
+
+    if any(v is not None and v != [] for v in given):
+        raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --steps, "
+                      "--step-size, --restarts, --random-start, --aa-version and --queries")
+
+
+def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part):
+    """Each budget of ``--eps`` (default: the cascade's own 8/255) runs the whole cascade, resumably."""
+    import pandas as pd
+
+    from ..eps import parse_eps
+    from ..protocol import cascade, retarget, run_reliable
+
+    stages = cascade(suite)
+    budgets = parse_eps(eps) if eps is not None else [(stages[0].spec.eps, stages[0].spec.eps_str)]
+    evs = [run_reliable(targets, data, store, retarget(stages, v, t), seed=seed, batch_size=bs, device=dev,
+                        progress=_cascade_progress(bar) if part.writer else None, force=force, part=part)
+           for v, t in budgets]
+    ev = evs[0]
+    for other in evs[1:]:
+        ev.records = pd.concat([ev.records, other.records], ignore_index=True)
+        ev.new |= other.new
+        ev.findings += other.findings
+        ev.skipped += other.skipped
+    return ev
+
+
+def _cascade_progress(bar: Progress):
+    """One bar per stage, over the samples it attacks; the overall bar counts stages."""
+    overall = bar.add_task("reliable", total=None, info="")
+    current: dict = {}
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start":
+            bar.start()
+            bar.update(overall, total=ev["total"], completed=0)
+        elif ev["kind"] == "batch":
+            if ev["restart"] == 0:
+                current["task"] = bar.add_task(f"stage {ev['stage']}", total=1, info=f"{ev['todo']} samples")
+        elif ev["kind"] == "stage":
+            if "task" in current:
+                bar.update(current.pop("task"), completed=1)
+            bar.update(overall, advance=1, info=f"{ev['model']} stage {ev['stage']}/{ev['of']} {ev['attack']} "
+                                                f"({ev['grad']}) {100 * ev['robust_acc']:.1f}%")
+
+    return progress
+
+
+def _batch_size(text: str) -> int | None:
+    from ..errors import BadSpec
+
+    if text == "auto":
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²".isdigit() is True, int("²") fails
+        raise BadSpec(f"--batch-size {text!r}; accepted: an integer >= 1 or auto")
+    return int(text)
+
+
+def _attack_progress(bar: Progress):
+    task = bar.add_task("attack", total=None, info="")
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start" and ev["total"]:
+            bar.start()
+            bar.update(task, total=ev["total"], completed=0)
+        elif ev["kind"] == "cell":
+            bar.update(task, advance=1, info=f"{ev['model']} {ev['attack']} {ev['eps_str']} {ev['grad']} "
+                                             f"{100 * ev['robust_acc']:.1f}%")
+
+    return progress
+
+
+def _print_results(ev, store) -> None:
+    from ..checks import check_records
+    from ..report import attack_labels
+    from ..results import row_key
+
+    df = ev.records
+    t = Table(title=f"robust accuracy (%) on {', '.join(df['dataset'].unique())}, n = "
+                    f"{', '.join(map(str, df['n'].unique()))}")
+    for col in ("model", "attack", "eps", "grad", "clean", "robust", "s"):
+        t.add_column(col, justify="right" if col in ("eps", "clean", "robust", "s") else "left",
+                     no_wrap=True)  # never cut an id
+    labels = attack_labels(df) if len(df) else []
+    for r, label in zip(df.to_dict("records"), labels, strict=True):
+        t.add_row(r["model"], label, r["eps_str"], r["grad"], f"{100 * r['clean_acc']:.1f}",
+                  f"{100 * r['robust_acc']:.1f}", f"{r['seconds']:.1f}",
+                  style=None if row_key(r) in ev.new else "dim")  # dim: already in the results file
+    console.print(t)
+    for f in [*ev.findings, *check_records(df)]:
+        console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
+    console.print(f"{len(ev.new)} new rows -> {store.path}; {ev.skipped} cells already there (dimmed; --force "
+                  "reruns them)",
+                  highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------- report

@@ -1,0 +1,86 @@
+"""What every command module shares: the Typer apps, consoles, option types and progress bars."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import RobenchError  # noqa: F401  (re-exported for the command modules)
+
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    help="Adversarial robustness benchmark for spiking neural networks.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+zoo_app = typer.Typer(no_args_is_help=True, help="List, show, verify, import and build zoo entries.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and the shipped test subset.")
+results_app = typer.Typer(no_args_is_help=True, help="Results files: merge the shards of `attack --shard`.")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(data_app, name="data")
+app.add_typer(results_app, name="results")
+
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+ZooOpt = Annotated[Path, typer.Option("--zoo", help="Zoo folder.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-code", help="Let foreign zoo entries (SpikingJelly, snnTorch, "
+                                        "PyTorch) run their code file; also needs ROBENCH_TRUST_CODE=1.")]
+
+
+class Neuron(str, Enum):
+    lif = "lif"
+    stable = "stable"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    )
+
+
+@contextmanager
+def lazy_progress() -> Iterator[Progress]:
+    """A progress bar that appears on its first "start" event, so an early error leaves stderr one line."""
+    bar = make_progress()
+    try:
+        yield bar
+    finally:
+        if bar.live.is_started:  # stopping a bar never shown would still print an empty line
+            bar.stop()
+
+
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"  # a results --name
+
+
+def _command_line() -> str:
+    return "robench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
