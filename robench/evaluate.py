@@ -325,10 +325,11 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     for t in models:
         _check_fits(t, on_dev[t.dataset])
     groups = plan(models, specs, grads, on_dev, seed)
-    done = share(set() if (store is None or force or not part.writer) else store.keys_done(), part)
+    # cells already stored: key -> (robust_mask, seconds); a group whose worst-case row is missing reuses them
+    done = share({} if (store is None or force or not part.writer) else _stored_outcomes(store), part)
     store = store if part.writer else None
     todo = [g for g in groups if any(c.key not in done for c in g.cells)]
-    total = sum(len(g.modes) for g in todo)
+    total = sum(c.key not in done for g in todo for c in g.cells[: len(g.modes)])
     emit = progress or (lambda ev: None)
     emit({"kind": "start", "total": total, "skipped": sum(len(g.cells) for g in groups if g not in todo)})
     new_rows, findings = [], []
@@ -369,6 +370,10 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
     for g in groups:
         vectors, invalid = [], 0
         for cell in g.cells[: len(g.modes)]:
+            kept = _kept_outcome(done.get(cell.key), len(d.x)) if not force else None
+            if kept is not None:  # stored with its mask (an interrupted group): no need to attack again
+                vectors.append(kept)
+                continue
             t0 = time.perf_counter()
             out = attack_cell(model, g.spec, cell.grad, d.x, d.y, cell.seed, bs, dev, clean, bool(saver), part)
             secs = time.perf_counter() - t0
@@ -388,6 +393,21 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
             row = _row(g.cells[-1], worst, clean, secs, dev, _flags(found, "worst", invalid))
             rows += _keep([{**row, **shard_fields(part, worst, clean, bs)}], store, done, force)
     return rows, found + invalid_found
+
+
+def _stored_outcomes(store: ResultsStore) -> dict:
+    """Every stored cell's key -> ``(robust_mask, n, robust_count, seconds)`` (mask ``""`` in older files)."""
+    return {row_key(r): (str(r["robust_mask"]), int(r["n"]), int(r["robust_count"]), float(r["seconds"]))
+            for r in store.read().to_dict("records")}
+
+
+def _kept_outcome(stored: tuple | None, n: int) -> tuple[Tensor, float] | None:
+    """A stored cell's per-sample vector and seconds, when it has a mask over these ``n`` images."""
+    if stored is None or not stored[0] or stored[1] != n:
+        return None
+    from .stats import decode_mask
+
+    return torch.from_numpy(decode_mask(stored[0], n, stored[2]).copy()), stored[3]
 
 
 def _keep(rows: list[dict], store: ResultsStore | None, done: set, force: bool) -> list[dict]:

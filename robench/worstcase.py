@@ -16,7 +16,7 @@ Examples:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -180,9 +180,24 @@ def compare(cases: list[WorstCase], a: str, b: str) -> list[tuple[WorstCase, Wor
                                f"{', '.join(have) or 'none'}")
     out = [(ca, by[(b, *k[1:])], paired(ca.mask, by[(b, *k[1:])].mask))
            for k, ca in by.items() if k[0] == a and (b, *k[1:]) in by]
+    if not out:  # masks cover the first n images: models run on different n share the first min(n) of them
+        for ca in (c for c in cases if c.model == a):
+            cb = max((c for c in cases if c.model == b and c.dataset == ca.dataset and c.eps == ca.eps),
+                     key=lambda c: c.n, default=None)
+            if cb is not None:
+                m = min(ca.n, cb.n)
+                ca, cb = _first(ca, m), _first(cb, m)
+                out.append((ca, cb, paired(ca.mask, cb.mask)))
     if not out:
-        raise DataNotFound(f"--compare {a} {b}: the two models share no images (same dataset, n and eps)")
+        raise DataNotFound(f"--compare {a} {b}: the two models share no images (same dataset and eps)")
     return out
+
+
+def _first(c: WorstCase, n: int) -> WorstCase:
+    """``c`` restricted to its first ``n`` images (masks cover the first n test images, in order)."""
+    if n == c.n:
+        return c
+    return replace(c, n=n, mask=c.mask[:n], clean_count=-1, cells=list(c.cells), added=[])
 
 
 def compare_markdown(pairs: list[tuple[WorstCase, WorstCase, Paired]]) -> str:

@@ -109,6 +109,23 @@ def test_evaluate_records_worst_and_skips_done_cells(trained, tmp_path):
     assert forced.ran == 1 and len(store.read()) == 7  # replaced, not duplicated
 
 
+def test_an_interrupted_group_reruns_only_its_missing_paths(trained, tmp_path, monkeypatch):
+    """A group stopped after its first path: the rerun attacks only the missing path and builds the worst-case
+    row from the stored mask, giving the rows of one uninterrupted run."""
+    model, x, y = trained
+    spec = [AttackSpec("pgd", eps=0.2, steps=3, step_size=0.1)]
+    full = ev.evaluate([_target(model)], spec, "both", ev.Data("tiny", x, y), ResultsStore(tmp_path / "a.csv"),
+                       device="cpu", batch_size=8).records
+    store = ResultsStore(tmp_path / "b.csv")
+    ev.evaluate([_target(model)], spec, "bptt", ev.Data("tiny", x, y), store, device="cpu", batch_size=8)
+    calls, real = [], ev.attack_cell
+    monkeypatch.setattr(ev, "attack_cell", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    again = ev.evaluate([_target(model)], spec, "both", ev.Data("tiny", x, y), store, device="cpu", batch_size=8)
+    assert calls == ["rate"] and again.ran == 1
+    cols = ["grad", "robust_count", "robust_mask"]
+    assert again.records[cols].values.tolist() == full[cols].values.tolist()
+
+
 def test_clean_predictions_once_per_model_in_inference_mode(trained, monkeypatch):
     model, x, y = trained
     calls = []

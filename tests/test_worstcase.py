@@ -113,9 +113,12 @@ def test_a_mask_of_the_wrong_length_names_the_file_and_row(tmp_path, capsys):
     assert code == 1 and "row 2 robust_mask" in one_line(err) and not (tmp_path / "rep").exists()
 
 
-def test_compare_needs_shared_images():
-    other = [{**r, "n": 20, "robust_mask": encode_mask(np.r_[np.zeros(20, bool)]), "robust_count": 0,
-              "robust_acc": 0.0, "model": "m2"} for r in cells()[:1]]
-    df = to_frame(cells() + other)
+def test_compare_needs_shared_images_and_pairs_the_first_images_of_longer_runs():
+    longer = np.r_[np.ones(4, bool), np.zeros(16, bool)]  # 20 images: robust on the first 4 only
+    other = [{**r, "n": 20, "robust_mask": encode_mask(longer), "robust_count": 4, "robust_acc": 0.2,
+              "model": "m2"} for r in cells()[:1]]
+    text = report.compare_models(to_frame(cells() + other), "m1", "m2")
+    assert "| 10 |" in text.splitlines()[-1]  # paired on the first 10 images, the ones both runs saw
+    elsewhere = [{**r, "eps": 4 / 255, "eps_str": "4/255"} for r in other]
     with pytest.raises(DataNotFound, match="share no images"):
-        report.compare_models(df, "m1", "m2")
+        report.compare_models(to_frame(cells() + elsewhere), "m1", "m2")
