@@ -21,7 +21,7 @@ import fnmatch
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -215,6 +215,24 @@ def _put(table: pd.DataFrame, lo: pd.DataFrame, hi: pd.DataFrame, name: str, acc
               (math.nan, math.nan) for r in table.index]
     lo[name] = [round(100 * b[0], 1) for b in bounds]
     hi[name] = [round(100 * b[1], 1) for b in bounds]
+
+
+def headline_view(c: Comparison) -> Comparison:
+    """``c`` with only the columns a headline needs: clean, the pointwise worst case (and its cell count), and per
+    attack its worst case over gradient paths (``(worst)`` columns, a cascade's result among them); single-path
+    columns and a cascade's stage columns are left out."""
+    keep = [col for col in c.table.columns if col == "clean" or col.startswith(("worst case", "cells", "seeds"))
+            or (col.endswith("(worst)") and not col.startswith(tuple(f"{s} " for s in CASCADE_LABELS)))]
+    keep = [col for col in keep if not _is_stage(col)]
+    return replace(c, table=c.table[keep], lo=c.lo[keep], hi=c.hi[keep])
+
+
+CASCADE_LABELS = ("reliable",)
+
+
+def _is_stage(col: str) -> bool:
+    """A cascade stage's column (``reliable 3: sa-pgd-100 @ ...``), not the cascade's result (``reliable @ ...``)."""
+    return any(col.startswith(f"{s} ") and not col.startswith(f"{s} @") for s in CASCADE_LABELS)
 
 
 def comparison_table(df: pd.DataFrame) -> pd.DataFrame:

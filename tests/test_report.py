@@ -201,3 +201,11 @@ def test_cascade_rows_are_labelled_by_stage_and_the_table_transposes(records):
     lines = md.splitlines()
     assert lines[0].split("|")[2].strip() == "m1" and lines[0].split("|")[3].strip() == "m2"
     assert any(line.split("|")[1].strip() == "pgd-10 (final) @ 8/255 (worst)" for line in lines)
+
+
+def test_headline_keeps_clean_worst_case_and_each_attacks_worst_over_paths(records):
+    stage = {"suite": "reliable", "version": 1, "stage": 1, "attack": "sa-pgd", "steps": 100, "stage_restarts": 1}
+    df = to_frame([*records.to_dict("records"), row(attack="reliable", params=stage, grad="arctan:a=4", acc=0.2)])
+    cols = list(report.headline_view(report.comparison(df)).table.columns)
+    assert cols[0] == "clean" and all(c.endswith("(worst)") for c in cols[1:])
+    assert not any(c.startswith("reliable") for c in cols) and "pgd-10 (final) @ 8/255 (worst)" in cols

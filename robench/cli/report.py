@@ -28,6 +28,9 @@ def report(
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
+    headline: Annotated[bool, typer.Option("--headline", help="Print (and put in --readme) only clean, the "
+                                           "pointwise worst case and each attack's worst case over its paths.")]
+    = False,
     by_cell: Annotated[bool, typer.Option("--by-cell", help="Print (and put in --readme) the table transposed: one "
                                           "row per attack x path, one column per model.")] = False,
     seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
@@ -40,7 +43,16 @@ def report(
     """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
     from ..checks import check_records, stored_flags
     from ..errors import UsageError
-    from ..report import compare_models, comparison, inject_markdown, select, to_markdown, write_compare, write_report
+    from ..report import (
+        compare_models,
+        comparison,
+        headline_view,
+        inject_markdown,
+        select,
+        to_markdown,
+        write_compare,
+        write_report,
+    )
     from ..results import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
@@ -53,7 +65,8 @@ def report(
     compared = compare_models(df, *compare) if compare else None
     paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
     c = comparison(df)
-    table_md = to_markdown(c.table, c, transpose=by_cell)
+    shown = headline_view(c) if headline else c
+    table_md = to_markdown(shown.table, shown, transpose=by_cell)
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if "seeds" in paths:
         console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
