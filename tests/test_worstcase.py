@@ -122,3 +122,15 @@ def test_compare_needs_shared_images_and_pairs_the_first_images_of_longer_runs()
     elsewhere = [{**r, "eps": 4 / 255, "eps_str": "4/255"} for r in other]
     with pytest.raises(DataNotFound, match="share no images"):
         report.compare_models(to_frame(cells() + elsewhere), "m1", "m2")
+
+
+def test_compare_into_a_readme_block(tmp_path, capsys):
+    m2 = [mrow([0, 1, 2, 3, 4, 5, 6], "m2", "pgd", "bptt", clean=8), mrow([0, 1, 6, 7], "m2", "apgd-ce", "rate")]
+    res = write(tmp_path, cells() + m2)
+    doc = tmp_path / "README.md"
+    doc.write_text("x\n<!-- robench report cmp: start -->\nold\n<!-- robench report cmp: end -->\ny\n")
+    code, _, err = run_main(capsys, ["report", "--results", str(res), "--out", str(tmp_path / "rep"), "--compare",
+                                     "m1", "m2", "--readme", str(doc), "--readme-block", "cmp"])
+    assert code == 0, err
+    text = doc.read_text()
+    assert "old" not in text and "| +10.0 [" in text and "# Paired" not in text and text.endswith("y\n")

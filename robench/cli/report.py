@@ -24,7 +24,8 @@ def report(
                                                   "sigmoid:k=4, ..., worst, none).")]
     = None,
     n: Annotated[int | None, typer.Option("--n", help="Only rows measured on this many images.")] = None,
-    readme: Annotated[Path | None, typer.Option(help="Also write the Markdown table into this file, between "
+    readme: Annotated[Path | None, typer.Option(help="Also write the Markdown table (with --compare: the paired "
+                                                "comparison) into this file, between "
                                                 "its '<!-- robench report: start/end -->' markers.")] = None,
     readme_block: Annotated[str, typer.Option(help="Use the markers '<!-- robench report NAME: start/end -->'.")]
     = "",
@@ -70,8 +71,9 @@ def report(
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if "seeds" in paths:
         console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
-    if readme and doc is not None:
-        readme.write_text(inject_markdown(readme.read_text(), table_md, str(readme), readme_block))
+    if readme and doc is not None:  # with --compare the block gets the paired comparison (without its title)
+        block = _untitled(compared) if compared is not None else table_md
+        readme.write_text(inject_markdown(readme.read_text(), block, str(readme), readme_block))
         paths["readme"] = readme
     if compared is not None:
         console.print(compared, markup=False, highlight=False, soft_wrap=True)
@@ -108,3 +110,9 @@ def results_merge(
 
 
 # ---------------------------------------------------------------------------------------------------- zoo
+
+
+def _untitled(markdown: str) -> str:
+    """A Markdown document without its leading ``# title`` line and the blank line after it."""
+    lines = markdown.splitlines()
+    return "\n".join(lines[2:] if lines and lines[0].startswith("# ") else lines)
