@@ -106,21 +106,26 @@ def compare_seeds(df: pd.DataFrame, a: str, b: str, labels: pd.Series | None = N
     if not rows:
         raise DataNotFound(f"--seeds-compare {a} {b}: no seed of both has per-sample masks (robust_mask) on the "
                            "same cells; evaluate both with a robench that records them")
-    return pd.DataFrame(rows)
+    # one row per (column, dataset, seed): where a seed was measured on several n, the largest n
+    out = pd.DataFrame(rows).sort_values(["column", "dataset", "seed", "n"], kind="stable")
+    return out.drop_duplicates(["column", "dataset", "seed"], keep="last").reset_index(drop=True)
 
 
 def over_seeds(per_seed: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per (column, dataset, n): the number of seeds, the mean of the per-seed differences, their sd and a
-    Student-t interval across seeds (NaN with one seed)."""
+    """Per (column, dataset): the number of seeds, the mean of the per-seed differences, their sd and a
+    Student-t interval across seeds (NaN with one seed). Each seed's difference estimates the same population
+    difference, so seeds measured on different n (say the first 1,000 images for seed 0 and 500 for the
+    others) still pool; ``n`` lists each seed's n in seed order."""
     from scipy.stats import t as student_t
 
     rows = []
-    for (col, ds, n), g in per_seed.groupby(["column", "dataset", "n"], sort=False):
+    for (col, ds), g in per_seed.groupby(["column", "dataset"], sort=False):
         d = g["diff"].to_numpy(dtype=float)
         k, mean = len(d), float(d.mean())
         sd = float(d.std(ddof=1)) if k > 1 else math.nan
         half = float(student_t.ppf(0.5 + level / 2, k - 1)) * sd / math.sqrt(k) if k > 1 else math.nan
-        rows.append({"column": col, "dataset": ds, "n": n, "seeds": k, "mean_diff": mean, "sd": sd,
+        ns = ",".join(str(int(v)) for v in g.sort_values("seed")["n"])
+        rows.append({"column": col, "dataset": ds, "n": ns, "seeds": k, "mean_diff": mean, "sd": sd,
                      "lo": mean - half, "hi": mean + half})
     return pd.DataFrame(rows, columns=["column", "dataset", "n", "seeds", "mean_diff", "sd", "lo", "hi"])
 
@@ -145,11 +150,11 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 def comparison_markdown(a: str, b: str, per_seed: pd.DataFrame, overall: pd.DataFrame) -> str:
     """A - B in percentage points: each seed's paired 95% interval, then the mean over seeds with its t-interval."""
-    many = per_seed[["dataset", "n"]].drop_duplicates().shape[0] > 1
-    name = (lambda r: f"{r['column']} [{r['dataset']}, n={r['n']}]") if many else (lambda r: r["column"])
+    many = per_seed["dataset"].nunique() > 1
+    name = (lambda r: f"{r['column']} [{r['dataset']}]") if many else (lambda r: r["column"])
     rows: dict[str, dict[str, str]] = {}
     for _, r in per_seed.iterrows():
-        rows.setdefault(name(r), {})[f"seed {r['seed']}"] = _iv(r["diff"], r["lo"], r["hi"])
+        rows.setdefault(name(r), {})[f"seed {r['seed']}"] = _iv(r["diff"], r["lo"], r["hi"]) + f" n={r['n']}"
     for _, r in overall.iterrows():
         rows[name(r)]["over seeds (t 95%)"] = _iv(r["mean_diff"], r["lo"], r["hi"]) + f" sd {_num(100 * r['sd'])}"
     t = pd.DataFrame.from_dict(rows, orient="index").fillna("–")

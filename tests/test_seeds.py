@@ -139,3 +139,19 @@ def test_cli_report_seeds_compare(tmp_path, capsys):
     code, stdout, err = _run_main(capsys, ["report", "--results", str(f), "--out", str(tmp_path / "r2"),
                                            "--seeds-compare", "m-a", "m-z"])
     assert code == 2 and "'m-z': no results" in one_line(err)
+
+
+def test_seeds_on_different_n_pool_and_the_largest_n_of_a_seed_counts():
+    # seed 0 of both recipes also measured on 20 images (a beats b by 10 of 20); seeds 1, 2 only on 10
+    big = []
+    for name, r in (("a", 14), ("b", 4)):
+        big.append({**row(f"m-{name}", "pgd", "bptt", 8, r / 20, 0.8), "n": 20, "robust_count": r})
+    masks = [encode_mask([True] * 14 + [False] * 6), encode_mask([True] * 4 + [False] * 16)]
+    df = pd.concat([frame(), to_frame(big).assign(robust_mask=masks)], ignore_index=True)
+    per = compare_seeds(df, "m-a", "m-b", report.attack_labels(df))
+    assert list(per["seed"]) == [0, 1, 2] and list(per["n"]) == [20, 10, 10]
+    assert list(per["diff"].round(9)) == [0.5, 0.1, 0.3]  # seed 0 from its n = 20 cell, not its n = 10 one
+    (o,) = over_seeds(per).to_dict("records")
+    assert o["seeds"] == 3 and o["n"] == "20,10,10" and o["mean_diff"] == pytest.approx(0.3)
+    md = seeds_markdown(df[df["n"] == 10], report.comparison_table(df[df["n"] == 10]), ("m-a", "m-b"))
+    assert "+20.0 [" in md and "n=10" in md
