@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .errors import IntegrityError, UsageError
-from .results import KEY, NOISE
+from .results import KEY, NOISE, atomic_write
 from .verify import check_examples
 
 FORMAT = "robench-adversarial/1"
@@ -95,14 +94,7 @@ def write_adv(folder: str | Path, row: dict, outcome) -> Path:
     tensors = {"x_adv": outcome.x_adv.float().contiguous(), "index": outcome.index.long().contiguous()}
     blob = st_save(tensors, metadata={"robench": json.dumps(meta, sort_keys=True, default=str)})
     path = d / file_name(row)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, blob)
     return path
 
 

@@ -14,9 +14,7 @@ This module needs numpy and pandas only (never torch).
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .errors import DataNotFound, IntegrityError
-from .results import COLUMNS, KEY, Key, ResultsStore, row_key
+from .results import COLUMNS, KEY, Key, ResultsStore, atomic_write, row_key
 from .stats import decode_mask, encode_mask
 
 SHARD_COLUMNS = ("shard", "batch_size", "clean_mask", "shard_mask")
@@ -100,16 +98,7 @@ class ShardFile:
             done = {row_key(r) for r in old}
             text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in [*old, *(r for r in new if row_key(r)
                                                                                   not in done)])
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(self.path, text)
 
 
 # ------------------------------------------------------------------------------------------------- merge

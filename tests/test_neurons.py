@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from robench.errors import BadSpec
-from robench.snn.neurons import ENGINES, GradMode, SpikingNeuron, rate_slope, set_engine, triangle_backward
+from robench.snn.neurons import ENGINES, GradMode, SpikingNeuron, rate_slope, set_engine
+from robench.snn.surrogates import triangle_backward
 
 
 def _neuron(engine: str, T: int, tau: float, stable: bool = False, mode: str = "bptt") -> SpikingNeuron:

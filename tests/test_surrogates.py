@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from robench.errors import BadSpec
-from robench.snn.neurons import Triangle, triangle_backward
-from robench.snn.surrogates import SURROGATES, AssgState, arctan_backward, rectangle_backward, sigmoid_backward
+from robench.snn.neurons import Triangle
+from robench.snn.surrogates import (
+    SURROGATES,
+    AssgState,
+    arctan_backward,
+    rectangle_backward,
+    sigmoid_backward,
+    triangle_backward,
+)
 
 F64 = torch.float64
 

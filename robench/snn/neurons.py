@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import BadSpec
 from .pathkeys import BPTT, GradPath
-from .surrogates import SURROGATES, AssgState, Surrogate, triangle_backward
+from .surrogates import SURROGATES, AssgState, Surrogate, triangle_derivative
 
 
 class GradMode(str, Enum):
@@ -44,17 +44,19 @@ ENGINES = ("fused", "reference")
 
 
 # ---------------------------------------------------------------------------------------------- surrogate
-class _TriangleSpike(torch.autograd.Function):
+class _SurrogateSpike(torch.autograd.Function):
+    """Heaviside forward; backward ``grad * derivative(x)``: the training surrogate and the reference engine's spike."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, gamma: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, derivative: Callable[[Tensor], Tensor]) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
-        ctx.gamma = gamma
+        ctx.derivative = derivative
         return (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return triangle_backward(grad, x, ctx.gamma), None
+        return grad * ctx.derivative(x), None
 
 
 class Triangle(nn.Module):
@@ -65,7 +67,7 @@ class Triangle(nn.Module):
         self.gamma = float(gamma)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _TriangleSpike.apply(x, self.gamma)
+        return _SurrogateSpike.apply(x, functools.partial(triangle_derivative, w=self.gamma))
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"
@@ -350,21 +352,6 @@ def _reference(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor]:
         spikes.append(s)
         hs.append(h)
     return torch.stack(spikes), torch.stack(hs)
-
-
-class _SurrogateSpike(torch.autograd.Function):
-    """Heaviside forward; backward ``grad * derivative(x)`` (the reference engine's surrogate spike)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, derivative: Callable[[Tensor], Tensor]) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.derivative = derivative
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * ctx.derivative(x), None
 
 
 # -------------------------------------------------------------------------------------------- neuron
