@@ -172,12 +172,20 @@ class ResultsStore:
         atomic_write(self.path, out.to_csv(index=False))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a hidden temporary file in the same folder, flushed to disk, then
-    renamed over it: a reader (or a crash) sees the old file or the new one, never a part of either."""
+    renamed over it: a reader (or a crash) sees the old file or the new one, never a part of either. The file
+    keeps its permissions; a new one gets the usual ones (0666 less the umask), not the temporary file's 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

@@ -153,3 +153,28 @@ def test_old_files_without_the_mask_column_still_read_and_append(tmp_path):
     store.append([make_row(grad="rate", robust_mask=encode_mask([True] * 37 + [False] * 63))])
     df = store.read()
     assert list(df.columns) == list(COLUMNS) and df["robust_mask"].str.len().tolist() == [0, 26]
+
+
+def test_atomic_write_keeps_permissions_and_never_leaves_a_part(tmp_path, monkeypatch):
+    import stat
+
+    from robench.results import atomic_write
+
+    f = tmp_path / "r.csv"
+    old = os.umask(0o022)
+    try:
+        atomic_write(f, "a\n")
+    finally:
+        os.umask(old)
+    assert f.read_text() == "a\n" and stat.S_IMODE(f.stat().st_mode) == 0o644  # not mkstemp's 0600
+    f.chmod(0o640)
+    atomic_write(f, b"b\n")
+    assert f.read_bytes() == b"b\n" and stat.S_IMODE(f.stat().st_mode) == 0o640
+
+    def boom(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(f, "c\n")
+    assert f.read_bytes() == b"b\n" and sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
