@@ -127,7 +127,8 @@ def _cells(t: Target, d: Data, stages: Sequence[Stage], seed: int) -> list[Cell]
     eps, eps_str = stages[0].spec.eps, stages[0].spec.eps_str
     cells = [Cell(t.id, t.sha256, d.name, len(d.x), _Label(SUITE, eps, eps_str, s.params(k)), s.grad, seed)
              for k, s in enumerate(stages, 1)]
-    whole = {"suite": SUITE, "version": VERSION, "stage": "all", "stages": len(stages)}
+    whole = {"suite": SUITE, "version": VERSION, "stage": "all", "stages": len(stages),
+             **({"min_batches": mb} if (mb := stages[0].spec.min_batches or 1) > 1 else {})}
     return cells + [Cell(t.id, t.sha256, d.name, len(d.x), _Label(SUITE, eps, eps_str, whole), "worst", seed)]
 
 
@@ -140,10 +141,12 @@ def _stored_mask(row: dict, n: int) -> torch.Tensor:
 def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], store: ResultsStore | None = None,
                  stages: Sequence[Stage] | None = None, seed: int = 0, batch_size: int | None = None,
                  device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None,
-                 force: bool = False, part: Part = WHOLE) -> Evaluation:
+                 force: bool = False, part: Part = WHOLE, min_batches: int = 1) -> Evaluation:
     """Run the cascade on every model; store each stage as it finishes; resume from the first missing stage.
 
     ``part``: a torchrun rank; every stage re-splits the still-robust images over the ranks (rank 0 writes).
+    ``min_batches``: cut every stage's still-robust images into at least this many global batches, so that many
+    ranks share even the last stages (recorded in the rows' params when > 1; the numbers depend on it, not on K).
 
     ``progress`` gets ``{"kind": "start", "total"}``, then per stage ``{"kind": "stage", ...}`` and one
     ``{"kind": "batch", "done", "todo"}`` per restart.
@@ -151,6 +154,8 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     stages = list(stages if stages is not None else RELIABLE)
     if not stages:
         raise BadSpec("a cascade needs at least one stage")
+    if min_batches != 1:
+        stages = [replace(s, spec=replace(s.spec, min_batches=min_batches)) for s in stages]
     dev = resolve_device(str(device))
     data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}

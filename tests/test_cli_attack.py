@@ -113,6 +113,7 @@ BAD = [
     (["--eps", "-1"], "--eps '-1' is negative"),
     (["--eps", "8/0"], "divides by zero"),
     (["--n", "0"], "--n 0; must be an integer >= 1"),
+    (["--min-batches", "0"], "--min-batches 0; must be an integer >= 1"),
     (["--n", "-5"], "--n -5"),
     (["--batch-size", "0"], "--batch-size '0'"),
     (["--suite", "nope"], "unknown suite 'nope'; choose from: paper, quick, pgd-sweep, autoattack, noise, reliable"),

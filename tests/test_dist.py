@@ -24,7 +24,7 @@ import robench.evaluate as ev
 from robench.attacks import AttackSpec
 from robench.data import DATASETS
 from robench.data import load as load_data
-from robench.dist import WHOLE, Part, batch_seed, batches, parse_shard
+from robench.dist import WHOLE, Part, batch_seed, batches, owned, parse_shard
 from robench.errors import BadSpec
 from robench.protocol import Stage, run_reliable
 from robench.results import ResultsStore
@@ -94,12 +94,12 @@ def test_batches_are_balanced_disjoint_and_cover_the_todo_list():
 
 
 # -------------------------------------------------------------------------------- identical for K = 1, 2
-def _cascade_masks(model, x, y, part: Part = WHOLE) -> list[str]:
+def _cascade_masks(model, x, y, part: Part = WHOLE, min_batches: int = 1) -> list[str]:
     """The robust masks of a two-stage cascade (each stage re-splits the still-robust images over the ranks)."""
     stages = [Stage(AttackSpec("pgd", eps=8 / 255, steps=2, restarts=1), "bptt", restarts=2),
               Stage(AttackSpec("bim", eps=8 / 255, steps=2), "rate")]
     ev_ = run_reliable([ev.Target(ID, "ab" * 32, model, "d")], ev.Data("d", x, y), None, stages, seed=3,
-                       batch_size=8, device="cpu", part=part)
+                       batch_size=8, device="cpu", part=part, min_batches=min_batches)
     return list(ev_.records["robust_mask"])
 
 
@@ -113,6 +113,7 @@ def _rank_worker(rank: int, world: int, init: str, model, x, y, out: str) -> Non
                for s in SPECS]
     vectors.append(ev.clean_correct(model, x, y, 8, part).cpu())
     vectors.append(_cascade_masks(model, x, y, part))
+    vectors.append(_cascade_masks(model, x, y, part, min_batches=4))
     if rank == 0:
         torch.save(vectors, out)
     tdist.destroy_process_group()
@@ -130,13 +131,35 @@ def test_masks_identical_for_one_and_two_ranks_and_for_shards(env, tmp_path, one
     ranks = torch.load(out)
     for spec, a, b in zip(SPECS, whole, ranks, strict=False):
         assert torch.equal(a, b), spec.name
-    assert torch.equal(ranks[-2], clean)
-    assert ranks[-1] == _cascade_masks(model, x, y) and len(ranks[-1]) == 3  # two stages and the whole
+    assert torch.equal(ranks[-3], clean)
+    assert ranks[-2] == _cascade_masks(model, x, y) and len(ranks[-2]) == 3  # two stages and the whole
+    assert ranks[-1] == _cascade_masks(model, x, y, min_batches=4)  # smaller batches: still the same for K = 2
     for spec, a in zip(SPECS, whole, strict=True):  # two shards, no peers: their OR is the whole vector
         kw = dict(seed=3, batch_size=8)
         g = "none" if spec.gradient_free else "bptt"
         s0, s1 = (ev.run_cell(model, spec, g, x, y, part=Part(i, 2), **kw) for i in range(2))
         assert not (s0 & s1).any() and torch.equal(s0 | s1, a), spec.name
+
+
+def test_min_batches_cuts_small_cells_so_every_part_has_work(env):
+    _, _, model, x, y = env
+    x, y = x[:80], y[:80]
+    spec = AttackSpec("pgd", eps=8 / 255, steps=2, min_batches=4)
+    assert spec.params()["min_batches"] == 4 and "min_batches" not in AttackSpec("pgd").params()
+    clean = ev.clean_correct(model, x, y, 64)
+    kw = dict(seed=3, batch_size=64, clean=clean)
+    mine = [ev.attack_cell(model, spec, "bptt", x, y, part=Part(i, 2), **kw) for i in range(2)]
+    whole = ev.attack_cell(model, spec, "bptt", x, y, **kw).correct
+    assert torch.equal(mine[0].correct | mine[1].correct, whole)
+    todo = clean.nonzero().flatten()
+    size = max(ev.MIN_SPLIT_BATCH, -(-len(todo) // 4))  # both parts get images, where one batch of 64 had all
+    got = [owned(todo, size, Part(i, 2), len(x)).sum().item() for i in range(2)]
+    assert ev.MIN_SPLIT_BATCH < len(todo) <= 64 and min(got) > 0 and sum(got) == len(todo)
+    assert owned(todo, 64, Part(1, 2), len(x)).sum() == 0
+    small = ev.attack_cell(model, spec, "bptt", x[:12], y[:12], seed=3, batch_size=64, part=Part(1, 2))
+    assert not small.correct.any()  # 12 images: one batch (never below 16 a batch), so part 1 has none
+    with pytest.raises(BadSpec, match="--min-batches 0; must be an integer >= 1"):
+        AttackSpec("pgd", min_batches=0)
 
 
 # ---------------------------------------------------------------------------------------- shard + merge

@@ -75,6 +75,11 @@ class AttackSpec:
         steps, step_size, restarts, random_start: iterative attacks; version: ``autoattack`` only
             (``custom`` runs APGD-CE + APGD-T with ``steps`` and ``restarts``); queries: ``square`` only.
         attack: a user's own already-built attack ``attack(x, y) -> x_adv``, used instead of the registry.
+        min_batches: cut a cell's images into at least this many global batches, but none smaller than 16
+            images (default 1: batches as large as the batch size). The batches fix the random draws, so this is
+            recorded in ``params`` when > 1; under torchrun, set it to the number of ranks so that every rank
+            has work even when few images are left (the cascade's later stages), with numbers that still never
+            depend on the rank count.
     """
 
     name: str
@@ -87,12 +92,16 @@ class AttackSpec:
     version: str | None = None
     queries: int | None = None
     attack: AttackFn | None = field(default=None, repr=False, compare=False)
+    min_batches: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not 0 <= self.eps <= 1:
             raise BadSpec(f"--eps {self.eps!r}; accepted: a number in [0, 1] such as 8/255")
         self.eps = float(self.eps)
         self.eps_str = self.eps_str or format_eps(self.eps, den=255)
+        mb = self.min_batches
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 1):
+            raise BadSpec(f"--min-batches {mb!r}; must be an integer >= 1")
         if self.attack is not None:
             if not callable(self.attack):
                 raise BadSpec(f"attack {self.attack!r} is not callable as attack(x, y)")
@@ -141,12 +150,13 @@ class AttackSpec:
 
     def params(self) -> dict:
         """The hyper-parameters that define the attack (not eps), for the results' ``params`` column."""
+        split = {"min_batches": self.min_batches} if (self.min_batches or 1) > 1 else {}  # it sets the batches
         if self.attack is not None:
             keys = ("steps", "alpha", "decay", "random_start", "n_restarts")
             return {"user": type(self.attack).__name__, **{k: _plain(getattr(self.attack, k)) for k in keys
-                                                           if hasattr(self.attack, k)}}
+                                                           if hasattr(self.attack, k)}, **split}
         out = {k: getattr(self, k) for k in OPTIONAL if getattr(self, k) is not None}
-        return {**out, "norm": "Linf"} if self.budgeted else out
+        return {**out, **split, "norm": "Linf"} if self.budgeted else {**out, **split}
 
     def params_json(self) -> str:
         return json.dumps(self.params(), sort_keys=True)

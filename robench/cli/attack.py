@@ -41,6 +41,10 @@ def attack(
                                       "per-sample worst case.")] = "both",
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
+    min_batches: Annotated[int, typer.Option(help="Cut every cell's (every cascade stage's) images into at least "
+                                             "this many batches of 16 or more: under torchrun, the number of ranks "
+                                             "keeps every rank busy. Recorded when > 1; numbers never depend on the "
+                                             "rank count.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
     steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim (default 10), pgd-best (50), sa-pgd, "
                                               "apgd-* (100).")] = None,
@@ -73,6 +77,7 @@ def attack(
     Under `torchrun --nproc_per_node K -m robench attack ...` the ranks split every cell's images; rank 0 writes.
     """
     import re
+    from dataclasses import replace
 
     from ..attacks import SUITES, specs_from
     from ..dist import device_for, env_rank, parse_shard, session
@@ -93,6 +98,10 @@ def attack(
     specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
                                                     random_start=random_start, version=aa_version,
                                                     queries=queries, step_size=step)
+    if min_batches < 1:
+        raise BadSpec(f"--min-batches {min_batches}; must be an integer >= 1")
+    if min_batches > 1:
+        specs = [replace(s, min_batches=min_batches) for s in specs]
     grads = parse_grads(grad)
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
@@ -125,7 +134,7 @@ def attack(
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with session(dev, part) as part, lazy_progress() as bar:
         if suite in CASCADES:
-            ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part)
+            ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches)
         else:
             ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
                           force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part)
@@ -169,7 +178,7 @@ def _check_cascade_options(suite: str, *given) -> None:
                       "--step-size, --restarts, --random-start, --aa-version and --queries")
 
 
-def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part):
+def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches=1):
     """Each budget of ``--eps`` (default: the cascade's own 8/255) runs the whole cascade, resumably."""
     import pandas as pd
 
@@ -179,7 +188,8 @@ def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, pa
     stages = cascade(suite)
     budgets = parse_eps(eps) if eps is not None else [(stages[0].spec.eps, stages[0].spec.eps_str)]
     evs = [run_reliable(targets, data, store, retarget(stages, v, t), seed=seed, batch_size=bs, device=dev,
-                        progress=_cascade_progress(bar) if part.writer else None, force=force, part=part)
+                        progress=_cascade_progress(bar) if part.writer else None, force=force, part=part,
+                        min_batches=min_batches)
            for v, t in budgets]
     ev = evs[0]
     for other in evs[1:]:
