@@ -27,6 +27,18 @@ def make_tiny_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
     return x.clamp(0, 1), y
 
 
+def train_tiny():
+    """The tiny model trained (clean, 3 epochs, seed 0) well enough that attacks have something to break; eval
+    mode. Each test module that needs it builds its own in a module-scoped fixture."""
+    from robench.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TINY))
+    train(model, TrainConfig(recipe="clean", epochs=3, lr=0.1, batch_size=16), make_tiny_data(128),
+          make_tiny_data(64, 1))
+    return model.eval()
+
+
 @pytest.fixture
 def tiny_data():
     return make_tiny_data()

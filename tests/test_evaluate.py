@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
-from conftest import TINY, make_tiny_data
+from conftest import make_tiny_data, train_tiny
 
 import robench.data
 import robench.evaluate as ev
@@ -14,8 +14,6 @@ from robench.attacks import ATTACKS, AttackSpec
 from robench.checks import eval_determinism, model_findings, outputs_probabilities, zero_grad_fraction
 from robench.errors import BadSpec, IntegrityError
 from robench.results import ResultsStore
-from robench.snn.models import ModelConfig, build_model
-from robench.train import TrainConfig, train
 
 FAST = {"pgd": dict(steps=3), "bim": dict(steps=3), "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2),
         "autoattack": dict(version="custom", steps=2)}
@@ -24,12 +22,8 @@ FAST = {"pgd": dict(steps=3), "bim": dict(steps=3), "apgd-ce": dict(steps=2), "a
 @pytest.fixture(scope="module")
 def trained():
     """conftest's trained_zoo model, trained once for this module, and 32 held-out images."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY))
-    train(model, TrainConfig(recipe="clean", epochs=3, lr=0.1, batch_size=16), make_tiny_data(128),
-          make_tiny_data(64, 1))
     x, y = make_tiny_data(32, 2)
-    return model.eval(), x, y
+    return train_tiny(), x, y
 
 
 def _target(model):

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, make_tiny_data
+from conftest import make_tiny_data, train_tiny
 
 import robench.evaluate as ev
 import robench.protocol as proto
 from robench.attacks import AttackSpec
 from robench.errors import BadSpec
 from robench.results import ResultsStore
-from robench.snn.models import ModelConfig, build_model
 from robench.stats import decode_mask
-from robench.train import TrainConfig, train
 
 EPS = dict(eps=0.3, eps_str="0.3")
 STAGES = [proto.Stage(AttackSpec("fgsm", **EPS), "bptt"),
@@ -25,12 +23,8 @@ STAGES = [proto.Stage(AttackSpec("fgsm", **EPS), "bptt"),
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY))
-    train(model, TrainConfig(recipe="clean", epochs=3, lr=0.1, batch_size=16), make_tiny_data(128),
-          make_tiny_data(64, 1))
     x, y = make_tiny_data(48, 2)
-    return ev.Target("tiny", "ab" * 32, model.eval(), "tiny"), ev.Data("tiny:test", x, y)
+    return ev.Target("tiny", "ab" * 32, train_tiny(), "tiny"), ev.Data("tiny:test", x, y)
 
 
 def _masks(df):
