@@ -155,3 +155,19 @@ def test_seeds_on_different_n_pool_and_the_largest_n_of_a_seed_counts():
     assert o["seeds"] == 3 and o["n"] == "20,10,10" and o["mean_diff"] == pytest.approx(0.3)
     md = seeds_markdown(df[df["n"] == 10], report.comparison_table(df[df["n"] == 10]), ("m-a", "m-b"))
     assert "+20.0 [" in md and "n=10" in md
+
+
+def test_cli_seeds_compare_into_a_readme_block(tmp_path, capsys):
+    f = tmp_path / "res.csv"
+    frame().to_csv(f, index=False)
+    doc = tmp_path / "README.md"
+    doc.write_text("# Doc\n\n<!-- robench report seeds: start -->\nold\n<!-- robench report seeds: end -->\ntail\n")
+    code, _, err = _run_main(capsys, ["report", "--results", str(f), "--out", str(tmp_path / "rep"),
+                                      "--seeds-compare", "m-a", "m-b", "--readme", str(doc),
+                                      "--readme-block", "seeds"])
+    assert code == 0, err
+    text = doc.read_text()
+    block = text.split("seeds: start -->\n")[1].split("<!--")[0]
+    assert "old" not in block and text.endswith("tail\n") and text.startswith("# Doc\n")
+    assert "**m-a minus m-b (percentage points)**" in block and "+20.0 [" in block and "sd 10.0" in block
+    assert "**Seeds of one recipe" in block and "\n#" not in block  # no headings added to the document

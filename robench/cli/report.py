@@ -35,7 +35,8 @@ def report(
     by_cell: Annotated[bool, typer.Option("--by-cell", help="Print (and put in --readme) the table transposed: one "
                                           "row per attack x path, one column per model.")] = False,
     seeds_compare: Annotated[tuple[str, str] | None, typer.Option(help="Compare two recipes (ids without -s<k>) "
-                                                                  "seed by seed and over seeds, into seeds.md.")]
+                                                                  "seed by seed and over seeds, into seeds.md "
+                                                                  "(with --readme: into the block).")]
     = None,
     compare: Annotated[tuple[str, str] | None, typer.Option(
         "--compare", help="Two model ids: the paired difference of their worst cases on the same images, with a "
@@ -71,8 +72,9 @@ def report(
     console.print(table_md, markup=False, highlight=False, soft_wrap=True)
     if "seeds" in paths:
         console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
-    if readme and doc is not None:  # with --compare the block gets the paired comparison (without its title)
-        block = _untitled(compared) if compared is not None else table_md
+    if readme and doc is not None:  # with --compare (--seeds-compare) the block gets that comparison, untitled
+        block = (_untitled(compared) if compared is not None else
+                 _untitled(paths["seeds"].read_text()) if seeds_compare and "seeds" in paths else table_md)
         readme.write_text(inject_markdown(readme.read_text(), block, str(readme), readme_block))
         paths["readme"] = readme
     if compared is not None:
@@ -113,6 +115,8 @@ def results_merge(
 
 
 def _untitled(markdown: str) -> str:
-    """A Markdown document without its leading ``# title`` line and the blank line after it."""
-    lines = markdown.splitlines()
-    return "\n".join(lines[2:] if lines and lines[0].startswith("# ") else lines)
+    """A Markdown document without its leading ``# title`` line and the blank line after it, its ``## section``
+    titles in bold (a README block must not add headings to the document around it)."""
+    lines = markdown.strip("\n").splitlines()
+    lines = lines[2:] if lines and lines[0].startswith("# ") else lines
+    return "\n".join(f"**{ln[3:]}**" if ln.startswith("## ") else ln for ln in lines)
