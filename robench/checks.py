@@ -134,7 +134,9 @@ def stored_flags(df: pd.DataFrame) -> list[Finding]:
                 out += _counted(name, g)
                 continue
             grads = ", ".join(sorted(set(g["grad"]) - {"worst"}))
-            out.append(Finding(name, f"{model}: stored by the evaluation (grad modes {grads}); "
+            r = g.iloc[0]  # a cascade flags its worst-case row only: name the cascade, its budget and n
+            where = f"grad modes {grads}" if grads else f"{r['attack']} worst case at {r['eps_str']}, n={r['n']}"
+            out.append(Finding(name, f"{model}: stored by the evaluation ({where}); "
                                f"{DOC.get(name, '')}".rstrip("; "), tuple(g.to_dict("records")), model=model))
     return list({(f.name, f.model, f.message if f.name in COUNTED else ""): f for f in out}.values())
 
@@ -155,6 +157,10 @@ DOC = {
     "zero-grad": "many samples had an all-zero input gradient (gradient masking)",
     "invalid-adv": "adversarial example(s) failed verification (not finite, outside [0, 1] or the eps-ball) and "
                    "were counted robust",
+    "gradient-masking": "the black-box Square stage broke samples that every white-box stage missed (the "
+                        "gradients are partly masked there; the worst case counts them broken)",
+    "not-converged": "the last stage or restart still lowered robust accuracy by more than 1 point (a longer "
+                     "attack may go lower)",
 }
 
 

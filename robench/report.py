@@ -66,9 +66,10 @@ def _split(values: str | Sequence[str] | None) -> list[str]:
 def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: str | Sequence[str] | None = None,
            dataset: str | Sequence[str] | None = None, eps: str | Sequence[str] | None = None,
            grad: str | Sequence[str] | None = None, n: int | None = None) -> pd.DataFrame:
-    """Rows whose model matches an id, prefix or glob; attack a name; dataset a name (``fashion-mnist`` matches
-    ``fashion-mnist:test`` and ``fashion-mnist:subset``); eps a budget as stored (``8/255``); grad a mode.
-    Nothing left is an error naming the filter."""
+    """Rows whose model is an id (only itself, when the results hold it: ``m-gn`` does not take ``m-gn-s1``) or
+    matches a prefix or glob; attack a name; dataset a name (``fashion-mnist`` matches ``fashion-mnist:test`` and
+    ``fashion-mnist:subset``); eps a budget as stored (``8/255``); grad a mode. Nothing left is an error naming
+    the filter."""
     keep = pd.Series(True, index=df.index)
     models, attacks, datasets = _split(model), _split(attack), _split(dataset)
     budgets, grads = _split(eps), _split(grad)
@@ -78,8 +79,10 @@ def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: s
         keep &= df["grad"].isin(grads)
     if n is not None:
         keep &= df["n"] == n
-    if models:
-        keep &= df["model"].map(lambda m: any(m.startswith(q) or fnmatch.fnmatchcase(m, q) for q in models))
+    if models:  # an id the results hold matches itself only; other queries are prefixes or globs
+        exact = set(df["model"].unique())
+        keep &= df["model"].map(lambda m: any(m == q if q in exact else (m.startswith(q) or fnmatch.fnmatchcase(m, q))
+                                              for q in models))
     if attacks:
         keep &= df["attack"].isin(attacks)
     if datasets:

@@ -86,6 +86,10 @@ def test_select_filters_and_empty_is_one_line_error(records):
     assert len(report.select(records, dataset="fashion-mnist")) == len(records)
     with pytest.raises(DataNotFound, match="no results match --model zz; the results hold models: m1, m2"):
         report.select(records, model="zz")
+    more = pd.concat([records, records.assign(model="m2-s1"), records.assign(model="m2-mppd")], ignore_index=True)
+    assert set(report.select(more, model="m2")["model"]) == {"m2"}  # an id the results hold: itself only
+    assert set(report.select(more, model="m2-")["model"]) == {"m2-s1", "m2-mppd"}  # a prefix
+    assert set(report.select(more, model="m2-s*,m2")["model"]) == {"m2", "m2-s1"}  # a glob and an id
 
 
 @pytest.mark.parametrize("module", [report, worstcase, stats])
@@ -132,6 +136,10 @@ def test_stored_flags_become_findings(tmp_path):
     store.append([row(flags="zero-grad"), row(grad="rate"), row(grad="worst", flags="zero-grad")])
     found = stored_flags(store.read())
     assert [(f.name, f.model) for f in found] == [("zero-grad", "m1")]
+    cascade = ResultsStore(tmp_path / "c.csv")  # a cascade flags its worst-case row only
+    cascade.append([row(attack="reliable", grad="worst", flags="gradient-masking")])
+    (f,) = stored_flags(cascade.read())
+    assert "(reliable worst case at 8/255, n=" in f.message and "Square stage broke samples" in f.message
 
 
 def test_inject_markdown_replaces_only_the_marked_block_and_refuses_a_document_without_it():
