@@ -181,7 +181,7 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Ten
     with frozen(model):
         attack = build(spec, model)
         todo = clean.nonzero().flatten()  # only initially correct samples are attacked
-        if (getattr(spec, "min_batches", None) or 1) > 1:  # a function of the image count only, never of K
+        if getattr(spec, "min_batches", 1) > 1:  # a function of the image count only, never of K
             bs = min(bs, max(MIN_SPLIT_BATCH, -(-len(todo) // spec.min_batches)))
         for idx in batches(todo, bs, part):
             seed_everything(batch_seed(seed, tag, int(idx[0])))  # never from the rank or the batch position

@@ -128,7 +128,7 @@ def _cells(t: Target, d: Data, stages: Sequence[Stage], seed: int) -> list[Cell]
     cells = [Cell(t.id, t.sha256, d.name, len(d.x), _Label(SUITE, eps, eps_str, s.params(k)), s.grad, seed)
              for k, s in enumerate(stages, 1)]
     whole = {"suite": SUITE, "version": VERSION, "stage": "all", "stages": len(stages),
-             **({"min_batches": mb} if (mb := stages[0].spec.min_batches or 1) > 1 else {})}
+             **({"min_batches": mb} if (mb := stages[0].spec.min_batches) > 1 else {})}
     return cells + [Cell(t.id, t.sha256, d.name, len(d.x), _Label(SUITE, eps, eps_str, whole), "worst", seed)]
 
 

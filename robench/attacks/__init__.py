@@ -92,7 +92,7 @@ class AttackSpec:
     version: str | None = None
     queries: int | None = None
     attack: AttackFn | None = field(default=None, repr=False, compare=False)
-    min_batches: int | None = None
+    min_batches: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not 0 <= self.eps <= 1:
@@ -100,7 +100,7 @@ class AttackSpec:
         self.eps = float(self.eps)
         self.eps_str = self.eps_str or format_eps(self.eps, den=255)
         mb = self.min_batches
-        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 1):
+        if isinstance(mb, bool) or not isinstance(mb, int) or mb < 1:
             raise BadSpec(f"--min-batches {mb!r}; must be an integer >= 1")
         if self.attack is not None:
             if not callable(self.attack):
@@ -150,7 +150,7 @@ class AttackSpec:
 
     def params(self) -> dict:
         """The hyper-parameters that define the attack (not eps), for the results' ``params`` column."""
-        split = {"min_batches": self.min_batches} if (self.min_batches or 1) > 1 else {}  # it sets the batches
+        split = {"min_batches": self.min_batches} if self.min_batches > 1 else {}  # it sets the batches
         if self.attack is not None:
             keys = ("steps", "alpha", "decay", "random_start", "n_restarts")
             return {"user": type(self.attack).__name__, **{k: _plain(getattr(self.attack, k)) for k in keys
