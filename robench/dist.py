@@ -1,14 +1,15 @@
 """Several processes on one job: ranks under ``torchrun`` and ``--shard i/K`` parts, with rank-independent numbers.
 
-A job's images are split in *global* batches: the cell's still-to-attack images (initially correct, in index
-order) are cut into batches of ``batch_size``, and batch ``j`` runs on part ``j % K``, so the split is balanced
-and deterministic. Before each batch torch is seeded from ``(seed, the cell's attack, params, eps and gradient
-path, the batch's first global image index)`` (:func:`batch_seed`), never from the rank, so every random draw
-(random starts, restarts, noise, AutoAttack's seed) and every mask is the same for K = 1, 2, ... ranks as long as
-the batch size is the same. Under ``torchrun`` (:func:`session`) the ranks all-reduce each cell's per-sample vector
-and rank 0 alone writes; an auto batch size is the minimum over the ranks. A ``--shard i/K`` part is an ordinary
-process with no peers: it writes its rows with its masks into a shard file (:mod:`robench.shards`), and
-``robench results merge`` joins the K parts into the rows one run writes.
+A job's images are split in *global* batches: the cell's still-to-attack images (initially correct, in index order)
+are cut into batches of ``batch_size`` (with ``--min-batches`` N: into at least N batches of equal size, see
+:func:`split`), and batch ``j`` runs on part ``j % K``, so the split is balanced and deterministic. Before each
+batch torch is seeded from ``(seed, the cell's attack, params, eps and gradient path, the batch's first global image
+index)`` (:func:`batch_seed`), never from the rank, so every random draw (random starts, restarts, noise,
+AutoAttack's seed) and every mask is the same for K = 1, 2, ... ranks as long as the batch size is the same. Under
+``torchrun`` (:func:`session`) the ranks all-reduce each cell's per-sample vector and rank 0 alone writes; an auto
+batch size is the minimum over the ranks. A ``--shard i/K`` part is an ordinary process with no peers: it writes its
+rows with its masks into a shard file (:mod:`robench.shards`), and ``robench results merge`` joins the K parts into
+the rows one run writes.
 
 Examples:
     >>> with session(torch.device("cpu")) as part:   # Part(index=rank, count=world) under torchrun, else WHOLE
@@ -90,17 +91,44 @@ def parse_shard(text: str | None) -> Part:
 
 
 # -------------------------------------------------------------------------------------------- the split
-def batches(todo: Tensor, batch_size: int, part: Part = WHOLE) -> Iterator[Tensor]:
-    """The global batches ``todo[j*bs : (j+1)*bs]`` that belong to ``part`` (``j % K == index``)."""
-    for j, start in enumerate(range(0, len(todo), batch_size)):
+# --min-batches never cuts batches below this many images: smaller ones cost more per image than a second rank
+# saves (a 7-stage cascade on 100 images in batches of 4-11 took one CPU rank 2.2x as long as in one batch)
+MIN_SPLIT_BATCH = 16
+
+
+def split(todo: Tensor, batch_size: int, min_batches: int = 1) -> tuple[Tensor, ...]:
+    """The global batches of a cell's images ``todo``, a function of ``len(todo)``, ``batch_size`` and
+    ``min_batches`` only (never of the number of parts).
+
+    ``min_batches`` = 1: consecutive batches of ``batch_size`` (the last one shorter). Otherwise batches whose sizes
+    differ by at most one, as many as the largest divisor of ``min_batches`` that leaves batches of about
+    ``MIN_SPLIT_BATCH`` images or more, or, where ``batch_size`` needs more batches, the next divisor or multiple of
+    ``min_batches``. So K parts get the same work whenever ``min_batches`` is a multiple of K and the images allow
+    it (20 images, ``min_batches`` 8: 10 + 10, not 16 + 4).
+    """
+    n, m = len(todo), min_batches
+    if n == 0:
+        return ()
+    if m <= 1:
+        return todo.split(batch_size)
+    need, cap = -(-n // batch_size), -(-n // MIN_SPLIT_BATCH)
+    count = max(d for d in range(1, m + 1) if m % d == 0 and d <= cap)
+    if count < need:
+        count = min([d for d in range(need, m + 1) if m % d == 0] or [m * -(-need // m)])
+    return todo.tensor_split(count)
+
+
+def batches(todo: Tensor, batch_size: int, part: Part = WHOLE, min_batches: int = 1) -> Iterator[Tensor]:
+    """The global batches of :func:`split` that belong to ``part`` (batch ``j`` when ``j % K == index``)."""
+    for j, idx in enumerate(split(todo, batch_size, min_batches)):
         if part.mine(j):
-            yield todo[start : start + batch_size]
+            yield idx
 
 
-def owned(todo: Tensor, batch_size: int, part: Part, n: int) -> Tensor:
+def owned(todo: Tensor, batch_size: int, part: Part, n: int, min_batches: int = 1) -> Tensor:
     """``bool [n]``: the images of ``todo`` that ``part`` attacks."""
     out = torch.zeros(n, dtype=torch.bool)
-    for idx in batches(todo.cpu(), batch_size, part):
+    for idx in batches(todo.cpu(), batch_size, part, min_batches):
         out[idx] = True
     return out
 

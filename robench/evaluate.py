@@ -181,9 +181,7 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Ten
     with frozen(model):
         attack = build(spec, model)
         todo = clean.nonzero().flatten()  # only initially correct samples are attacked
-        if getattr(spec, "min_batches", 1) > 1:  # a function of the image count only, never of K
-            bs = min(bs, max(MIN_SPLIT_BATCH, -(-len(todo) // spec.min_batches)))
-        for idx in batches(todo, bs, part):
+        for idx in batches(todo, bs, part, getattr(spec, "min_batches", 1)):  # never a function of K
             seed_everything(batch_seed(seed, tag, int(idx[0])))  # never from the rank or the batch position
             xb, yb = x[idx], y[idx]
             with ctx():
@@ -238,9 +236,6 @@ def _memory_budget(device: torch.device) -> int:
     return int(min(avail * 0.25, 4 * 2**30))
 
 
-# --min-batches never cuts batches below this many images: smaller ones cost more per image than a second rank
-# saves (a 7-stage cascade on 100 images in batches of 4-11 took one CPU rank 2.2x as long as in one batch)
-MIN_SPLIT_BATCH = 16
 
 
 def auto_batch_size(model: nn.Module, x: Tensor, device: torch.device | None = None) -> int:

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from filelock import FileLock
 
+from . import dist
 from .errors import DataNotFound, IntegrityError
 from .results import COLUMNS, KEY, Key, ResultsStore, atomic_write, row_key
 from .stats import decode_mask, encode_mask
@@ -43,14 +45,18 @@ def shard_fields(part, correct, clean, batch_size: int) -> dict:
             "shard_mask": encode_mask(correct.cpu().numpy())}
 
 
-def owned(clean: np.ndarray, batch_size: int, index: int, count: int) -> np.ndarray:
-    """``bool [n]``: the images shard ``index`` of ``count`` attacks (global batches of the initially correct)."""
-    todo = np.flatnonzero(clean)
-    out = np.zeros(len(clean), dtype=bool)
-    for j, start in enumerate(range(0, len(todo), batch_size)):
-        if j % count == index:
-            out[todo[start : start + batch_size]] = True
-    return out
+def owned(clean: np.ndarray, batch_size: int, index: int, count: int, min_batches: int = 1) -> np.ndarray:
+    """``bool [n]``: the images shard ``index`` of ``count`` attacks (the global batches of
+    :func:`robench.dist.split` over the initially correct images)."""
+    todo = torch.from_numpy(np.flatnonzero(clean))
+    return dist.owned(todo, batch_size, dist.Part(index, count), len(clean), min_batches).numpy()
+
+
+def _min_batches(row: Mapping) -> int:
+    try:
+        return int(json.loads(row.get("params") or "{}").get("min_batches", 1))
+    except (TypeError, ValueError, AttributeError):
+        return 1
 
 
 class ShardFile:
@@ -181,7 +187,7 @@ def _merge_cell(key: Key, by_label: dict, count: int) -> dict:
                 raise IntegrityError(f"shard {i}/{count} ({r['_file']}) differs from shard 0/{count} in {col} "
                                      f"({r[col]!r:.40} vs {first[col]!r:.40}): other batch size, weights or data")
         mine = decode_mask(r["shard_mask"], n, r["robust_count"], f"{r['_file']}: shard_mask")
-        if (mine & ~owned(clean, int(r["batch_size"]), i, count)).any():
+        if (mine & ~owned(clean, int(r["batch_size"]), i, count, _min_batches(r))).any():
             raise IntegrityError(f"shard {i}/{count} ({r['_file']}) has robust bits outside its own images")
         correct |= mine
     out = {c: first[c] for c in COLUMNS}

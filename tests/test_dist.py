@@ -24,7 +24,7 @@ import robench.evaluate as ev
 from robench.attacks import AttackSpec
 from robench.data import DATASETS
 from robench.data import load as load_data
-from robench.dist import WHOLE, Part, batch_seed, batches, owned, parse_shard
+from robench.dist import MIN_SPLIT_BATCH, WHOLE, Part, batch_seed, batches, owned, parse_shard, split
 from robench.errors import BadSpec
 from robench.protocol import Stage, run_reliable
 from robench.results import ResultsStore
@@ -152,14 +152,34 @@ def test_min_batches_cuts_small_cells_so_every_part_has_work(env):
     whole = ev.attack_cell(model, spec, "bptt", x, y, **kw).correct
     assert torch.equal(mine[0].correct | mine[1].correct, whole)
     todo = clean.nonzero().flatten()
-    size = max(ev.MIN_SPLIT_BATCH, -(-len(todo) // 4))  # both parts get images, where one batch of 64 had all
-    got = [owned(todo, size, Part(i, 2), len(x)).sum().item() for i in range(2)]
-    assert ev.MIN_SPLIT_BATCH < len(todo) <= 64 and min(got) > 0 and sum(got) == len(todo)
-    assert owned(todo, 64, Part(1, 2), len(x)).sum() == 0
+    got = [owned(todo, 64, Part(i, 2), len(x), min_batches=4).sum().item() for i in range(2)]
+    assert MIN_SPLIT_BATCH < len(todo) <= 64 and abs(got[0] - got[1]) <= 1 and sum(got) == len(todo)
+    assert owned(todo, 64, Part(1, 2), len(x)).sum() == 0  # one batch of 64 had all
     small = ev.attack_cell(model, spec, "bptt", x[:12], y[:12], seed=3, batch_size=64, part=Part(1, 2))
     assert not small.correct.any()  # 12 images: one batch (never below 16 a batch), so part 1 has none
     with pytest.raises(BadSpec, match="--min-batches 0; must be an integer >= 1"):
         AttackSpec("pgd", min_batches=0)
+
+
+@pytest.mark.parametrize("n, bs, mb, sizes", [
+    (20, 256, 8, [10, 10]),           # was 16 + 4: equal halves
+    (12, 256, 8, [12]),               # too few images to cut
+    (33, 256, 2, [17, 16]),
+    (200, 256, 8, [25] * 8),
+    (300, 256, 1, [256, 44]),         # min_batches 1: consecutive batches of the batch size, as before
+    (41, 64, 4, [21, 20]),            # 3 batches would load part 0 twice: the largest divisor of 4 that fits
+    (300, 64, 2, [50] * 6),           # the batch size needs 5: the next multiple of 2
+    (100, 16, 12, [9] * 4 + [8] * 8),  # the batch size needs 7: the next divisor of 12
+    (0, 64, 4, []),
+])
+def test_split_cuts_equal_batches_of_a_count_that_never_depends_on_k(n, bs, mb, sizes):
+    todo = torch.arange(100, 100 + n)
+    got = split(todo, bs, mb)
+    assert [len(b) for b in got] == sizes
+    assert torch.equal(torch.cat(got) if got else todo, todo)  # in order, each image once
+    for k in (2, 3):
+        parts = [owned(todo, bs, Part(i, k), 400, mb) for i in range(k)]
+        assert sum(int(p.sum()) for p in parts) == n and not (parts[0] & parts[1]).any()
 
 
 # ---------------------------------------------------------------------------------------- shard + merge
@@ -175,13 +195,15 @@ def _rows(path: Path) -> dict:
             for r in df.to_dict("records")}
 
 
-def test_shards_merge_into_the_rows_of_one_run(env, tmp_path, capsys, one_thread):
+@pytest.mark.parametrize("split_args", [(), ("--batch-size", "64", "--min-batches", "4")])
+def test_shards_merge_into_the_rows_of_one_run(env, tmp_path, capsys, one_thread, split_args):
     data, zoo, *_ = env
-    code, _, _ = run_main(capsys, _attack_args(zoo, data, tmp_path / "one", "--steps", "3"))
+    code, _, _ = run_main(capsys, _attack_args(zoo, data, tmp_path / "one", "--steps", "3", *split_args))
     assert code == 0
     out = tmp_path / "sh"
     for i in range(2):
-        code, text, _ = run_main(capsys, _attack_args(zoo, data, out, "--steps", "3", "--shard", f"{i}/2"))
+        code, text, _ = run_main(capsys, _attack_args(zoo, data, out, "--steps", "3", "--shard", f"{i}/2",
+                                                      *split_args))
         assert code == 0 and "results merge" in text
     assert not (out / "results.csv").exists()
     code, text, _ = run_main(capsys, ["results", "merge", "--out", str(out)])

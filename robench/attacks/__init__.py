@@ -75,11 +75,12 @@ class AttackSpec:
         steps, step_size, restarts, random_start: iterative attacks; version: ``autoattack`` only
             (``custom`` runs APGD-CE + APGD-T with ``steps`` and ``restarts``); queries: ``square`` only.
         attack: a user's own already-built attack ``attack(x, y) -> x_adv``, used instead of the registry.
-        min_batches: cut a cell's images into at least this many global batches, but none smaller than 16
-            images (default 1: batches as large as the batch size). The batches fix the random draws, so this is
-            recorded in ``params`` when > 1; under torchrun, set it to the number of ranks so that every rank
-            has work even when few images are left (the cascade's later stages), with numbers that still never
-            depend on the rank count.
+        min_batches: cut a cell's images into at least this many global batches of equal size (within one
+            image), but none much smaller than 16 images (default 1: consecutive batches as large as the batch
+            size; see :func:`robench.dist.split`). The batches fix the random draws, so this is
+            recorded in ``params`` when > 1; under torchrun, set it to a multiple of the number of ranks so that
+            every rank has the same work even when few images are left (the cascade's later stages), with
+            numbers that still never depend on the rank count.
     """
 
     name: str

@@ -42,9 +42,9 @@ def attack(
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
     min_batches: Annotated[int, typer.Option(help="Cut every cell's (every cascade stage's) images into at least "
-                                             "this many batches of 16 or more: under torchrun, the number of ranks "
-                                             "keeps every rank busy. Recorded when > 1; numbers never depend on the "
-                                             "rank count.")] = 1,
+                                             "this many equal batches (none much below 16 images): under torchrun, "
+                                             "a multiple of the rank count gives every rank the same work. "
+                                             "Recorded when > 1; numbers never depend on the rank count.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed (random starts, noise).")] = 0,
     steps: Annotated[int | None, typer.Option(help="Iterations of pgd, bim (default 10), pgd-best (50), sa-pgd, "
                                               "apgd-* (100).")] = None,
