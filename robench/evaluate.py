@@ -236,8 +236,6 @@ def _memory_budget(device: torch.device) -> int:
     return int(min(avail * 0.25, 4 * 2**30))
 
 
-
-
 def auto_batch_size(model: nn.Module, x: Tensor, device: torch.device | None = None) -> int:
     """The largest power of two whose attack step fits half the free GPU memory (a quarter of the free RAM,
     at most 4 GiB, on the CPU), estimating 4x a sample's forward activations (saved activations, their
