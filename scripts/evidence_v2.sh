@@ -1,0 +1,31 @@
+#!/bin/sh
+# The evidence matrix of the reliable protocol, version 2 (docs/protocol.md): attacks x gradient paths on a varied
+# set of models, first 200 test images at eps 8/255, per-sample masks kept, into results/evidence-v2.csv.
+# Images 0-99 are the selection split (scripts/select_stages.py chooses the stages on them), images 100-199 the
+# validation split it never sees. Cells are run breadth first (one attack x path group over every model before
+# the next group), so whatever has finished is a complete slice; finished cells are skipped, so it resumes.
+# Usage: scripts/evidence_v2.sh MODEL...   (ROBENCH=... picks the command, OUT=... the results folder)
+cd "$(dirname "$0")/.." || exit 1
+export ROBENCH_THREADS="${ROBENCH_THREADS:-1}"
+export ROBENCH_TRUST_CODE="${ROBENCH_TRUST_CODE:-1}"  # the matrix runs the shipped foreign entries' code
+R="${ROBENCH:-.venv/bin/robench}"
+OUT="${OUT:-results}"
+MODELS="$*"
+run() {  # run GROUP-ARGS over every model (a failing cell is logged, the matrix goes on)
+  for m in $MODELS; do
+    $R attack --model "$m" --n 200 --eps 8/255 --out "$OUT" --name evidence-v2 --trust-code "$@" \
+      || echo "evidence-v2: FAILED on $m: $*" >&2
+  done
+}
+# 1. the cheap wide sweep: best-iterate PGD-50 through every path family and sharpness
+run --attack pgd-best --steps 50 --grad 'bptt,rate,arctan:a=4|8|16,sigmoid:k=16|32'
+run --attack pgd-best --steps 50 --grad 'triangle:w=0.25|0.5|2,rectangle:w=0.5,assg:A=0.35|0.425|0.49'
+# 2. the official APGD-CE (100 steps, 2 restarts) through the strongest families
+run --attack apgd-ce --steps 100 --restarts 2 --grad 'arctan:a=4|8,assg:A=0.425'
+# 3. SA-PGD (100 steps) through sharp surrogates
+run --attack sa-pgd --steps 100 --grad 'arctan:a=4|8,triangle:w=0.5'
+# 4. the black-box check with a large budget, and the other APGD losses
+run --attack square --queries 5000
+run --attack apgd-dlr --steps 100 --grad 'arctan:a=8'
+run --attack apgd-ce --steps 100 --restarts 2 --grad 'bptt,sigmoid:k=16,arctan:a=16'
+run --attack apgd-t --steps 100 --grad 'arctan:a=8'
