@@ -2,7 +2,7 @@
 
 For each zoo model, on the same first ``--n`` test images at eps = 8/255, in one process with the same thread
 count: AutoAttack standard (pyautoattack, every parameter fixed; BPTT gradient, the model's own) and the reliable
-cascade (robench.protocol.RELIABLE). Reports robust accuracy (with the per-sample overlap: samples only one of
+cascade (robench.eval.cascade.RELIABLE). Reports robust accuracy (with the per-sample overlap: samples only one of
 them broke), wall time and process CPU time, and their ratios. Target: reliable robust accuracy <= AutoAttack's
 and wall time <= 1.0x AutoAttack's. The script asserts nothing; it writes its report to ``--out``.
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from robench.attacks import AttackSpec  # noqa: E402
-from robench.evaluate import Target, clean_correct, load_data, run_cell  # noqa: E402
-from robench.protocol import RELIABLE, run_reliable  # noqa: E402
+from robench.eval.cascade import RELIABLE, run_reliable  # noqa: E402
+from robench.eval.sweep import Target, clean_correct, load_data, run_cell  # noqa: E402
 from robench.zoo import load  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def measure(model_id: str, zoo: str, n: int, batch_size: int, seed: int) -> dict
     ev, rel_wall, rel_cpu = timed(lambda: run_reliable([target], data, None, seed=seed, batch_size=batch_size,
                                                        device="cpu"))
     worst = ev.records[ev.records["grad"] == "worst"].iloc[0]
-    from robench.stats import decode_mask
+    from robench.results.stats import decode_mask
 
     rel = torch.from_numpy(decode_mask(worst["robust_mask"], n, int(worst["robust_count"])).copy())
     return {"model": model_id, "n": n, "clean": int(clean.sum()), "aa": int(aa.sum()), "rel": int(rel.sum()),

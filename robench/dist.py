@@ -8,8 +8,8 @@ index)`` (:func:`batch_seed`), never from the rank, so every random draw (random
 AutoAttack's seed) and every mask is the same for K = 1, 2, ... ranks as long as the batch size is the same. Under
 ``torchrun`` (:func:`session`) the ranks all-reduce each cell's per-sample vector and rank 0 alone writes; an auto
 batch size is the minimum over the ranks. A ``--shard i/K`` part is an ordinary process with no peers: it writes its
-rows with its masks into a shard file (:mod:`robench.shards`), and ``robench results merge`` joins the K parts into
-the rows one run writes.
+rows with its masks into a shard file (:mod:`robench.results.shards`), and ``robench results merge`` joins the K
+parts into the rows one run writes.
 
 Examples:
     >>> with session(torch.device("cpu")) as part:   # Part(index=rank, count=world) under torchrun, else WHOLE

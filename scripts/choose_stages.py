@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robench.results import ResultsStore  # noqa: E402
-from robench.stats import decode_mask  # noqa: E402
+from robench.results.stats import decode_mask  # noqa: E402
 
 
 def main() -> None:

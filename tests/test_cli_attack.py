@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, make_tiny_data
 
-import robench.evaluate
+import robench.eval.sweep
 from robench.cli import main
 from robench.errors import DataNotFound
 from robench.snn.models import ModelConfig, build_model
@@ -45,7 +45,7 @@ def fake_load(name, split="test", data_dir=None, limit=None, download=False):
 
 @pytest.fixture(autouse=True)
 def tiny_dataset(monkeypatch):
-    monkeypatch.setattr(robench.evaluate, "load_dataset", fake_load)
+    monkeypatch.setattr(robench.eval.sweep, "load_dataset", fake_load)
 
 
 def run(capsys, args: list[str]) -> tuple[int, str, str]:
@@ -133,7 +133,7 @@ def stored_csv(zoo, tmp_path_factory) -> bytes:
     """A results file from one small run, shared by the bad-input tests."""
     out_dir = tmp_path_factory.mktemp("res")
     with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit):
-        mp.setattr(robench.evaluate, "load_dataset", fake_load)
+        mp.setattr(robench.eval.sweep, "load_dataset", fake_load)
         main(["attack", "--zoo", str(zoo), "--model", ID, "--attack", "fgsm", "--eps", "0", "--n", "4", "--out",
               str(out_dir), "--grad", "bptt"])
     return (out_dir / "results.csv").read_bytes()

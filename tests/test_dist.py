@@ -20,13 +20,13 @@ import torch.multiprocessing as mp
 from cli_helpers import one_line, run_main
 from fmnist_files import write_idx
 
-import robench.evaluate as ev
+import robench.eval.sweep as ev
 from robench.attacks import AttackSpec
 from robench.data import DATASETS
 from robench.data import load as load_data
 from robench.dist import MIN_SPLIT_BATCH, WHOLE, Part, batch_seed, batches, owned, parse_shard, split
 from robench.errors import BadSpec
-from robench.protocol import Stage, run_reliable
+from robench.eval.cascade import Stage, run_reliable
 from robench.results import ResultsStore
 from robench.snn.models import ModelConfig, build_model
 from robench.train import TrainConfig, train

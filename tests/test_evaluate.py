@@ -9,10 +9,10 @@ import torchattacks
 from conftest import make_tiny_data, train_tiny
 
 import robench.data
-import robench.evaluate as ev
+import robench.eval.sweep as ev
 from robench.attacks import ATTACKS, AttackSpec
-from robench.checks import eval_determinism, model_findings, outputs_probabilities, zero_grad_fraction
 from robench.errors import BadSpec, IntegrityError
+from robench.eval.checks import eval_determinism, model_findings, outputs_probabilities, zero_grad_fraction
 from robench.results import ResultsStore
 
 FAST = {"pgd": dict(steps=3), "bim": dict(steps=3), "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2),

@@ -13,10 +13,10 @@ import torch
 from cli_helpers import one_line, run_main
 from conftest import TINY
 
-import robench.evaluate as ev
+import robench.eval.sweep as ev
 from robench.attacks import AttackSpec
-from robench.checks import grad_gap
 from robench.errors import BadSpec
+from robench.eval.checks import grad_gap
 from robench.results import ResultsStore, validate
 from robench.snn import paths as P
 from robench.snn.models import ModelConfig, build_model

@@ -302,14 +302,14 @@ SAFE = ARG.filter(lambda v: ".." not in v)  # relative to a scratch folder, neve
 @FAST
 @given(st.sampled_from(["--results", "--out", "--model", "--attack", "--dataset", "--eps", "--grad"]), SAFE)
 def test_report_options(place, monkeypatch, tmp_path_factory, opt, value):
-    import robench.report
+    import robench.results.report
 
     def write_report(df, out, findings):  # the tables and PNGs are tested elsewhere; here: options only
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.md").write_text(str(len(df)))
         return {"md": out / "table.md"}
 
-    monkeypatch.setattr(robench.report, "write_report", write_report)
+    monkeypatch.setattr(robench.results.report, "write_report", write_report)
     scratch = tmp_path_factory.mktemp("report")
     monkeypatch.chdir(scratch)
     args = {"--results": str(place / "results"), "--out": "rep"}

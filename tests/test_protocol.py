@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import make_tiny_data, train_tiny
 
-import robench.evaluate as ev
-import robench.protocol as proto
+import robench.eval.cascade as proto
+import robench.eval.sweep as ev
 from robench.attacks import AttackSpec
 from robench.errors import BadSpec
 from robench.results import ResultsStore
-from robench.stats import decode_mask
+from robench.results.stats import decode_mask
 
 EPS = dict(eps=0.3, eps_str="0.3")
 STAGES = [proto.Stage(AttackSpec("fgsm", **EPS), "bptt"),

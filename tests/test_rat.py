@@ -12,10 +12,10 @@ from conftest import make_tiny_data
 from test_cli_train import TINY_OPTS, _fake_load
 from torch import nn
 
-import robench.train
+import robench.train.loop
 from robench.errors import BadSpec, IntegrityError, Interrupted
 from robench.snn.models import build_model
-from robench.train import (
+from robench.train.loop import (
     RECIPES,
     TrainConfig,
     _same_config,
@@ -148,7 +148,7 @@ def test_a_checkpoint_from_before_rat_still_resumes():
 
 # ------------------------------------------------------------------------------------------ card and CLI
 def test_cli_trains_a_rat_entry_and_the_card_records_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(robench.train, "load_data", _fake_load)
+    monkeypatch.setattr(robench.train.loop, "load_data", _fake_load)
     zoo, runs = tmp_path / "zoo", tmp_path / "runs"
     args = ["train", "--neuron", "stable", "--recipe", "rat", "--alpha", "1", *TINY_OPTS, "--zoo", str(zoo),
             "--runs", str(runs)]

@@ -10,10 +10,10 @@ from cli_helpers import one_line
 from cli_helpers import run_main as _run_main
 from test_cli_train import _fake_load
 
-import robench.train
+import robench.train.loop
 from robench.errors import BadSpec, UnknownName
-from robench.recipes import expand_seeds, load_recipes, pick, seed_id
 from robench.train import job_from_options
+from robench.zoo.buildlist import expand_seeds, load_recipes, pick, seed_id
 
 SHIPPED = Path(__file__).resolve().parents[1] / "zoo" / "recipes.toml"
 COMMON = ("robench train --dataset fashion-mnist --arch vgg11 --width 0.125 --fc 128 -T 4 --epochs 3 "
@@ -109,7 +109,7 @@ recipe = "rat"
 
 
 def test_zoo_build_trains_every_seed_and_skips_what_exists(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(robench.train, "load_data", _fake_load)
+    monkeypatch.setattr(robench.train.loop, "load_data", _fake_load)
     f, zoo = tmp_path / "r.toml", tmp_path / "zoo"
     f.write_text(TINY_TOML)
     args = ["zoo", "build", "--recipes", str(f), "--zoo", str(zoo), "--runs", str(tmp_path / "runs"),

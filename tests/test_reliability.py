@@ -32,7 +32,7 @@ DRIVER = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (background jobs ignore SIGINT)
 import torch
-import robench.train as t
+import robench.train.loop as t
 
 where, at = os.environ["KILL_WHERE"], int(os.environ["KILL_AT"])
 sig = signal.SIGINT if os.environ.get("KILL_SIGNAL") == "INT" else signal.SIGKILL

@@ -25,7 +25,7 @@ from robench.attacks import AttackSpec
 from robench.cli import main
 from robench.data import DATASETS
 from robench.errors import BadSpec
-from robench.evaluate import Data, Target, evaluate
+from robench.eval.sweep import Data, Target, evaluate
 from robench.results import ResultsStore, row_key
 from robench.snn.models import ModelConfig, build_model
 from robench.zoo import Card, save
@@ -56,7 +56,7 @@ def _attack_args(place: Path, out: Path, eps: str = EPS) -> list[str]:
 DRIVER = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (background jobs ignore SIGINT)
-import robench.results as r
+import robench.results.store as r
 
 where, at, sig = os.environ["STOP_WHERE"], int(os.environ["STOP_AT"]), getattr(signal, os.environ["STOP_SIG"])
 calls = [0]

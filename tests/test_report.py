@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import robench.report as report
-import robench.stats as stats
-import robench.worstcase as worstcase
-from robench.checks import check_records, grad_gap, stored_flags
+import robench.results.report as report
+import robench.results.stats as stats
+import robench.results.worstcase as worstcase
 from robench.errors import DataNotFound
+from robench.eval.checks import check_records, grad_gap, stored_flags
 from robench.results import ResultsStore, to_frame
 
 PGD = {"norm": "Linf", "random_start": True, "restarts": 1, "step_size": 2 / 255, "steps": 10}
@@ -100,7 +100,7 @@ def test_report_modules_never_import_torch(module):
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "results",
+                    "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "store",
                     "stats", "worstcase", "seeds"}
 
 
@@ -144,7 +144,7 @@ def test_stored_flags_become_findings(tmp_path):
 
 def test_inject_markdown_replaces_only_the_marked_block_and_refuses_a_document_without_it():
     from robench.errors import UsageError
-    from robench.report import README_END, README_START, inject_markdown
+    from robench.results.report import README_END, README_START, inject_markdown
 
     doc = f"intro\n{README_START}\nold table\n{README_END}\noutro\n"
     new = inject_markdown(doc, "| a |\n|---|\n")
@@ -158,7 +158,7 @@ def test_select_filters_by_eps_string_and_grad_mode():
     import pandas as pd
 
     from robench.errors import DataNotFound
-    from robench.report import select
+    from robench.results.report import select
 
     df = pd.DataFrame({"model": ["m"] * 3, "attack": ["pgd"] * 3, "dataset": ["d"] * 3,
                        "eps_str": ["4/255", "8/255", "8/255"], "grad": ["bptt", "bptt", "worst"]})
@@ -171,7 +171,7 @@ def test_select_filters_by_eps_string_and_grad_mode():
 def test_named_blocks_and_the_n_filter():
     import pandas as pd
 
-    from robench.report import inject_markdown, select
+    from robench.results.report import inject_markdown, select
 
     doc = "<!-- robench report main: start -->\nx\n<!-- robench report main: end -->\n"
     assert inject_markdown(doc, "T", block="main") == "<!-- robench report main: start -->\nT\n" \
@@ -186,7 +186,7 @@ def test_a_sweep_whose_step_follows_eps_is_one_curve_and_fixed_steps_stay_apart(
 
     import pandas as pd
 
-    from robench.report import attack_labels
+    from robench.results.report import attack_labels
 
     def rows(pairs):
         return pd.DataFrame({"attack": ["pgd"] * len(pairs), "eps": [e for e, _ in pairs],

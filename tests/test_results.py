@@ -125,7 +125,7 @@ def test_masks_round_trip_and_are_checked_against_n_and_count(tmp_path):
     import numpy as np
 
     from robench.results import masks
-    from robench.stats import encode_mask
+    from robench.results.stats import encode_mask
 
     mask = np.zeros(100, dtype=bool)
     mask[:37] = True
@@ -144,7 +144,7 @@ def test_masks_round_trip_and_are_checked_against_n_and_count(tmp_path):
 
 
 def test_old_files_without_the_mask_column_still_read_and_append(tmp_path):
-    from robench.stats import encode_mask
+    from robench.results.stats import encode_mask
 
     old = pd.DataFrame([make_row()])  # written before robust_mask existed
     old.to_csv(tmp_path / "old.csv", index=False)

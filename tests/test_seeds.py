@@ -10,11 +10,11 @@ from cli_helpers import one_line
 from cli_helpers import run_main as _run_main
 from test_report import row
 
-import robench.report as report
+import robench.results.report as report
 from robench.errors import DataNotFound, UsageError
 from robench.results import to_frame
-from robench.seeds import compare_seeds, has_seeds, over_seeds, seed_summary, seeds_markdown, split_seed
-from robench.stats import encode_mask, paired
+from robench.results.seeds import compare_seeds, has_seeds, over_seeds, seed_summary, seeds_markdown, split_seed
+from robench.results.stats import encode_mask, paired
 
 N = 10
 # robust images out of 10 at pgd @ 8/255 (bptt): recipe a beats b by 2, 1 and 3 images on seeds 0, 1, 2
@@ -104,9 +104,9 @@ def test_seeds_module_never_imports_torch():
     import ast
     from pathlib import Path
 
-    import robench.seeds
+    import robench.results.seeds
 
-    tree = ast.parse(Path(robench.seeds.__file__).read_text())
+    tree = ast.parse(Path(robench.results.seeds.__file__).read_text())
     mods = {n.module if isinstance(n, ast.ImportFrom) else a.name
             for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
             for a in (n.names if isinstance(n, ast.Import) else [n])}

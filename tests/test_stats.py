@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robench.errors import IntegrityError
-from robench.stats import decode_mask, encode_mask, mcnemar, paired, wilson
+from robench.results.stats import decode_mask, encode_mask, mcnemar, paired, wilson
 
 
 def test_mask_round_trip_and_hand_value():

@@ -9,14 +9,14 @@ from cli_helpers import one_line, run_main
 from conftest import make_tiny_data
 from test_cli_attack import ID, fake_load, zoo  # noqa: F401  (module-scoped tiny zoo)
 
-import robench.evaluate as ev
-from robench.adversarial import read_adv, recheck
+import robench.eval.sweep as ev
 from robench.attacks import AttackSpec
-from robench.checks import stored_flags
 from robench.errors import IntegrityError
+from robench.eval.adversarial import read_adv, recheck
+from robench.eval.checks import stored_flags
+from robench.eval.verify import check_examples, valid_examples
 from robench.results import ResultsStore
-from robench.stats import decode_mask
-from robench.verify import check_examples, valid_examples
+from robench.results.stats import decode_mask
 from robench.zoo import load
 
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from cli_helpers import one_line, run_main
 
-import robench.report as report
+import robench.results.report as report
 from robench.errors import DataNotFound, IntegrityError
 from robench.results import ResultsStore, to_frame
-from robench.stats import encode_mask, wilson
+from robench.results.stats import encode_mask, wilson
 
 N = 10
 

@@ -83,11 +83,11 @@ def attack(
     from ..dist import device_for, env_rank, parse_shard, session
     from ..eps import parse_one
     from ..errors import BadSpec
-    from ..evaluate import evaluate, load_data, load_targets, parse_grads
-    from ..protocol import CASCADES
-    from ..results import ResultsStore
+    from ..eval.cascade import CASCADES
+    from ..eval.sweep import evaluate, load_data, load_targets, parse_grads
+    from ..results.shards import ShardFile, shard_path
+    from ..results.store import ResultsStore
     from ..runtime import resolve_device
-    from ..shards import ShardFile, shard_path
     from ..zoo import select
 
     if suite is not None and suite not in SUITES and suite not in CASCADES:
@@ -123,7 +123,7 @@ def attack(
         ResultsStore(out / f"{name}.csv")
     store.check_writable()  # a results file that is not ours is refused before any work
     if save_adv is not None:
-        from ..adversarial import check_adv_dir
+        from ..eval.adversarial import check_adv_dir
 
         check_adv_dir(save_adv)
     targets = load_targets(cards, zoo, dataset, trust_code=trust_code)
@@ -159,7 +159,7 @@ def verify_adv(
     device: DeviceOpt = "auto",
 ) -> None:
     """Re-check saved adversarial examples against a zoo model and print the robust accuracy they imply."""
-    from ..adversarial import recheck
+    from ..eval.adversarial import recheck
     from ..runtime import resolve_device
 
     r = recheck(file, zoo, data_dir, model, resolve_device(device))
@@ -183,7 +183,7 @@ def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, pa
     import pandas as pd
 
     from ..eps import parse_eps
-    from ..protocol import cascade, retarget, run_reliable
+    from ..eval.cascade import cascade, retarget, run_reliable
 
     stages = cascade(suite)
     budgets = parse_eps(eps) if eps is not None else [(stages[0].spec.eps, stages[0].spec.eps_str)]
@@ -246,9 +246,9 @@ def _attack_progress(bar: Progress):
 
 
 def _print_results(ev, store) -> None:
-    from ..checks import check_records
-    from ..report import attack_labels
-    from ..results import row_key
+    from ..eval.checks import check_records
+    from ..results.report import attack_labels
+    from ..results.store import row_key
 
     df = ev.records
     t = Table(title=f"robust accuracy (%) on {', '.join(df['dataset'].unique())}, n = "

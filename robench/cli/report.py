@@ -43,9 +43,9 @@ def report(
         "95% interval and the counts robust for only one (also written to compare.md).")] = None,
 ) -> None:
     """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
-    from ..checks import check_records, stored_flags
     from ..errors import UsageError
-    from ..report import (
+    from ..eval.checks import check_records, stored_flags
+    from ..results.report import (
         compare_models,
         comparison,
         headline_view,
@@ -55,7 +55,7 @@ def report(
         write_compare,
         write_report,
     )
-    from ..results import ResultsStore, read_dir
+    from ..results.store import ResultsStore, read_dir
 
     if out.resolve() == results.resolve():
         raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
@@ -99,8 +99,8 @@ def results_merge(
     import re
 
     from ..errors import BadSpec
-    from ..results import ResultsStore
-    from ..shards import find_shards, merge
+    from ..results.shards import find_shards, merge
+    from ..results.store import ResultsStore
 
     if not re.fullmatch(NAME_RE, name):
         raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")

@@ -53,7 +53,7 @@ def train(
     --batch-size; rank 0 writes checkpoints and the entry.
     """
     from ..dist import env_rank
-    from ..train import job_from_options, run_job
+    from ..train.loop import job_from_options, run_job
 
     opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
                 width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,

@@ -133,7 +133,7 @@ def zoo_import(
 def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n, data_dir,
                     trust_code, zoo, overwrite) -> None:
     from ..errors import UsageError
-    from ..evaluate import load_data
+    from ..eval.sweep import load_data
     from ..zoo import check_new
     from ..zoo.importing import import_foreign, parse_kwargs
 
@@ -163,9 +163,9 @@ def zoo_build(
     device: DeviceOpt = "auto",
 ):
     """Retrain the shipped zoo (or some entries) from its recipes file; resumable."""
-    from ..recipes import load_recipes, pick
-    from ..train import job_from_options, run_job
+    from ..train.loop import job_from_options, run_job
     from ..zoo import entry_ids
+    from ..zoo.buildlist import load_recipes, pick
 
     chosen = pick(load_recipes(recipes), ids or [])
     jobs = []

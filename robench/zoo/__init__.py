@@ -175,7 +175,7 @@ def _check_foreign(model: dict, where: str) -> None:
 
 def _check_recipe(recipe: dict, where: str) -> None:
     """The training options (a subset of TrainConfig's fields; an imported entry has none)."""
-    from ..train import TrainConfig  # train imports zoo: import on use
+    from ..train.loop import TrainConfig  # train imports zoo: import on use
 
     check_fields(recipe, TrainConfig, f"{where}: recipe")
     try:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checks import outputs_probabilities
 from ..errors import BadSpec, IntegrityError
+from ..eval.checks import outputs_probabilities
 from ..snn.models import accuracy
 from .adapters import ForeignModel
 from .foreign import ForeignSpec

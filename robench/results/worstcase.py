@@ -6,7 +6,7 @@ with ``grad = worst`` (already ANDs), ``grad = none`` (gradient-free noise, whos
 without a mask (written before the column existed; :func:`mask_note` says how many). The breakdown orders the
 cells by ``timestamp`` (the order they ran; ties keep file order) and counts the samples each one broke first;
 clean errors come first, so ``clean errors + sum(added) + robust = n``. Every accuracy has a Wilson 95%
-interval; two models on the same images compare pairwise (:func:`robench.stats.paired`). Pandas, numpy and
+interval; two models on the same images compare pairwise (:func:`robench.results.stats.paired`). Pandas, numpy and
 matplotlib only, never torch.
 
 Examples:
@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .errors import DataNotFound  # noqa: E402
-from .results import NOISE, masks  # noqa: E402
+from ..errors import DataNotFound  # noqa: E402
 from .stats import Paired, paired, wilson  # noqa: E402
+from .store import NOISE, masks  # noqa: E402
 
 SKIP_GRADS = ("worst",)  # ANDs of other cells already
 # NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
@@ -37,7 +37,7 @@ GROUP = ["model", "sha256", "dataset", "n", "eps"]
 
 @dataclass(frozen=True)
 class Note:
-    """A report note with the ``name`` / ``message`` shape of :class:`robench.checks.Finding`."""
+    """A report note with the ``name`` / ``message`` shape of :class:`robench.eval.checks.Finding`."""
 
     name: str
     message: str

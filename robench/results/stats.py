@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

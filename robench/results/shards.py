@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 from filelock import FileLock
 
-from . import dist
-from .errors import DataNotFound, IntegrityError
-from .results import COLUMNS, KEY, Key, ResultsStore, atomic_write, row_key
+from .. import dist
+from ..errors import DataNotFound, IntegrityError
 from .stats import decode_mask, encode_mask
+from .store import COLUMNS, KEY, Key, ResultsStore, atomic_write, row_key
 
 SHARD_COLUMNS = ("shard", "batch_size", "clean_mask", "shard_mask")
 FILE_RE = re.compile(r"(?P<name>.+)\.shard-(?P<i>\d+)-of-(?P<k>\d+)\.jsonl")
@@ -60,7 +60,7 @@ def _min_batches(row: Mapping) -> int:
 
 
 class ShardFile:
-    """One shard's rows (JSON lines), with the store interface :func:`robench.evaluate.evaluate` uses."""
+    """One shard's rows (JSON lines), with the store interface :func:`robench.eval.sweep.evaluate` uses."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

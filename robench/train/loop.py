@@ -23,17 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import DATASETS
-from .data import load as load_data
-from .dist import WHOLE, Part, all_sum, device_for, gather_objects, rank_seed, session
-from .eps import parse_one
-from .errors import BadSpec, IntegrityError, Interrupted
-from .registry import Registry
-from .runtime import resolve_device, seed_everything
-from .snn.models import SNN, ModelConfig, accuracy, build_model
-from .snn.paths import grad_mode
-from .zoo import Card, check_new, check_writable
-from .zoo import save as save_entry
+from ..data import DATASETS
+from ..data import load as load_data
+from ..dist import WHOLE, Part, all_sum, device_for, gather_objects, rank_seed, session
+from ..eps import parse_one
+from ..errors import BadSpec, IntegrityError, Interrupted
+from ..registry import Registry
+from ..runtime import resolve_device, seed_everything
+from ..snn.models import SNN, ModelConfig, accuracy, build_model
+from ..snn.paths import grad_mode
+from ..zoo import Card, check_new, check_writable
+from ..zoo import save as save_entry
 
 Recipe = Callable[[nn.Module, Tensor, Tensor, "TrainConfig"], "Tensor | None"]
 RECIPES: Registry[Recipe] = Registry("recipe")

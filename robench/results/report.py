@@ -1,13 +1,13 @@
 """Results tables -> comparison tables (Markdown, CSV, LaTeX) and robustness curves (PNG).
 
 Rows of a table are models; columns are clean accuracy, the headline ``worst case`` (the pointwise worst case over
-every masked cell on the same images, :mod:`robench.worstcase`) with the number of ``cells`` it combines, then
+every masked cell on the same images, :mod:`robench.results.worstcase`) with the number of ``cells`` it combines, then
 ``attack @ eps (grad)`` for every attack, budget and gradient mode in the results, the worst case over modes
 included. Every accuracy carries a Wilson 95% interval (``45.0 [38.2, 51.9]``; CSV: ``lo``/``hi`` columns).
 Percentages carry one decimal; budgets are shown as stored (``8/255``). Curves plot accuracy against eps, one line
 per model, one panel per attack x gradient mode, with clean accuracy at eps = 0. This module imports only
-:mod:`robench.results`, :mod:`robench.stats`, :mod:`robench.worstcase`, pandas and matplotlib (Agg): it never
-needs torch, so it is fast and testable on CSV files.
+:mod:`robench.results.store`, :mod:`robench.results.stats`, :mod:`robench.results.worstcase`, pandas and matplotlib
+(Agg): it never needs torch, so it is fast and testable on CSV files.
 
 Examples:
     >>> df = select(read_dir("results"), model="fmnist-vgg11")
@@ -30,10 +30,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .errors import DataNotFound, UsageError  # noqa: E402
-from .results import read_dir  # noqa: E402
+from ..errors import DataNotFound, UsageError  # noqa: E402
 from .seeds import seeds_markdown  # noqa: E402
 from .stats import wilson  # noqa: E402
+from .store import read_dir  # noqa: E402
 from .worstcase import (  # noqa: E402
     Note,
     WorstCase,
@@ -360,7 +360,7 @@ def _ticks(ax, ticks: dict[float, str]) -> None:
 
 # ------------------------------------------------------------------------------------------------- files
 def findings_markdown(findings: Sequence[object], notes: Sequence[object] = ()) -> str:
-    """Findings (objects with ``name`` and ``message``, e.g. :class:`robench.checks.Finding`) as Markdown, then
+    """Findings (objects with ``name`` and ``message``, e.g. :class:`robench.eval.checks.Finding`) as Markdown, then
     ``notes`` on what the report could not include (e.g. cells without per-sample masks)."""
     lines = ["# Sanity findings", ""]
     lines += [f"- **{f.name}**: {f.message}" for f in findings] or ["No findings: every sanity check passed."]
@@ -373,7 +373,8 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[objec
                  seeds_compare: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``;
     ``breakdown.md``, ``breakdown.csv``, ``breakdown.png`` when the results hold per-sample masks; and ``seeds.md``
-    when they hold several training seeds of a recipe or ``seeds_compare`` names two recipes (:mod:`robench.seeds`)."""
+    when they hold several training seeds of a recipe or ``seeds_compare`` names two recipes
+    (:mod:`robench.results.seeds`)."""
     c = comparison(df)
     seeds_md = seeds_markdown(df, c.table, seeds_compare, attack_labels(df))  # its errors come before any write
     out = _out_dir(df, out_dir)

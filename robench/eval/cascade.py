@@ -2,7 +2,7 @@
 
 Every stage is data (:class:`Stage`: an :class:`AttackSpec` with every parameter fixed, a gradient path and a
 number of restarts). The cascade starts from the clean-correct samples; each stage attacks only the samples that
-are still robust, and a sample it breaks (with a verified adversarial example, see :func:`robench.evaluate.run_cell`)
+are still robust, and a sample it breaks (with a verified adversarial example, see :func:`robench.eval.sweep.run_cell`)
 stays broken. Each finished stage is stored at once as its own row: ``attack = reliable``, ``grad`` = the stage's
 path, ``params`` = the stage number and the stage's attack parameters, and the per-sample mask of the samples
 robust after stages 1..k. The last row (``grad = worst``, ``params.stage = "all"``) is the cascade's result.
@@ -26,11 +26,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .attacks import AttackSpec
+from ..attacks import AttackSpec
+from ..dist import WHOLE, Part, agree_min, share
+from ..errors import BadSpec
+from ..results.store import ResultsStore, row_key
+from ..runtime import resolve_device
 from .checks import Finding
-from .dist import WHOLE, Part, agree_min, share
-from .errors import BadSpec
-from .evaluate import (
+from .sweep import (
     Cell,
     Data,
     Evaluation,
@@ -44,9 +46,7 @@ from .evaluate import (
     attack_cell,
     auto_batch_size,
 )
-from .evaluate import clean_correct as _clean_correct
-from .results import ResultsStore, row_key
-from .runtime import resolve_device
+from .sweep import clean_correct as _clean_correct
 
 SUITE = "reliable"
 VERSION = 1  # bump when the stages change: rows of another version are other cells
@@ -133,7 +133,7 @@ def _cells(t: Target, d: Data, stages: Sequence[Stage], seed: int) -> list[Cell]
 
 
 def _stored_mask(row: dict, n: int) -> torch.Tensor:
-    from .stats import decode_mask
+    from ..results.stats import decode_mask
 
     return torch.from_numpy(decode_mask(row["robust_mask"], n, int(row["robust_count"])).copy())
 

@@ -5,9 +5,9 @@ clean and under attack (the AutoAttack convention), so only initially correct sa
 accuracy never exceeds clean accuracy. The worst case over gradient paths (``grad = worst``) is the AND of the
 paths' vectors (``grad`` holds a path's canonical key, e.g. ``bptt`` or ``sigmoid:k=4``). A gradient-free attack
 (``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
-example is verified before its sample counts as broken (:mod:`robench.verify`); an invalid one counts as robust
+example is verified before its sample counts as broken (:mod:`robench.eval.verify`); an invalid one counts as robust
 and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (EVALUATION.md §5), and
-``save_adv`` writes each cell run's verified examples (:mod:`robench.adversarial`).
+``save_adv`` writes each cell run's verified examples (:mod:`robench.eval.adversarial`).
 
 The evaluation path keeps work to what is needed: clean predictions are computed once per model and data under
 ``torch.inference_mode``; the data is moved to the device once and every batch is gathered there; the
@@ -33,17 +33,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .attacks import AttackSpec, build
+from ..attacks import AttackSpec, build
+from ..data import DATASETS, check_images
+from ..data import load as load_dataset
+from ..dist import WHOLE, Part, agree_min, all_sum, batch_seed, batches, gather, gather_objects, share
+from ..errors import BadSpec, DataNotFound
+from ..results.shards import shard_fields
+from ..results.stats import encode_mask
+from ..results.store import COLUMNS, Key, ResultsStore, row_key, to_frame
+from ..runtime import now, resolve_device, seed_everything, versions
+from ..snn.paths import grad_mode, parse_paths
 from .checks import Finding, model_findings
-from .data import DATASETS, check_images
-from .data import load as load_dataset
-from .dist import WHOLE, Part, agree_min, all_sum, batch_seed, batches, gather, gather_objects, share
-from .errors import BadSpec, DataNotFound
-from .results import COLUMNS, Key, ResultsStore, row_key, to_frame
-from .runtime import now, resolve_device, seed_everything, versions
-from .shards import shard_fields
-from .snn.paths import grad_mode, parse_paths
-from .stats import encode_mask
 from .verify import check_examples
 
 CPU_CAP, CUDA_CAP = 256, 4096  # larger CPU batches do not run faster; the GPU cap keeps one launch modest
@@ -157,7 +157,7 @@ def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor
 def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
                 batch_size: int | None = None, device: str | torch.device | None = None,
                 clean: Tensor | None = None, keep_adv: bool = False, part: Part = WHOLE) -> CellOutcome:
-    """Attack the clean-correct samples of ``x`` and verify every example (:mod:`robench.verify`).
+    """Attack the clean-correct samples of ``x`` and verify every example (:mod:`robench.eval.verify`).
 
     ``model`` must already be on ``device`` (default: its parameters' device); ``x`` ``[N, C, H, W]`` in
     ``[0, 1]`` and ``y`` ``[N]`` are moved there (a no-op when they are). ``clean``: the clean ``correct``
@@ -301,7 +301,7 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
 
     ``data``: one :class:`Data` for every model, or a mapping from each target's ``dataset`` to its data.
     ``progress`` gets ``{"kind": "start", "total", "skipped"}`` and one ``{"kind": "cell", ...}`` per cell run.
-    ``save_adv``: a folder that gets each cell run's verified adversarial examples (:mod:`robench.adversarial`);
+    ``save_adv``: a folder that gets each cell run's verified adversarial examples (:mod:`robench.eval.adversarial`);
     one that cannot be written is refused before any work.
     ``part``: this process's part of a torchrun job (rank 0 reads the stored keys and writes rows and examples;
     the others only compute) or a ``--shard`` (``store`` is then its shard file); see :mod:`robench.dist`.
@@ -405,7 +405,7 @@ def _kept_outcome(stored: tuple | None, n: int) -> tuple[Tensor, float] | None:
     """A stored cell's per-sample vector and seconds, when it has a mask over these ``n`` images."""
     if stored is None or not stored[0] or stored[1] != n:
         return None
-    from .stats import decode_mask
+    from ..results.stats import decode_mask
 
     return torch.from_numpy(decode_mask(stored[0], n, stored[2]).copy()), stored[3]
 
@@ -433,7 +433,7 @@ def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = Non
                  trust_code: bool = False) -> list[Target]:
     """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given;
     ``trust_code`` lets foreign entries run their code (with ROBENCH_TRUST_CODE=1, see zoo.foreign)."""
-    from .zoo import load_weights, model_from
+    from ..zoo import load_weights, model_from
 
     out = []
     for card in cards:

@@ -8,7 +8,7 @@
   eps, seed), ``eps_str`` and the counts the row claims (``clean_count``, ``robust_count``).
 
 :func:`recheck` loads the zoo model the file names (its weights' sha256 must match), the images it names, checks
-every example again (:mod:`robench.verify`) and returns the robust accuracy the file implies: clean-correct
+every example again (:mod:`robench.eval.verify`) and returns the robust accuracy the file implies: clean-correct
 samples minus verified broken ones, over n. A file that is not ours, is truncated or does not match its own
 metadata is refused with one line (:class:`~robench.errors.IntegrityError`).
 
@@ -31,8 +31,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .errors import IntegrityError, UsageError
-from .results import KEY, NOISE, atomic_write
+from ..errors import IntegrityError, UsageError
+from ..results.store import KEY, NOISE, atomic_write
 from .verify import check_examples
 
 FORMAT = "robench-adversarial/1"
@@ -85,7 +85,7 @@ def file_name(row: dict) -> str:
 
 
 def write_adv(folder: str | Path, row: dict, outcome) -> Path:
-    """Write ``outcome.x_adv`` / ``outcome.index`` (a :class:`robench.evaluate.CellOutcome` run with
+    """Write ``outcome.x_adv`` / ``outcome.index`` (a :class:`robench.eval.sweep.CellOutcome` run with
     ``keep_adv``) and the cell ``row``'s key and counts into ``folder``; atomic (temporary file + rename)."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
@@ -130,8 +130,8 @@ def recheck(path: str | Path, zoo_dir: str | Path, data_dir: str | Path | None =
             device: str | torch.device = "cpu") -> Recheck:
     """Re-verify an adversarial-example file against the zoo model it names (or ``model``, whose weights must
     have the file's sha256) on the first n images of the dataset it names; see :class:`Recheck`."""
-    from .evaluate import clean_correct, load_data
-    from .zoo import load_weights, model_from, select
+    from ..zoo import load_weights, model_from, select
+    from .sweep import clean_correct, load_data
 
     f = read_adv(path)
     m = f.meta

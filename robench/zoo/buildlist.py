@@ -1,12 +1,12 @@
 """The shipped zoo as code: ``zoo/recipes.toml`` lists every entry with its full training options.
 
 ``robench zoo build [ID ...]`` retrains any or all of them through the same path as ``robench train``
-(:func:`robench.train.job_from_options`), resumable from ``runs/<id>``; an entry already in the zoo with the same
+(:func:`robench.train.loop.job_from_options`), resumable from ``runs/<id>``; an entry already in the zoo with the same
 recipe is skipped unless ``force``.
 
 An entry (or ``[defaults]``) may ask for several training seeds, ``seeds = [0, 1, 2]``: seed 0 keeps the entry's
 id and seed ``k > 0`` becomes the entry ``<id>-s<k>``, the suffix the seeds report reads as "the same recipe"
-(:mod:`robench.seeds`).
+(:mod:`robench.results.seeds`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadSpec, DataNotFound, UnknownName
+from ..errors import BadSpec, DataNotFound, UnknownName
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -2,14 +2,14 @@
 
 A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
 rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is a gradient path's canonical key
-(``bptt``, ``rate``, ``sigmoid:k=4``, ... see :mod:`robench.snn.pathkeys`), ``worst`` (the per-sample AND over
-the paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome
-(EVALUATION.md §5; :func:`robench.stats.decode_mask`): lowercase hex of ``packbits(mask, bitorder="little")`` over
-the first n images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no
-mask"), and a mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell;
-a rerun skips keys already present. Appends rewrite the whole file to a temporary file in the same folder and
-rename it over the old one under a file lock, so a crash never leaves a half-written file and two processes
-never interleave. This module imports pandas and filelock only (never torch), so reports stay light.
+(``bptt``, ``rate``, ``sigmoid:k=4``, ... see :mod:`robench.snn.pathkeys`), ``worst`` (the per-sample AND over the
+paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome (EVALUATION.md §5;
+:func:`robench.results.stats.decode_mask`): lowercase hex of ``packbits(mask, bitorder="little")`` over the first n
+images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no mask"), and a
+mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell; a rerun skips
+keys already present. Appends rewrite the whole file to a temporary file in the same folder and rename it over the
+old one under a file lock, so a crash never leaves a half-written file and two processes never interleave. This
+module imports pandas and filelock only (never torch), so reports stay light.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from .errors import DataNotFound, IntegrityError
-from .snn.pathkeys import is_path_key
+from ..errors import DataNotFound, IntegrityError
+from ..snn.pathkeys import is_path_key
 from .stats import decode_mask
 
 COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",

@@ -188,7 +188,7 @@ def zero_grad_fraction(model, x, y, mode: str) -> float:
     import torch
     import torch.nn.functional as F
 
-    from .snn.paths import grad_mode
+    from ..snn.paths import grad_mode
 
     model.eval()
     x = x.detach().clone().requires_grad_(True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 
 SLACK = 1e-6  # float rounding allowed beyond the eps-ball
 

@@ -3,7 +3,7 @@
 Zoo ids that differ only by a ``-s<k>`` suffix are seeds of one recipe (``zoo/recipes.toml``: seed 0 keeps the
 id, seed k is ``<id>-s<k>``). For every recipe with two or more seeds in the results, each column of the
 comparison table gets its mean, sample standard deviation and range over seeds. Two recipes A and B are compared
-per seed on the same images with the paired interval of EVALUATION.md §7 (:func:`robench.stats.paired`, from
+per seed on the same images with the paired interval of EVALUATION.md §7 (:func:`robench.results.stats.paired`, from
 the per-sample ``robust_mask`` column), and over seeds with the mean difference and a Student-t 95% interval
 across the per-seed differences. Needs pandas, numpy and scipy only (never torch).
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataNotFound, UsageError
+from ..errors import DataNotFound, UsageError
 from .stats import decode_mask, paired
 
 SEED = re.compile(r"^(?P<base>\S+?)-s(?P<seed>\d+)(?P<rest>(?: \[.*\])?)$")  # rest: report's " [dataset, n=...]"
