@@ -5,6 +5,7 @@ inputs are Fashion-MNIST sized (``[B, 1, 28, 28]``), pooled to 7x7 first so that
 """
 
 import snntorch as snn
+from snntorch import surrogate as snn_surrogate
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import nn
 
@@ -16,10 +17,47 @@ def sj(kind="lif", step="m", decay_input=True, detach_reset=False):
         "if": lambda: neuron.IFNode(surrogate_function=surrogate.ATan(), detach_reset=detach_reset, step_mode=step),
         "clif": lambda: neuron.ComplementaryLIFNode(step_mode=step),
         "soft": lambda: neuron.IFNode(v_reset=None, step_mode=step),
+        "plif": lambda: neuron.ParametricLIFNode(surrogate_function=surrogate.ATan(), detach_reset=detach_reset,
+                                                 step_mode=step),
+        "nofire": lambda: NoFire(step_mode=step),
     }[kind]
     return nn.Sequential(layer.MaxPool2d(4, step_mode=step), layer.Conv2d(1, 4, 3, padding=1, step_mode=step),
                          layer.BatchNorm2d(4, step_mode=step), make(), layer.Flatten(step_mode=step),
                          layer.Linear(4 * 7 * 7, 10, step_mode=step))
+
+
+class NoFire(neuron.IFNode):
+    """A SpikingJelly neuron that never calls its surrogate_function (a clamp instead of spikes)."""
+
+    def multi_step_forward(self, x_seq):
+        return x_seq.clamp(0, 1)
+
+
+def snn_subtract(beta=0.8, output=False):
+    """snnTorch ``Leaky`` as the tutorials write it: subtract reset, ``fast_sigmoid``; with ``output``, a ``Leaky``
+    read-out layer that returns ``(spk, mem)`` (single-step ``[B, 10]`` each)."""
+    def leaky(**kw):
+        return snn.Leaky(beta=beta, spike_grad=snn_surrogate.fast_sigmoid(), init_hidden=True, **kw)
+
+    head = [leaky(output=True)] if output else []
+    return nn.Sequential(nn.MaxPool2d(4), nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), leaky(), nn.Flatten(),
+                         nn.Linear(4 * 7 * 7, 10), *head)
+
+
+class DictOut(nn.Module):
+    """A multi-step SpikingJelly net returning ``{"spikes": ..., "logits": ...}``."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = sj()
+
+    def forward(self, x):
+        out = self.net(x)
+        return {"spikes": (out > 0).float(), "logits": out}
+
+
+def dict_out():
+    return DictOut()
 
 
 def snn_net(beta=0.8):

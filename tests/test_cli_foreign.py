@@ -85,3 +85,87 @@ def test_bad_inputs_give_one_line_and_write_nothing(place, capsys, monkeypatch, 
     code, _, err = run_main(capsys, a)
     assert code == exit_code and re.search(message, one_line(err)), err
     assert not (tmp / "zoo").exists() or not any((tmp / "zoo").iterdir())
+
+
+# ------------------------------------------------------------------------- outputs and step modes (defect 11)
+@pytest.fixture
+def tuple_net(place):
+    """Weights of the snnTorch net whose read-out layer returns ``(spk, mem)`` (single-step), and of the SpikingJelly
+    net that returns a dict."""
+    tmp, root, _ = place
+    mod, _ = run_code(root / "tinynets.py", "tinynets", root)
+    torch.manual_seed(0)
+    torch.save(mod.snn_subtract(output=True).state_dict(), tmp / "tuple.pt")
+    torch.save(mod.dict_out().state_dict(), tmp / "dict.pt")
+    return tmp, root, mod
+
+
+def snn_args(tmp, root, *extra):
+    return ["zoo", "import", str(tmp / "tuple.pt"), "--id", "e1", "--framework", "snntorch", "--entry",
+            "tinynets:snn_subtract", "--kwargs", '{"output": true}', "--code-path", str(root), "-T", "2", "--n", "16",
+            "--zoo", str(tmp / "zoo"), "--trust-code", *extra]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--step-mode", "single"], r"returns a tuple of 2 \(0: \[2, 10\]; 1: \[2, 10\]\).*pick the logits with "
+                                r"--output INDEX \(0\.\.1\)"),
+    (["--step-mode", "single", "--output", "2"], r"--output '2': the model returns a tuple with indices 0, 1"),
+    (["--step-mode", "single", "--output", "mem"], r"--output 'mem'.*give an index such as --output 1"),
+    (["--output", "1"], r"fails as a multi-step network \(RuntimeError: .*\) but runs as a single-step one.*: pass "
+                        r"--step-mode single$"),
+    ([], r"pass --step-mode single; with it: the model returns a tuple of 2"),
+])
+def test_ambiguous_outputs_and_the_wrong_step_mode_are_refused(tuple_net, capsys, extra, message):
+    tmp, root, _ = tuple_net
+    code, _, err = run_main(capsys, snn_args(tmp, root, *extra))
+    assert code == 2 and re.search(message, one_line(err)), err
+    assert not (tmp / "zoo").exists() or not any((tmp / "zoo").iterdir())
+
+
+def test_the_picked_output_is_recorded_and_applied_on_load(tuple_net, capsys):
+    from robench.zoo import load
+    from robench.zoo.adapters import ForeignModel
+
+    tmp, root, mod = tuple_net
+    code, out, _ = run_main(capsys, snn_args(tmp, root, "--step-mode", "single", "--output", "1"))
+    assert code in (0, None) and "imported" in out and "output '1'" in out
+    model, card = load("e1", tmp / "zoo", trust_code=True)
+    assert card.model["output"] == "1"
+    net = mod.snn_subtract(output=True)
+    net.load_state_dict(torch.load(tmp / "tuple.pt", weights_only=True))
+    x = torch.rand(3, 1, 28, 28)
+    mem = ForeignModel(net.eval(), "snntorch", 2, "single", map_neurons=False, output="1")
+    with torch.no_grad():
+        assert torch.equal(model(x), mem(x))  # the membrane, averaged over T
+    code, _, err = run_main(capsys, ["zoo", "import", str(tmp / "dict.pt"), "--id", "e2", "--framework",
+                                     "spikingjelly", "--entry", "tinynets:dict_out", "--code-path", str(root), "-T",
+                                     "2", "--n", "16", "--zoo", str(tmp / "zoo"), "--trust-code"])
+    assert code == 2 and "pick the logits with --output KEY (spikes, logits)" in one_line(err)
+    code, out, _ = run_main(capsys, ["zoo", "import", str(tmp / "dict.pt"), "--id", "e2", "--framework",
+                                     "spikingjelly", "--entry", "tinynets:dict_out", "--code-path", str(root), "-T",
+                                     "2", "--n", "16", "--zoo", str(tmp / "zoo"), "--trust-code", "--output", "logits"])
+    assert code in (0, None) and load("e2", tmp / "zoo", trust_code=True)[1].model["output"] == "logits"
+
+
+def test_a_multi_step_model_imported_as_single_step_names_multi(place, capsys):
+    tmp, root, w = place
+    code, _, err = run_main(capsys, args(tmp, root, w, "tinynets:sj", "--step-mode", "single"))
+    assert code == 2 and re.search(r"fails as a single-step network .* pass --step-mode multi$", one_line(err)), err
+
+
+def test_output_needs_framework(place, capsys):
+    tmp, _, w = place
+    code, _, err = run_main(capsys, ["zoo", "import", str(w), "--id", "e1", "--zoo", str(tmp / "zoo"), "--output",
+                                     "1"])
+    assert code == 2 and "--output" in one_line(err) and "--framework" in err
+
+
+def test_a_card_written_before_output_existed_still_reads(place, capsys):
+    """The shipped SpikingJelly card has no ``output`` key: it reads as "one tensor"."""
+    import json
+
+    from robench.zoo import Card
+
+    d = json.loads((Path(__file__).parents[1] / "zoo" / "fmnist-sjvgg-lif-clean.json").read_text())
+    assert "output" not in d["model"]
+    assert Card.validate(d).model.get("output", "") == ""

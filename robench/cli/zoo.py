@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import RobenchError
+from ..errors import RobenchError, UsageError
 from .common import (
     DataDirOpt,
     DeviceOpt,
@@ -108,6 +108,8 @@ def zoo_import(
     = None,
     step_mode: Annotated[str, typer.Option(help="multi: the model takes [T, B, C, H, W] and returns [T, B, K]; "
                                            "single: [B, C, H, W] -> [B, K] once per step.")] = "multi",
+    output: Annotated[str | None, typer.Option(help="When your model returns a tuple or dict: the index or key of "
+                                               "its logits (e.g. 1 for snnTorch's (spk, mem)).")] = None,
     n: Annotated[int, typer.Option("--n", help="Test images for the import checks and the clean accuracy.")] = 500,
     data_dir: DataDirOpt = None,
     trust_code: TrustOpt = False,
@@ -121,9 +123,11 @@ def zoo_import(
 
     if framework is not None or entry is not None:
         return _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n,
-                               data_dir, trust_code, zoo, overwrite)
+                               data_dir, trust_code, zoo, overwrite, output)
     from ..zoo.importing import import_state_dict
 
+    if output is not None:
+        raise UsageError("--output picks the logits of your own model's output: it goes with --framework and --entry")
     opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
     card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=_command_line())
@@ -131,8 +135,7 @@ def zoo_import(
 
 
 def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n, data_dir,
-                    trust_code, zoo, overwrite) -> None:
-    from ..errors import UsageError
+                    trust_code, zoo, overwrite, output) -> None:
     from ..eval.sweep import load_data
     from ..zoo import check_new
     from ..zoo.importing import import_foreign, parse_kwargs
@@ -144,7 +147,7 @@ def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mo
     check_new(zoo, entry_id, overwrite)
     data, note = load_data(dataset, data_dir, n)
     card = import_foreign(file, framework, entry, data.x, data.y, dataset, entry_id, zoo, T, args, step_mode,
-                          code_path, trust_code, overwrite, _command_line())
+                          code_path, trust_code, overwrite, _command_line(), output or "")
     if note:  # after the import: a refused one prints its one line only
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "

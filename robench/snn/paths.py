@@ -34,6 +34,7 @@ from ..registry import Registry
 from .neurons import GradMode, rate_slope, spiking_neurons
 from .pathkeys import GradPath
 from .surrogates import ASSG_A_RANGE, SURROGATES, AssgState
+from .swap import restore_surrogates, slot_paths, swap_surrogates, swapped
 
 __all__ = ["GradMode", "GradPath", "PATHS", "PRESETS", "grad_mode", "set_grad_mode", "get_grad_mode",
            "parse_grad_mode", "parse_path", "parse_paths", "reset_path_state", "rate_slope"]
@@ -185,16 +186,20 @@ def _as_path(mode: str | GradMode | GradPath) -> GradPath:
 
 
 def set_grad_mode(model: nn.Module, mode: str | GradMode | GradPath) -> None:
-    """Set the gradient path on every spiking neuron of ``model`` (a model without neurons is left as is)."""
+    """Set the gradient path on every spiking neuron of ``model``, and swap the surrogate of every foreign neuron
+    that offers it (:mod:`robench.snn.swap`; ``bptt`` puts the framework's own back). A model without neurons is
+    left as is."""
     path = _as_path(mode)
     check_supported(model, path)
+    swap_surrogates(model, path, [])
     for n in spiking_neurons(model):
         n.path = path
 
 
 def get_grad_mode(model: nn.Module) -> GradMode | GradPath | None:
-    """The path shared by every neuron (a :class:`GradMode` for bptt and rate), or None when they differ."""
-    paths = {n.path for n in spiking_neurons(model)}
+    """The path shared by every neuron, swapped foreign ones included (a :class:`GradMode` for bptt and rate), or
+    None when they differ."""
+    paths = {n.path for n in spiking_neurons(model)} | slot_paths(model)
     if len(paths) != 1:
         return None
     path = paths.pop()
@@ -206,22 +211,29 @@ def reset_path_state(model: nn.Module) -> None:
     for n in spiking_neurons(model):
         if n.path_state is not None:
             n.path_state.reset()
+    for f in swapped(model):
+        f.reset_statistics()
 
 
 @contextmanager
 def grad_mode(model: nn.Module, mode: str | GradMode | GradPath) -> Iterator[nn.Module]:
     """Use gradient path ``mode`` on every neuron of ``model`` inside the block; restore each neuron's path
-    after. Path state (ASSG statistics) starts fresh on entry and is dropped on exit."""
+    after. A foreign neuron that robench does not simulate gets the path's surrogate swapped into its framework's
+    slot (:mod:`robench.snn.swap`), and its own surrogate back on exit, even when the block raises. Path state
+    (ASSG statistics) starts fresh on entry and is dropped on exit."""
     path = _as_path(mode)
     check_supported(model, path)
     neurons = spiking_neurons(model)
     saved = [n.path for n in neurons]
+    surrogates: list = []
     try:
+        swap_surrogates(model, path, surrogates)
         for n in neurons:
             n.path = path
         reset_path_state(model)
         yield model
     finally:
         reset_path_state(model)  # frees ASSG's [T, B, ...] statistics: inert outside the block
+        restore_surrogates(surrogates)
         for n, p in zip(neurons, saved, strict=True):
             n.path = p

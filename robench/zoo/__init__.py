@@ -166,6 +166,7 @@ def _check_model(model: dict, where: str) -> None:
 
 def _check_foreign(model: dict, where: str) -> None:
     """A foreign entry's spec (framework, entry point, code hash, T, ...): every key, with its type and value."""
+    model = {**ForeignSpec.LATER, **model}  # a card written before a field existed reads with its default
     check_fields(model, ForeignSpec, f"{where}: model", require_all=True)
     try:
         ForeignSpec(**model)

@@ -16,8 +16,12 @@ without editing it:
   batch;
 - neurons that do not map stay as they are, in train mode while the rest (batch norm, dropout) is in eval, and a
   later ``model.eval()`` cannot undo it: SpikingJelly neurons that use a plain step function in eval mode (the
-  eval-mode trap: every input gradient zero) keep their surrogate. Only ``bptt`` applies to them; asking for
-  another path raises a one-line :class:`BadSpec`.
+  eval-mode trap: every input gradient zero) keep their surrogate. ``bptt`` runs through their own surrogate; a
+  surrogate path (``sigmoid:k=16``, ``arctan:a=8``, ``triangle:w=..``, ``rectangle:w=..``, ``assg``) swaps the
+  framework's spike function (SpikingJelly ``surrogate_function``, snnTorch ``spike_grad``) for one with the same
+  forward spikes and robench's backward for the attack (:mod:`robench.snn.swap`), and puts it back after. ``rate``
+  needs the neuron's dynamics (its slope is derived from robench's LIF equations), so it does not apply to them;
+  :meth:`ForeignModel.check_grad_mode` refuses it, and any path a neuron cannot take, in one line saying why.
 """
 
 from __future__ import annotations
@@ -32,9 +36,14 @@ from torch import Tensor, nn
 from ..errors import BadSpec
 from ..registry import Registry
 from ..snn.neurons import SpikingNeuron
+from ..snn.pathkeys import GradPath
+from ..snn.paths import PATHS
+from ..snn.swap import SwappedSpike, swapped
 
 STEP_MODES = ("multi", "single")
-KEPT_PATHS = ("bptt",)  # the gradient paths that apply to a foreign neuron kept as it is
+KEPT_PATHS = ("bptt",)  # the gradient paths that apply to every foreign neuron kept as it is
+SWAP_PATHS = tuple(n for n in PATHS.names() if n not in ("bptt", "rate"))  # ... when its surrogate can be swapped
+RATE_WHY = "rate needs the neuron's dynamics (its slope comes from robench's LIF equations)"
 Mapper = Callable[[nn.Module, int, str], "SpikingNeuron | str"]  # (module, T, step mode) -> neuron, or why not
 
 
@@ -47,6 +56,8 @@ class Framework:
     neuron_types: Callable[[], tuple[type, ...]]
     mappers: Callable[[], dict[type, Mapper]]
     reset: Callable[[nn.Module], None]
+    surrogate_attr: str = ""  # the neuron attribute holding its spike function ("" = none robench can swap)
+    swap_why: Callable[[nn.Module], str | None] = lambda m: None  # why that function cannot be swapped, or None
 
     def require(self) -> None:
         try:
@@ -135,6 +146,17 @@ def _sj_types() -> tuple[type, ...]:
     return tuple(getattr(neuron, n) for n in ("BaseNode", "SimpleBaseNode") if hasattr(neuron, n))
 
 
+def _sj_swap_why(m: nn.Module) -> str | None:
+    fn = getattr(m, "surrogate_function", None)
+    if not callable(fn):
+        return "it has no surrogate_function"
+    if not getattr(fn, "spiking", True):
+        return "its surrogate_function has spiking=False (no spikes forward)"
+    if getattr(m, "_neuron_precision", None) is not None:
+        return "a reduced neuron precision is set (SpikingJelly then needs its own surrogate types)"
+    return None
+
+
 def _sj_mappers() -> dict[type, Mapper]:
     from spikingjelly.activation_based import neuron
 
@@ -144,7 +166,8 @@ def _sj_mappers() -> dict[type, Mapper]:
 def _reset_modules(net: nn.Module) -> None:
     """``m.reset()`` on every module that has one (SpikingJelly's ``reset_net``), robench neurons excepted."""
     for m in net.modules():
-        if not isinstance(m, (SpikingNeuron, FoldedNeuron, ForeignSurrogate)) and callable(getattr(m, "reset", None)):
+        ours = isinstance(m, (SpikingNeuron, FoldedNeuron, ForeignSurrogate, SwappedSpike))
+        if not ours and callable(getattr(m, "reset", None)):
             m.reset()
 
 
@@ -170,6 +193,12 @@ def _snntorch_leaky(m: nn.Module, T: int, step_mode: str) -> SpikingNeuron | str
     return n
 
 
+def _snntorch_swap_why(m: nn.Module) -> str | None:
+    if getattr(m, "surrogate_disable", False):
+        return "surrogate_disable=True"
+    return None if callable(getattr(m, "spike_grad", None)) else "it has no spike_grad"
+
+
 def _snntorch_types() -> tuple[type, ...]:
     from snntorch._neurons.neurons import SpikingNeuron as SnnNeuron
 
@@ -189,8 +218,10 @@ def _snntorch_reset(net: nn.Module) -> None:
             m.reset_mem()
 
 
-FRAMEWORKS.add("spikingjelly", Framework("spikingjelly", "spikingjelly", _sj_types, _sj_mappers, _reset_modules))
-FRAMEWORKS.add("snntorch", Framework("snntorch", "snntorch", _snntorch_types, _snntorch_mappers, _snntorch_reset))
+FRAMEWORKS.add("spikingjelly", Framework("spikingjelly", "spikingjelly", _sj_types, _sj_mappers, _reset_modules,
+                                          "surrogate_function", _sj_swap_why))
+FRAMEWORKS.add("snntorch", Framework("snntorch", "snntorch", _snntorch_types, _snntorch_mappers, _snntorch_reset,
+                                     "spike_grad", _snntorch_swap_why))
 FRAMEWORKS.add("torch", Framework("torch", "torch", tuple, dict, _reset_modules))
 
 
@@ -220,12 +251,43 @@ def _plan(net: nn.Module, fw: Framework, T: int, step_mode: str) -> tuple[dict, 
     return mapped, kept
 
 
-def _first(out: object) -> Tensor:
-    """A network's output tensor (the first element of a tuple such as snnTorch's ``(spk, mem)``)."""
-    out = out[0] if isinstance(out, (tuple, list)) and out else out
+class OutputError(BadSpec):
+    """What the network returns is not one tensor of logits as asked (a tuple or dict without ``--output``)."""
+
+
+def output_of(out: object, output: str = "") -> Tensor:
+    """The logits in what the network returned: the tensor itself (``output`` ""), element ``int(output)`` of a
+    tuple or list (snnTorch's ``(spk, mem)``: ``"1"``), or key ``output`` of a dict. An ambiguous or missing
+    output raises one line naming ``--output``."""
+    if isinstance(out, (tuple, list, dict)):
+        kind = type(out).__name__
+        shapes = {k: list(v.shape) if isinstance(v, Tensor) else type(v).__name__
+                  for k, v in (out.items() if isinstance(out, dict) else enumerate(out))}
+        if not output:
+            pick = (f"--output KEY ({', '.join(map(str, shapes))})" if isinstance(out, dict)
+                    else f"--output INDEX (0..{len(out) - 1})")
+            parts = "; ".join(f"{k}: {v}" for k, v in shapes.items())
+            raise OutputError(f"the model returns a {kind} of {len(out)} ({parts}), not one tensor of logits; pick "
+                              f"the logits with {pick}")
+        key: object = output if isinstance(out, dict) else _index(output, kind)
+        if key not in shapes:
+            raise OutputError(f"--output {output!r}: the model returns a {kind} with "
+                          f"{'keys' if isinstance(out, dict) else 'indices'} {', '.join(map(str, shapes))}")
+        out = out[key]  # type: ignore[index]
+    elif output:
+        raise OutputError(f"--output {output!r}: the model returns a {type(out).__name__}, not a tuple or dict; "
+                      "leave --output out")
     if not isinstance(out, Tensor):
-        raise BadSpec(f"the model returned a {type(out).__name__}; it must return a tensor of logits or spikes")
+        raise OutputError(f"the model returned a {type(out).__name__}; it must return a tensor of logits or spikes")
     return out
+
+
+def _index(output: str, kind: str) -> int:
+    try:
+        return int(output)
+    except ValueError:
+        raise OutputError(f"--output {output!r}: the model returns a {kind}; give an index such as --output 1"
+                          ) from None
 
 
 class ForeignModel(nn.Module):
@@ -236,6 +298,8 @@ class ForeignModel(nn.Module):
         framework: ``spikingjelly``, ``snntorch`` or ``torch``.
         T: time steps; step_mode: ``multi`` or ``single``; map_neurons: replace the neurons that map exactly
         (False keeps every neuron: the original model, for comparison).
+        output: which part of a tuple (index) or dict (key) the network returns holds the logits ("" = it
+        returns one tensor); see :func:`output_of`.
 
     Shape:
         input ``[B, C, H, W]`` in ``[0, 1]``; output logits ``[B, K]`` (the network's output averaged over T).
@@ -246,13 +310,14 @@ class ForeignModel(nn.Module):
         ...     logits = model(x)
     """
 
-    def __init__(self, net: nn.Module, framework: str, T: int, step_mode: str, map_neurons: bool = True) -> None:
+    def __init__(self, net: nn.Module, framework: str, T: int, step_mode: str, map_neurons: bool = True,
+                 output: str = "") -> None:
         super().__init__()
         if step_mode not in STEP_MODES:
             raise BadSpec(f"step mode {step_mode!r}; choose from: {', '.join(STEP_MODES)}")
         self.fw = FRAMEWORKS.get(framework)
         self.fw.require()
-        self.T, self.step_mode, self.net = int(T), step_mode, net
+        self.T, self.step_mode, self.net, self.output = int(T), step_mode, net, str(output)
         mapped, self.kept = _plan(net, self.fw, self.T, step_mode)
         if not map_neurons:
             self.kept += [(n, type(net.get_submodule(n)).__name__, "not mapped (the original model)") for n in mapped]
@@ -261,6 +326,9 @@ class ForeignModel(nn.Module):
             _set_module(net, name, FoldedNeuron(neuron) if step_mode == "single" else neuron)
         self.mapped = list(mapped)
         self.folded = step_mode == "single" and bool(mapped)
+        # why the spike function of each kept neuron cannot be swapped at attack time (None: it can)
+        self.swap_why = {n: (self.fw.swap_why(net.get_submodule(n)) if self.fw.surrogate_attr
+                             else f"{self.fw.name} exposes no surrogate") for n, _, _ in self.kept}
         self.eval()
 
     def train(self, mode: bool = True) -> ForeignModel:
@@ -273,43 +341,89 @@ class ForeignModel(nn.Module):
     def reset_state(self) -> None:
         self.fw.reset(self.net)
 
+    def surrogate_slots(self) -> list[tuple[nn.Module, str]]:
+        """The kept neurons whose spike function a surrogate path swaps (:mod:`robench.snn.swap`)."""
+        return [(self.net.get_submodule(n), self.fw.surrogate_attr) for n, _, _ in self.kept
+                if self.swap_why[n] is None]
+
     def forward(self, x: Tensor) -> Tensor:
         self.reset_state()
+        swaps = swapped(self)
+        for f in swaps:
+            f.begin_forward()
         try:
             out = self._run(x)
         finally:
             self.reset_state()  # no state, and no autograd graph, survives the call
+        unused = [f for f in swaps if f.calls == 0]
+        if unused and torch.is_grad_enabled() and x.requires_grad:  # the swap must be what the neuron fired through
+            raise BadSpec(f"gradient path {unused[0].path.key!r}: a {self.fw.name} neuron never called its swapped "
+                          f"{self.fw.surrogate_attr}, so the path cannot apply to it; paths for it: "
+                          f"{', '.join(KEPT_PATHS)}")
         return out.mean(0)  # [T, B, K] -> [B, K]
 
     def _run(self, x: Tensor) -> Tensor:
         T, B = self.T, x.shape[0]
         seq = x.unsqueeze(0).expand(T, *x.shape)  # direct encoding: [B, C, H, W] -> [T, B, C, H, W]
         if self.step_mode == "multi":
-            out = _first(self.net(seq))
+            out = output_of(self.net(seq), self.output)
         elif self.folded:  # [T*B, C, H, W] -> [T*B, K] -> [T, B, K]
-            out = _first(self.net(seq.reshape(T * B, *x.shape[1:])))
+            out = output_of(self.net(seq.reshape(T * B, *x.shape[1:])), self.output)
             out = out.reshape(T, B, *out.shape[1:])
         else:
-            out = torch.stack([_first(self.net(seq[t])) for t in range(T)])  # T x [B, K] -> [T, B, K]
+            out = torch.stack([output_of(self.net(seq[t]), self.output) for t in range(T)])  # T x [B, K] -> [T, B, K]
         if out.dim() != 3 or out.shape[:2] != (T, B):
             raise BadSpec(f"the {self.step_mode}-step model returned shape {list(out.shape)} per forward; "
                           f"expected [T={T}, B={B}, K] over the T steps")
         return out
 
+    def paths_for(self, name: str) -> list[str]:
+        """The gradient paths (registry names) that apply to kept neuron ``name``."""
+        return [*KEPT_PATHS, *(SWAP_PATHS if self.swap_why[name] is None else ())]
+
+    def why_not(self, name: str, why: str, path: str) -> str | None:
+        """Why path ``path`` (a registry name) does not apply to kept neuron ``name`` (kept because ``why``)."""
+        if path in self.paths_for(name):
+            return None
+        if path == "rate":
+            return f"{RATE_WHY}, and it is not mapped onto robench's neuron: {why}"
+        return f"its spike function cannot be swapped: {self.swap_why[name]}; and it is not mapped: {why}"
+
     def check_grad_mode(self, mode: str) -> None:
-        """One line (BadSpec) when gradient path ``mode`` does not apply to every spiking neuron of the model."""
+        """One line (BadSpec) when gradient path ``mode`` (a canonical key) does not apply to every spiking neuron
+        of the model, saying why and which paths do."""
         if mode in KEPT_PATHS:
             return
-        if self.kept:
-            name, cls, why = self.kept[0]
-            raise BadSpec(f"gradient path {mode!r} does not apply to {self.fw.name} {cls} {name!r} ({why}); "
-                          f"paths for it: {', '.join(KEPT_PATHS)}")
-        if not any(isinstance(m, SpikingNeuron) for m in self.net.modules()):
-            raise BadSpec(f"gradient path {mode!r} needs robench's spiking neurons; this {self.fw.name} model has "
-                          f"none robench knows; paths for it: {', '.join(KEPT_PATHS)}")
+        path = GradPath.from_key(mode).name
+        for name, cls, why in self.kept:
+            reason = self.why_not(name, why, path)
+            if reason:
+                raise BadSpec(f"gradient path {mode!r} does not apply to {self.fw.name} {cls} {name!r} ({reason}); "
+                              f"paths for it: {', '.join(self.paths_for(name))}")
+        if not self.kept and not any(isinstance(m, SpikingNeuron) for m in self.net.modules()):
+            raise BadSpec(f"gradient path {mode!r} needs spiking neurons; this {self.fw.name} model has none robench "
+                          f"knows; paths for it: {', '.join(KEPT_PATHS)}")
+
+    def applicable_paths(self) -> list[str]:
+        """The gradient paths (registry names) that apply to the whole model."""
+        if not self.kept and not self.mapped:
+            return list(KEPT_PATHS)
+        return [p for p in PATHS.names() if all(p in self.paths_for(n) for n, _, _ in self.kept)]
 
     def describe(self) -> str:
-        """One line: which neurons were replaced and which kept."""
-        kept = "; ".join(f"{n} ({c}: {w})" for n, c, w in self.kept[:3]) + (" ..." if len(self.kept) > 3 else "")
-        return (f"{len(self.mapped)} neuron layer(s) mapped onto robench's (every gradient path applies)"
-                + (f", {len(self.kept)} kept (bptt only): {kept}" if self.kept else ""))
+        """One line: which neurons were replaced, which kept, and which gradient paths apply (and why not)."""
+        out = f"{len(self.mapped)} neuron layer(s) mapped onto robench's"
+        if self.kept:
+            kept = "; ".join(f"{n} ({c}: {w})" for n, c, w in self.kept[:3]) + (" ..." if len(self.kept) > 3 else "")
+            out += f", {len(self.kept)} kept with their own dynamics: {kept}"
+        elif not self.mapped:
+            return out + "; no spiking neuron robench knows: gradient paths: bptt only (the model's own gradient)"
+        paths = self.applicable_paths()
+        out += f"; gradient paths: {', '.join(paths)}"
+        if any(self.swap_why[n] is None for n, _, _ in self.kept):
+            out += f" (a kept neuron's {self.fw.surrogate_attr} swapped at attack time)"
+        reasons = []
+        for p in (p for p in PATHS.names() if p not in paths):
+            name, _, why = next(k for k in self.kept if self.why_not(k[0], k[2], p))
+            reasons.append(f"not {p}: " + (RATE_WHY if p == "rate" else f"{name!r}: {self.swap_why[name]}"))
+        return out + "".join(f"; {r}" for r in dict.fromkeys(reasons))

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import BadSpec, IntegrityError
+from ..errors import BadSpec, IntegrityError, RobenchError
 from ..eval.checks import outputs_probabilities
 from ..snn.models import accuracy
-from .adapters import ForeignModel
+from .adapters import STEP_MODES, ForeignModel, OutputError
 from .foreign import ForeignSpec
 
 ROUNDING = 1e-4  # largest |difference| of logits, relative to their scale, still called float rounding
@@ -61,11 +61,47 @@ def _match(orig: Tensor, adapted: Tensor, adapter: ForeignModel) -> str:
                          f"{len(orig)} images: the neuron mapping is not exact for this model ({adapter.describe()})")
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+
+
+def check_runs(net: nn.Module, spec: ForeignSpec, x: Tensor) -> None:
+    """The original network (its own neurons) on two images in the spec's step mode; when it fails there but runs
+    in the other step mode, one line saying which ``--step-mode`` fits (and ``--output`` if it needs one too)."""
+    def attempt(mode: str) -> BaseException | None:
+        model = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, mode, map_neurons=False, output=spec.output)
+        try:
+            with torch.inference_mode():
+                model(x[:2])
+        except Exception as e:  # the user's code may raise anything on the wrong input shape
+            return e
+        return None
+
+    err = attempt(spec.step_mode)
+    if err is None or isinstance(err, OutputError):
+        if err is not None:
+            raise err
+        return
+    other = next(m for m in STEP_MODES if m != spec.step_mode)
+    other_err = attempt(other)
+    if other_err is None or isinstance(other_err, OutputError):
+        takes = "one time step [B, C, H, W] per call" if other == "single" else "all T steps [T, B, C, H, W] at once"
+        also = f"; with it: {other_err}" if other_err is not None else ""
+        raise BadSpec(f"the model fails as a {spec.step_mode}-step network ({_first_line(err)}) but runs as a "
+                      f"{other}-step one, which takes {takes}: pass --step-mode {other}{also}")
+    if isinstance(err, RobenchError):
+        raise err
+    raise BadSpec(f"the model fails on the test images as a {spec.step_mode}-step network, and as a {other}-step "
+                  f"one: {_first_line(err)}")
+
+
 def check_import(net: nn.Module, spec: ForeignSpec, x: Tensor, y: Tensor) -> ImportResult:
     """Run every check on ``net`` (weights loaded, eval mode; left unchanged) with images ``x`` ``[N, C, H, W]`` in
     ``[0, 1]`` and labels ``y`` ``[N]``; raise one line on the first failure."""
-    orig = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, map_neurons=False)
-    adapted = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode)
+    check_runs(net, spec, x)
+    orig = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, map_neurons=False,
+                        output=spec.output)
+    adapted = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, output=spec.output)
     lo = _logits(orig, x)
     if lo.dim() != 2 or lo.shape[1] != spec.num_classes:
         raise BadSpec(f"the model returns {list(lo.shape[1:])} outputs per image; the dataset has "
@@ -85,6 +121,7 @@ def check_import(net: nn.Module, spec: ForeignSpec, x: Tensor, y: Tensor) -> Imp
                              "spike function has no surrogate gradient (SpikingJelly's eval-mode trap: a plain step "
                              "in eval mode) or the model masks gradients; attacks on it would be blind")
     acc = accuracy(adapted, x, y)
-    note = (f"logits equal to the original's {match} on {len(x)} images; {adapted.describe()}; "
+    picked = f"logits: output {spec.output!r} of what the network returns; " if spec.output else ""
+    note = (f"{picked}logits equal to the original's {match} on {len(x)} images; {adapted.describe()}; "
             f"input gradient zero on {100 * frac:.0f}% of {n} images (bptt)")
     return ImportResult(acc, note)

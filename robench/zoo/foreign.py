@@ -22,6 +22,7 @@ import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
@@ -51,6 +52,9 @@ class ForeignSpec:
     step_mode: str = "multi"
     encoding: str = "direct"
     framework_version: str = ""
+    output: str = ""  # the logits in a tuple (index) or dict (key) the network returns; "" = one tensor
+
+    LATER: ClassVar[dict] = {"output": ""}  # fields added after the first cards: what their absence means
 
     def __post_init__(self) -> None:
         FRAMEWORKS.get(self.framework)
@@ -63,6 +67,8 @@ class ForeignSpec:
             (re.fullmatch(r"[0-9a-f]{64}", self.code_sha256), "code_sha256 must be 64 hex digits"),
             (all(isinstance(v, int) and v >= 1 for v in (self.in_channels, self.image_size, self.num_classes)),
              "in_channels, image_size and num_classes must be integers >= 1"),
+            (isinstance(self.output, str) and len(self.output) <= 100 and self.output.isprintable(),
+             f"--output {self.output!r:.40}; give an index such as 1 or a dict key"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -182,4 +188,4 @@ def build(spec: ForeignSpec | dict, tensors: dict, base: Path | str, trust_code:
     mod, _ = run_code(path, spec.module, root, spec.code_sha256)
     net = call_entry(entry_function(mod, spec.entry, path), spec)
     fit_weights(net, tensors, what, f"{spec.entry} {spec.kwargs}")
-    return ForeignModel(net, spec.framework, spec.T, spec.step_mode)
+    return ForeignModel(net, spec.framework, spec.T, spec.step_mode, output=spec.output)
