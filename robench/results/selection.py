@@ -1,0 +1,219 @@
+"""Choosing the reliable protocol's stages from an evidence matrix, and proving the choice on held-out images.
+
+The evidence matrix is a results file whose rows are cells (attack + parameters + gradient path) run on the
+first ``n`` test images of many models, each with its per-sample ``robust_mask``. The images are cut in two
+splits: the *selection* split (the first half) is the only one the choice looks at; the *validation* split (the
+second half) proves it. Selection is greedy (:func:`select`): start from the images that some cell left robust,
+and repeatedly take the candidate stage that breaks the most still-robust selection images per estimated CPU
+second (its measured seconds scaled by the share of images still robust when it would run), until no candidate
+breaks more than ``threshold`` of the split on any model. Candidates are the matrix's cells and, for every
+attack, the *probe* stages ``probe:K`` (the attack through the K-th best path of the model's own probe, which the
+cascade measures at run time; here the probe is simulated by ranking the paths by what the probe attack broke on
+the first ``probe_images`` images of the split). The black-box cell (Square) is kept last as the masking check.
+
+:func:`evaluate_choice` replays a stage list on either split (the AND of its cells' masks: a cascade attacks only
+the images still robust, so a stage breaks exactly the still-robust images its cell breaks, up to the attacks'
+randomness) next to the worst case over the whole matrix. This module needs numpy and pandas only (never torch).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .stats import decode_mask
+
+PROBE = "probe"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One candidate stage: an attack with its parameters through a path (a path key, ``none`` for black box,
+    or ``probe:K``)."""
+
+    attack: str
+    params: str  # canonical JSON of the attack's parameters (the results' ``params`` column)
+    grad: str
+
+    @property
+    def family(self) -> tuple[str, str]:
+        return self.attack, self.params
+
+    @property
+    def white_box(self) -> bool:
+        return self.grad != "none"
+
+    def label(self) -> str:
+        p = json.loads(self.params)
+        bits = [f"{k}={p[k]}" for k in ("steps", "restarts", "queries") if k in p and p[k] is not None]
+        return f"{self.attack}({', '.join(bits)}) via {self.grad}"
+
+
+@dataclass
+class Matrix:
+    """``masks[model][(attack, params, grad)] = bool[n]`` and ``secs[...]`` (measured on all n images)."""
+
+    n: int
+    masks: dict[str, dict[tuple[str, str, str], np.ndarray]] = field(default_factory=dict)
+    secs: dict[str, dict[tuple[str, str, str], float]] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.masks)
+
+    def worst(self, model: str, idx: np.ndarray) -> np.ndarray:
+        """The per-image AND over every cell of ``model``, on the images ``idx``."""
+        return np.logical_and.reduce([m[idx] for m in self.masks[model].values()])
+
+    def alive(self, model: str, idx: np.ndarray) -> np.ndarray:
+        """The images some cell left robust (so clean-correct); those every cell breaks tell nothing apart."""
+        return np.logical_or.reduce([m[idx] for m in self.masks[model].values()])
+
+
+def canonical_params(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True)
+
+
+def read_matrix(df: pd.DataFrame, n: int, eps_str: str = "8/255", models: Sequence[str] | None = None,
+                skip_attacks: Iterable[str] = ("reliable",)) -> Matrix:
+    """The cells of ``df`` run on exactly ``n`` images at ``eps_str`` with a mask (per-path rows only)."""
+    df = df[(df["eps_str"] == eps_str) & (df["n"].astype(int) == n) & (df["robust_mask"] != "")
+            & (df["grad"] != "worst") & ~df["attack"].isin(list(skip_attacks))]
+    if models:
+        df = df[df["model"].isin(list(models))]
+    mx = Matrix(n)
+    for r in df.to_dict("records"):
+        key = (str(r["attack"]), canonical_params(r["params"]), str(r["grad"]))
+        mask = decode_mask(r["robust_mask"], n, int(r["robust_count"]))
+        mx.masks.setdefault(r["model"], {})[key] = mask
+        mx.secs.setdefault(r["model"], {})[key] = float(r["seconds"])
+    return mx
+
+
+def probe_ranking(mx: Matrix, model: str, idx: np.ndarray, probe: tuple[str, str], order: Sequence[str],
+                  images: int) -> list[str]:
+    """The paths of ``order`` ranked for ``model`` by how many of the first ``images`` images of ``idx`` the
+    probe attack ``probe`` (attack, params) broke through each (most first; ties keep ``order``)."""
+    first = idx[:images]
+    cells = mx.masks[model]
+    scored = [(-(~cells[(probe[0], probe[1], g)][first]).sum(), i, g) for i, g in enumerate(order)
+              if (probe[0], probe[1], g) in cells]
+    return [g for _, _, g in sorted(scored)]
+
+
+def resolve(mx: Matrix, model: str, choice: Choice, ranking: Sequence[str]) -> tuple[str, str, str] | None:
+    """The matrix cell a choice runs as on ``model``: ``probe:K`` becomes the K-th best ranked path for which
+    the attack has a cell (the simulation of the cascade's run-time probe)."""
+    if not choice.grad.startswith(PROBE + ":"):
+        key = (choice.attack, choice.params, choice.grad)
+        return key if key in mx.masks[model] else None
+    k = int(choice.grad.split(":")[1])
+    have = [g for g in ranking if (choice.attack, choice.params, g) in mx.masks[model]]
+    return (choice.attack, choice.params, have[k - 1]) if len(have) >= k else None
+
+
+@dataclass
+class Selected:
+    """The greedy order: per pick, the images it newly broke per model and the estimated seconds."""
+
+    stages: list[Choice]
+    gains: list[dict[str, int]]
+    cost: list[float]
+    skipped_models: list[str]
+
+
+def candidates(mx: Matrix, models: Sequence[str], probe_ks: Sequence[int] = (1, 2, 3)) -> list[Choice]:
+    """Every cell present on every model, plus ``probe:K`` choices for every attack with two or more paths."""
+    common = set.intersection(*(set(mx.masks[m]) for m in models))
+    out = [Choice(*k) for k in sorted(common)]
+    families = sorted({(a, p) for a, p, g in common if g != "none"})
+    for a, p in families:
+        if len({g for a2, p2, g in common if (a2, p2) == (a, p)}) >= 2:
+            out += [Choice(a, p, f"{PROBE}:{k}") for k in probe_ks]
+    return out
+
+
+def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[str], probe_images: int = 32,
+           threshold: float = 0.005, models: Sequence[str] | None = None, max_stages: int = 12) -> Selected:
+    """Greedy choice on the images ``idx`` (the selection split) of ``models`` (default: all). A model that
+    lacks a candidate cell the others have is left out of the choice (listed in ``skipped_models``)."""
+    models = list(models or mx.models)
+    cands = candidates(mx, models)
+    rank = {m: probe_ranking(mx, m, idx, probe, order, probe_images) for m in models}
+    alive = {m: mx.alive(m, idx) for m in models}
+    black = [c for c in cands if not c.white_box]
+    white = [c for c in cands if c.white_box]
+    chosen, gains, costs = [], [], []
+    while len(chosen) < max_stages:
+        best, best_score = None, 0.0
+        for c in white:
+            if c in chosen:
+                continue
+            keys = {m: resolve(mx, m, c, rank[m]) for m in models}
+            if any(k is None for k in keys.values()):
+                continue
+            gain = {m: int((alive[m] & ~mx.masks[m][keys[m]][idx]).sum()) for m in models}
+            if max(gain.values()) <= threshold * len(idx):
+                continue
+            cost = sum(mx.secs[m][keys[m]] * alive[m].sum() / len(idx) for m in models)
+            score = sum(g / len(idx) for g in gain.values()) / max(cost, 1e-9)
+            if score > best_score:
+                best, best_score, best_gain, best_cost = c, score, gain, cost
+        if best is None:
+            break
+        for m in models:
+            alive[m] &= mx.masks[m][resolve(mx, m, best, rank[m])][idx]
+        chosen.append(best)
+        gains.append(best_gain)
+        costs.append(best_cost)
+    for c in black[:1]:  # the black-box check stays last, whatever it adds here
+        gain = {m: int((alive[m] & ~mx.masks[m][(c.attack, c.params, c.grad)][idx]).sum()) for m in models}
+        chosen.append(c)
+        gains.append(gain)
+        costs.append(sum(mx.secs[m][(c.attack, c.params, c.grad)] * alive[m].sum() / len(idx) for m in models))
+    return Selected(chosen, gains, costs, sorted(set(mx.models) - set(models)))
+
+
+def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe: tuple[str, str],
+                    order: Sequence[str], probe_images: int = 32, v1: Mapping[str, np.ndarray] | None = None
+                    ) -> pd.DataFrame:
+    """Per model on the images ``idx``: the stage list replayed (robust %), the matrix worst case, the gap, the
+    estimated cost of the stages against the whole matrix's, and the v1 cascade's row where ``v1`` has a mask."""
+    out = []
+    for m in mx.models:
+        rank = probe_ranking(mx, m, idx, probe, order, probe_images)
+        alive = mx.alive(m, idx)
+        robust, cost, missing = alive.copy(), 0.0, []
+        for c in stages:
+            key = resolve(mx, m, c, rank)
+            if key is None:
+                missing.append(c.label())
+                continue
+            cost += mx.secs[m][key] * robust.sum() / len(idx)
+            robust &= mx.masks[m][key][idx]
+        worst = mx.worst(m, idx)
+        row = {"model": m, "images": f"{idx[0]}-{idx[-1]}", "stages robust %": 100 * robust.mean(),
+               "matrix worst %": 100 * worst.mean(), "gap pt": 100 * (robust.mean() - worst.mean()),
+               "stages est. s": cost, "matrix s": sum(mx.secs[m].values()), "cells": len(mx.masks[m]),
+               "probe top 3": ", ".join(rank[:3]), "stages missing": len(missing)}
+        if v1 is not None and m in v1 and len(v1[m]) > idx[-1]:
+            row["v1 cascade %"] = 100 * v1[m][idx].mean()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def v1_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255") -> dict[str, np.ndarray]:
+    """The masks of version-1 reliable rows (the cascade's ``worst`` row) run on at least ``n_min`` images."""
+    df = df[(df["attack"] == "reliable") & (df["grad"] == "worst") & (df["eps_str"] == eps_str)
+            & (df["n"].astype(int) >= n_min) & (df["robust_mask"] != "")]
+    out: dict[str, np.ndarray] = {}
+    for r in df.to_dict("records"):
+        p = json.loads(r["params"])
+        if int(p.get("version", 1)) != 1 or p.get("stage") != "all":
+            continue
+        out.setdefault(r["model"], decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"])))
+    return out

@@ -1,0 +1,117 @@
+"""Choose the reliable protocol's stages from the evidence matrix and prove them on held-out images.
+
+Reads the evidence matrix (scripts/evidence_v2.sh writes results/evidence-v2.csv: attacks x gradient paths on the
+first 200 test images of many models, with per-sample masks), chooses the stages greedily on the selection split
+(images 0-99) and replays them on the validation split (images 100-199), which the choice never sees. Writes the
+selection table (benchmarks/selection.md) and, with --write, the stage list of the protocol
+(robench/eval/protocols/reliable-v2.toml), which the cascade reads.
+
+    .venv/bin/python scripts/select_stages.py results/evidence-v2.csv --v1 results/reliable.csv --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from robench.results.selection import (  # noqa: E402
+    Choice,
+    evaluate_choice,
+    read_matrix,
+    select,
+    v1_masks,
+)
+from robench.results.store import ResultsStore  # noqa: E402
+
+# the probe: best-iterate PGD-50 (the matrix's cheap wide sweep) over these paths, in this tie-break order
+PROBE_PATHS = ["bptt", "arctan:a=4", "assg:A=0.425", "triangle:w=0.5", "arctan:a=8", "sigmoid:k=16", "rate",
+               "triangle:w=0.25", "triangle:w=2", "rectangle:w=0.5", "assg:A=0.35", "assg:A=0.49", "arctan:a=16",
+               "sigmoid:k=32"]
+PROBE_ATTACK = "pgd-best"
+PROBE_PARAMS = {"norm": "Linf", "random_start": True, "restarts": 1, "step_size": 2 / 255, "steps": 50}
+SPEC_KEYS = ("steps", "restarts", "step_size", "queries", "random_start")
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str) -> str:
+    lines = [f"# {line}" if line else "#" for line in why.splitlines()]
+    lines += ['name = "reliable"', "version = 2", 'eps = "8/255"', "",
+              "[probe]", f"paths = {_toml_value(PROBE_PATHS)}", f'attack = "{PROBE_ATTACK}"',
+              f"steps = {probe_steps}", f"images = {probe_images}", "",
+              "[adaptive]", "threshold = 0.005", "cap = 4", "square_queries = [10000, 20000]", ""]
+    for c in stages:
+        p = json.loads(c.params)
+        lines += ["[[stage]]", f'attack = "{c.attack}"', f'grad = "{c.grad}"']
+        lines += [f"{k} = {_toml_value(p[k])}" for k in SPEC_KEYS if p.get(k) is not None]
+        lines += [f"white_box = {_toml_value(c.white_box)}", ""]
+    return "\n".join(lines)
+
+
+def _md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".1f")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("evidence")
+    ap.add_argument("--v1", help="results file with version-1 reliable rows (their first 200 images compared)")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--eps", default="8/255")
+    ap.add_argument("--probe-images", type=int, default=32)
+    ap.add_argument("--threshold", type=float, default=0.005)
+    ap.add_argument("--model", action="append", help="choose on these models only (default: every model)")
+    ap.add_argument("--write", action="store_true", help="write robench/eval/protocols/reliable-v2.toml")
+    ap.add_argument("--table", default=str(ROOT / "benchmarks" / "selection.md"))
+    a = ap.parse_args()
+    mx = read_matrix(ResultsStore(a.evidence).read(), a.n, a.eps)
+    half = a.n // 2
+    sel, val = np.arange(0, half), np.arange(half, a.n)
+    probe = (PROBE_ATTACK, json.dumps(PROBE_PARAMS, sort_keys=True))
+    chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
+    v1 = v1_masks(ResultsStore(a.v1).read(), a.n, a.eps) if a.v1 else None
+    picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. s (all models)": cost,
+                           **{m.removeprefix("fmnist-"): g for m, g in gain.items()}}
+                          for i, (c, gain, cost) in enumerate(zip(chosen.stages, chosen.gains, chosen.cost,
+                                                                  strict=True))])
+    tables = [evaluate_choice(mx, chosen.stages, idx, probe, PROBE_PATHS, a.probe_images, v1) for idx in (sel, val)]
+    cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
+    out = ["# Choosing the reliable protocol's stages (version 2)", "",
+           f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "
+           f"({len(mx.models)} models, eps {a.eps}, the first {a.n} test images).",
+           f"Selection split: images 0-{half - 1}; validation split: images {half}-{a.n - 1} (never seen by the "
+           "choice). Greedy: the stage that breaks the most still-robust selection images per estimated CPU second, "
+           f"until none breaks more than {100 * a.threshold:.1f} % of the split on any model; Square last.",
+           f"Models left out of the choice (missing cells): {', '.join(chosen.skipped_models) or 'none'}.", "",
+           "## The chosen stages (images newly broken on the selection split, per model)", "", _md(picks), "",
+           "## Selection split", "", _md(tables[0]), "", "## Validation split (held out)", "", _md(tables[1]), ""]
+    Path(a.table).write_text("\n".join(out))
+    print("\n".join(out))
+    if a.write:
+        why = (f"The reliable protocol, version 2: stages chosen by scripts/select_stages.py on the evidence matrix\n"
+               f"({a.evidence}, images 0-{half - 1} of {len(mx.models)} models) and proven on images {half}-{a.n - 1};"
+               f"\nthe table is benchmarks/selection.md. probe:K = the K-th best path of this model's probe.")
+        dest = ROOT / "robench" / "eval" / "protocols" / "reliable-v2.toml"
+        dest.write_text(stage_toml(chosen.stages, 10, a.probe_images, why))
+        print(f"-> {dest}")
+
+
+if __name__ == "__main__":
+    main()

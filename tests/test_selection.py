@@ -1,0 +1,90 @@
+"""The stage selection of the reliable protocol (robench.results.selection): greedy choice on one split, probe
+stages resolved per model, replay on the held-out split."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from robench.results.selection import Choice, evaluate_choice, read_matrix, select, v1_masks
+from robench.results.stats import encode_mask
+
+PGD = json.dumps({"steps": 50}, sort_keys=True)
+APGD = json.dumps({"steps": 100}, sort_keys=True)
+SQ = json.dumps({"queries": 5000}, sort_keys=True)
+PROBE = ("pgd-best", PGD)
+
+
+def _row(model, attack, params, grad, mask, secs=10.0, n=None):
+    mask = np.asarray(mask, dtype=bool)
+    return {"model": model, "attack": attack, "params": params, "grad": grad, "eps_str": "8/255",
+            "n": n or len(mask), "robust_mask": encode_mask(mask), "robust_count": int(mask.sum()), "seconds": secs}
+
+
+def _frame(rows):
+    return pd.DataFrame(rows)
+
+
+def _m(robust_idx, n=8):
+    out = np.zeros(n, dtype=bool)
+    out[list(robust_idx)] = True
+    return out
+
+
+def test_greedy_takes_the_cheapest_breaker_first_and_stops_when_nothing_adds():
+    # images 0-3 are the selection split; all eight clean-correct on one model
+    rows = [
+        _row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3, 4, 5, 6, 7]), secs=1),   # some cell leaves all robust
+        _row("a", "pgd-best", PGD, "arctan:a=4", _m([2, 3, 4, 5, 6, 7]), secs=1),   # breaks 0, 1 cheaply
+        _row("a", "apgd-ce", APGD, "arctan:a=4", _m([1, 3, 4, 5, 6, 7]), secs=100),  # breaks 0, 2 at great cost
+        _row("a", "apgd-ce", APGD, "bptt", _m([0, 1, 3, 4, 5, 6, 7]), secs=100),    # breaks 2 only
+    ]
+    mx = read_matrix(_frame(rows), 8)
+    sel = np.arange(4)
+    got = select(mx, sel, PROBE, ["bptt", "arctan:a=4"], probe_images=4, threshold=0.0)
+    labels = [(c.attack, c.grad) for c in got.stages]
+    assert labels[0] == ("pgd-best", "arctan:a=4")  # 2 images per 1 s
+    assert len(labels) == 2 and labels[1][0] == "apgd-ce"  # then the one that breaks image 2; nothing after
+    assert got.gains[0] == {"a": 2} and got.gains[1] == {"a": 1}
+
+
+def test_probe_stage_resolves_to_each_models_best_path():
+    rows = []
+    for model, good in (("a", "arctan:a=4"), ("b", "sigmoid:k=16")):
+        bad = "sigmoid:k=16" if good == "arctan:a=4" else "arctan:a=4"
+        rows += [_row(model, "pgd-best", PGD, good, _m([3, 5, 6, 7])),
+                 _row(model, "pgd-best", PGD, bad, _m([0, 1, 2, 3, 4, 5, 6, 7])),
+                 _row(model, "apgd-ce", APGD, good, _m([4, 5, 6, 7]), secs=5),
+                 _row(model, "apgd-ce", APGD, bad, _m([0, 1, 2, 3, 4, 5, 6, 7]), secs=5)]
+    mx = read_matrix(_frame(rows), 8)
+    got = select(mx, np.arange(4), PROBE, ["arctan:a=4", "sigmoid:k=16"], probe_images=4, threshold=0.0)
+    # no fixed path is best for both models; the probe stage is
+    assert Choice("apgd-ce", APGD, "probe:1") in got.stages
+    table = evaluate_choice(mx, [Choice("apgd-ce", APGD, "probe:1")], np.arange(4, 8), PROBE,
+                            ["arctan:a=4", "sigmoid:k=16"], probe_images=4)
+    assert list(table["probe top 3"]) == ["arctan:a=4, sigmoid:k=16", "sigmoid:k=16, arctan:a=4"]
+
+
+def test_replay_on_held_out_images_reports_the_gap_to_the_matrix_worst_case():
+    rows = [_row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3, 4, 5, 6, 7])),
+            _row("a", "pgd-best", PGD, "rate", _m([0, 1, 2, 3, 6, 7])),     # breaks 4, 5: validation only
+            _row("a", "square", SQ, "none", _m([0, 1, 2, 3, 4, 5, 7]), secs=50)]
+    mx = read_matrix(_frame(rows), 8)
+    stages = [Choice("pgd-best", PGD, "bptt"), Choice("square", SQ, "none")]
+    val = evaluate_choice(mx, stages, np.arange(4, 8), PROBE, ["bptt", "rate"], probe_images=4).iloc[0]
+    assert val["stages robust %"] == 75.0 and val["matrix worst %"] == 25.0 and val["gap pt"] == 50.0
+
+
+def test_square_stays_last_and_v1_masks_come_from_the_cascade_row():
+    rows = [_row("a", "square", SQ, "none", _m([0, 1]), secs=1),
+            _row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3])),
+            _row("a", "pgd-best", PGD, "rate", _m([1, 2, 3]))]
+    mx = read_matrix(_frame(rows), 8)
+    got = select(mx, np.arange(8), PROBE, ["bptt", "rate"], probe_images=8, threshold=0.0)
+    assert got.stages[-1].attack == "square" and not got.stages[-1].white_box
+    v1 = {"reliable": json.dumps({"version": 1, "stage": "all"}, sort_keys=True)}
+    rel = _frame([dict(_row("a", "reliable", v1["reliable"], "worst", _m([5, 6], n=16), n=16)),
+                  dict(_row("a", "reliable", json.dumps({"version": 1, "stage": 1}), "arctan:a=4", _m([1], n=16),
+                            n=16))])
+    got_v1 = v1_masks(rel, 8)
+    assert set(got_v1) == {"a"} and got_v1["a"].nonzero()[0].tolist() == [5, 6]
