@@ -17,8 +17,8 @@ MAX_VALUES = 1000
 MAX_CHARS = 40  # per value
 
 
-def _one(text: str, what: str) -> tuple[float, Fraction | None]:
-    """One value: (float, exact fraction when given as k/n with integers)."""
+def _one(text: str, what: str, limit: float = 1.0) -> tuple[float, Fraction | None]:
+    """One value in [0, limit]: (float, exact fraction when given as k/n with integers)."""
     if len(text.strip()) > MAX_CHARS:  # also keeps int() below its digit limit
         raise BadSpec(f"{what} {text.strip()[:MAX_CHARS]!r}... is too long; accepted: {ACCEPTED}")
     m = _NUM.match(text)
@@ -30,8 +30,10 @@ def _one(text: str, what: str) -> tuple[float, Fraction | None]:
     if den is not None and float(den) == 0:
         raise BadSpec(f"{what} {text.strip()!r} divides by zero; accepted: {ACCEPTED}")
     value = float(num) / (float(den) if den else 1.0)
-    if not math.isfinite(value) or value > 1:
-        raise BadSpec(f"{what} {text.strip()!r} = {value:g} is out of range; accepted: {ACCEPTED}")
+    if not math.isfinite(value) or value > limit:
+        accepted = ACCEPTED if limit == 1 else ACCEPTED.replace("[0, 1]", f"[0, {limit:g}]").replace(" such as "
+                                                                                                "8/255 or 0.031", "")
+        raise BadSpec(f"{what} {text.strip()!r} = {value:g} is out of range; accepted: {accepted}")
     exact = None
     if num.isdigit() and (den is None or den.isdigit()):
         exact = Fraction(int(num), int(den or 1))
@@ -51,8 +53,9 @@ def format_eps(value: float, exact: Fraction | None = None, den: int | None = No
     return f"{value:.6g}"
 
 
-def parse_eps(text: str | float, what: str = "--eps") -> list[tuple[float, str]]:
-    """Parse a budget string into ``[(value, eps_str), ...]`` in the order given, duplicates removed.
+def parse_eps(text: str | float, what: str = "--eps", limit: float = 1.0) -> list[tuple[float, str]]:
+    """Parse a budget string into ``[(value, eps_str), ...]`` in the order given, duplicates removed; every value
+    in ``[0, limit]`` (1 for L-inf budgets and noise; larger for L2 and L1 budgets).
 
     Examples:
         >>> parse_eps("8/255")
@@ -67,11 +70,11 @@ def parse_eps(text: str | float, what: str = "--eps") -> list[tuple[float, str]]
     out: list[tuple[float, str]] = []
     for part in text.split(","):
         if part.count(":") == 2:
-            out += _range(part, what)
+            out += _range(part, what, limit)
         elif ":" in part:
             raise BadSpec(f"{what} {part.strip()!r}: a range is start:stop:step; accepted: {ACCEPTED}")
         else:
-            v, exact = _one(part, what)
+            v, exact = _one(part, what, limit)
             out.append((v, _as_given(part, v, exact)))
     seen, unique = set(), []
     for v, s in out:
@@ -87,8 +90,8 @@ def _as_given(part: str, value: float, exact: Fraction | None) -> str:
     return "".join(part.split()) if exact is not None and "/" in part else f"{value:.6g}"
 
 
-def _range(part: str, what: str) -> list[tuple[float, str]]:
-    a, b, c = (_one(p, what) for p in part.split(":"))
+def _range(part: str, what: str, limit: float = 1.0) -> list[tuple[float, str]]:
+    a, b, c = (_one(p, what, limit) for p in part.split(":"))
     if c[0] <= 0:
         raise BadSpec(f"{what} {part.strip()!r}: the step must be > 0; accepted: {ACCEPTED}")
     if b[0] < a[0]:

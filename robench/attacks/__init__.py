@@ -9,6 +9,14 @@
   (pyautoattack, :mod:`.autoattack`); the single attacks restart in robench's loop.
 - ``gaussian`` is accuracy under clipped Gaussian noise, its ``eps`` being the noise std sigma.
 
+Threat models (:mod:`.norms`): every budgeted attack takes ``norm`` = ``Linf`` (default), ``L2`` or ``L1`` where it
+has a version in that norm (:data:`NORMS_OF`): in L2, ``fgsm`` is the fast gradient method (FGM), ``pgd``
+torchattacks' ``PGDL2`` (final iterate), ``pgd-best`` and ``sa-pgd`` robench's own L2 versions, and APGD, Square
+and AutoAttack the official L2 code; in L1 only the official APGD, Square and AutoAttack. The norm is part of
+every row's ``params`` (so of its key). On a stochastic model (:mod:`robench.snn.encoding`) a spec also carries
+``eot`` (K draws averaged per gradient step), ``draws`` (M fresh draws per verifying prediction) and ``sampler``
+(the gradient estimator through the draws).
+
 Every attack uses the model only through ``model(x)`` (the gradient path is a context on the model), so a user's
 own attack object (e.g. ``torchattacks.MIFGSM(model, eps=8/255)``) runs the same way: :func:`build` passes any
 callable through. A budget of 0 returns ``x`` unchanged for every attack.
@@ -34,10 +42,11 @@ from ..errors import BadSpec
 from ..registry import Registry
 from .autoattack import AutoAttackAdapter, OfficialAttack
 from .iterate import BestIterate, PGDBest, reset_path_state
+from .norms import DEFAULT_EPS, EPS_MAX, FGM, NORMS, check_norm
 from .sapgd import SAPGD
 
-__all__ = ["ATTACKS", "AttackSpec", "AutoAttackAdapter", "BestIterate", "OfficialAttack", "PGDBest", "SAPGD",
-           "SUITES", "build", "make_specs", "parse_eps", "specs_from", "suite"]
+__all__ = ["ATTACKS", "FGM", "NORMS", "NORMS_OF", "AttackSpec", "AutoAttackAdapter", "BestIterate", "OfficialAttack",
+           "PGDBest", "SAPGD", "SUITES", "build", "make_specs", "parse_eps", "specs_from", "suite"]
 
 AttackFn = Callable[[Tensor, Tensor], Tensor]
 ATTACKS: Registry[Callable[[AttackSpec, nn.Module], AttackFn]] = Registry("attack")
@@ -59,6 +68,13 @@ DEFAULTS: dict[str, dict[str, object]] = {
 AA_VERSIONS = ("standard", "rand", "custom")
 GRADIENT_FREE = frozenset({"gaussian", "square"})  # no input gradient: one cell, grad "none"
 NOISE = frozenset({"gaussian"})  # eps is a noise std, not an L-inf budget
+# the norms in which each attack has a version (L1: only the official code supports it)
+_OFFICIAL_NORMS = ("Linf", "L2", "L1")
+NORMS_OF: dict[str, tuple[str, ...]] = {
+    "fgsm": ("Linf", "L2"), "pgd": ("Linf", "L2"), "bim": ("Linf",), "pgd-best": ("Linf", "L2"),
+    "sa-pgd": ("Linf", "L2"), "apgd-ce": _OFFICIAL_NORMS, "apgd-dlr": _OFFICIAL_NORMS, "apgd-t": _OFFICIAL_NORMS,
+    "square": _OFFICIAL_NORMS, "autoattack": _OFFICIAL_NORMS, "gaussian": NORMS,  # noise: the norm is not used
+}
 OPTIONAL = ("steps", "step_size", "restarts", "random_start", "version", "queries")
 FLAGS = {"steps": "--steps", "step_size": "--step-size", "restarts": "--restarts", "random_start": "--random-start",
          "version": "--aa-version", "queries": "--queries"}
@@ -74,6 +90,9 @@ class AttackSpec:
         eps: L-inf budget in [0, 1] (for ``gaussian`` the noise std); eps_str: as given (default ``k/255``).
         steps, step_size, restarts, random_start: iterative attacks; version: ``autoattack`` only
             (``custom`` runs APGD-CE + APGD-T with ``steps`` and ``restarts``); queries: ``square`` only.
+        norm: the threat model, ``Linf`` (default), ``L2`` or ``L1`` (:data:`NORMS_OF` lists each attack's).
+        eot, draws, sampler: for a stochastic model only (set by the sweep): gradient draws per step, fresh draws
+            per verifying prediction, and the gradient estimator through the draws (``rate`` or ``ste``).
         attack: a user's own already-built attack ``attack(x, y) -> x_adv``, used instead of the registry.
         min_batches: cut a cell's images into at least this many global batches of equal size (within one
             image), but none much smaller than 16 images (default 1: consecutive batches as large as the batch
@@ -94,12 +113,20 @@ class AttackSpec:
     queries: int | None = None
     attack: AttackFn | None = field(default=None, repr=False, compare=False)
     min_batches: int = 1
+    norm: str = "Linf"
+    eot: int | None = None
+    draws: int | None = None
+    sampler: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not 0 <= self.eps <= 1:
-            raise BadSpec(f"--eps {self.eps!r}; accepted: a number in [0, 1] such as 8/255")
+        self.norm = check_norm(self.norm)
+        top = EPS_MAX[self.norm]
+        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not 0 <= self.eps <= top:
+            raise BadSpec(f"--eps {self.eps!r}; accepted in {self.norm}: a number in [0, {top:g}] such as "
+                          f"{DEFAULT_EPS[self.norm]}")
         self.eps = float(self.eps)
-        self.eps_str = self.eps_str or format_eps(self.eps, den=255)
+        self.eps_str = self.eps_str or format_eps(self.eps, den=255 if self.norm == "Linf" else None)
+        _check_stochastic(self)
         mb = self.min_batches
         if isinstance(mb, bool) or not isinstance(mb, int) or mb < 1:
             raise BadSpec(f"--min-batches {mb!r}; must be an integer >= 1")
@@ -108,10 +135,15 @@ class AttackSpec:
                 raise BadSpec(f"attack {self.attack!r} is not callable as attack(x, y)")
             return
         ATTACKS.get(self.name)  # an unknown name lists the choices
+        if self.norm not in NORMS_OF.get(self.name, ("Linf",)):
+            raise BadSpec(f"--norm {self.norm}: {self.name} has no {self.norm} version; in {self.norm}: "
+                          f"{', '.join(n for n, ns in NORMS_OF.items() if self.norm in ns and n not in NOISE)}")
         defaults = DEFAULTS.get(self.name, {})
         for opt in OPTIONAL:
             value = getattr(self, opt)
-            if value is None:
+            if value is None and opt == "step_size" and "step_size" in defaults and self.norm != "Linf":
+                setattr(self, opt, self.eps / 4 if self.eps > 0 else 1.0)  # L2: a quarter of the budget
+            elif value is None:
                 setattr(self, opt, defaults.get(opt))
             elif opt not in defaults:
                 raise BadSpec(f"{FLAGS[opt]} does not apply to {self.name}; it applies to: {_takers(opt)}")
@@ -121,8 +153,8 @@ class AttackSpec:
         checks = [
             (self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
              f"--steps {self.steps!r}; must be an integer >= 1"),
-            (self.step_size is None or (math.isfinite(self.step_size) and 0 < self.step_size <= 1),
-             f"--step-size {self.step_size!r}; must be in (0, 1]"),
+            (self.step_size is None or (math.isfinite(self.step_size) and 0 < self.step_size <= EPS_MAX[self.norm]),
+             f"--step-size {self.step_size!r}; must be in (0, {EPS_MAX[self.norm]:g}]"),
             (self.restarts is None or (isinstance(self.restarts, int) and self.restarts >= 1),
              f"--restarts {self.restarts!r}; must be an integer >= 1"),
             (self.queries is None or (isinstance(self.queries, int) and self.queries >= 1),
@@ -157,7 +189,8 @@ class AttackSpec:
             return {"user": type(self.attack).__name__, **{k: _plain(getattr(self.attack, k)) for k in keys
                                                            if hasattr(self.attack, k)}, **split}
         out = {k: getattr(self, k) for k in OPTIONAL if getattr(self, k) is not None}
-        return {**out, **split, "norm": "Linf"} if self.budgeted else {**out, **split}
+        out.update({k: getattr(self, k) for k in STOCHASTIC if getattr(self, k) is not None})
+        return {**out, **split, "norm": self.norm} if self.budgeted else {**out, **split}
 
     def params_json(self) -> str:
         return json.dumps(self.params(), sort_keys=True)
@@ -171,6 +204,21 @@ class AttackSpec:
         """Describe a user's own built attack (its ``eps`` attribute is read when not given)."""
         eps = float(getattr(attack, "eps", 0.0)) if eps is None else eps
         return cls(name or type(attack).__name__.lower(), eps=eps, attack=attack)
+
+
+STOCHASTIC = ("eot", "draws", "sampler")
+
+
+def _check_stochastic(spec: AttackSpec) -> None:
+    """``eot`` and ``draws`` are integers >= 1, ``sampler`` one of the estimators (when given)."""
+    from ..snn.encoding import SAMPLERS, check_draws
+
+    if spec.eot is not None:
+        check_draws(spec.eot, "--eot")
+    if spec.draws is not None:
+        check_draws(spec.draws, "--draws")
+    if spec.sampler is not None and spec.sampler not in SAMPLERS:
+        raise BadSpec(f"--sampler {spec.sampler!r}; choose from: {', '.join(SAMPLERS)}")
 
 
 def _takers(opt: str) -> str:
@@ -204,7 +252,8 @@ def _unchanged(x: Tensor, y: Tensor) -> Tensor:
 
 @ATTACKS.register("fgsm")
 def _fgsm(spec: AttackSpec, model: nn.Module) -> AttackFn:
-    return torchattacks.FGSM(model, eps=spec.eps)
+    """torchattacks' FGSM in L-inf; in L2 the fast gradient method (one normalised step of length eps)."""
+    return FGM(model, spec.eps) if spec.norm == "L2" else torchattacks.FGSM(model, eps=spec.eps)
 
 
 @ATTACKS.register("bim")
@@ -215,9 +264,9 @@ def _bim(spec: AttackSpec, model: nn.Module) -> AttackFn:
 
 @ATTACKS.register("pgd")
 def _pgd(spec: AttackSpec, model: nn.Module) -> AttackFn:
-    """torchattacks' PGD, final iterate, as in papers (``pgd-best`` counts every iterate)."""
-    atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
-                           random_start=bool(spec.random_start))
+    """torchattacks' PGD (PGDL2 in L2), final iterate, as in papers (``pgd-best`` counts every iterate)."""
+    cls = torchattacks.PGDL2 if spec.norm == "L2" else torchattacks.PGD
+    atk = cls(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=bool(spec.random_start))
     return atk if spec.restarts == 1 else Restarts(atk, model, spec.restarts)
 
 
@@ -259,12 +308,12 @@ def _gaussian(spec: AttackSpec, model: nn.Module) -> AttackFn:
 @ATTACKS.register("pgd-best")
 def _pgd_best(spec: AttackSpec, model: nn.Module) -> AttackFn:
     return PGDBest(model, spec.eps, steps=spec.steps, step_size=spec.step_size, restarts=spec.restarts,
-                   random_start=bool(spec.random_start))
+                   random_start=bool(spec.random_start), norm=spec.norm)
 
 
 @ATTACKS.register("sa-pgd")
 def _sa_pgd(spec: AttackSpec, model: nn.Module) -> AttackFn:
-    return SAPGD(model, spec.eps, steps=spec.steps, restarts=spec.restarts)
+    return SAPGD(model, spec.eps, steps=spec.steps, restarts=spec.restarts, norm=spec.norm)
 
 
 def _official(spec: AttackSpec, model: nn.Module) -> AttackFn:
@@ -316,9 +365,11 @@ def suite(name: str) -> list[AttackSpec]:
     return [replace(s) for s in SUITES[name]]
 
 
-def make_specs(names: Sequence[str], eps: Sequence[tuple[float, str]], **options: object) -> list[AttackSpec]:
-    """One spec per attack name and budget. Each option given (not None) is set on the attacks that take it;
-    an option that no chosen attack takes is an error. Unknown names list the choices."""
+def make_specs(names: Sequence[str], eps: Sequence[tuple[float, str]], norm: str = "Linf",
+               **options: object) -> list[AttackSpec]:
+    """One spec per attack name and budget, in ``norm``. Each option given (not None) is set on the attacks that
+    take it; an option that no chosen attack takes is an error. Unknown names list the choices."""
+    norm = check_norm(norm)
     for name in names:
         ATTACKS.get(name)
     given = {k: v for k, v in options.items() if v is not None}
@@ -330,18 +381,25 @@ def make_specs(names: Sequence[str], eps: Sequence[tuple[float, str]], **options
     specs = []
     for name in names:
         kw = {k: v for k, v in given.items() if k in DEFAULTS[name]}
-        specs += [AttackSpec(name, eps=v, eps_str=s, **kw) for v, s in eps]
+        specs += [AttackSpec(name, eps=v, eps_str=s, norm=norm, **kw) for v, s in eps]
     return specs
 
 
 def specs_from(names: Sequence[str] | None = None, suite_name: str | None = None, eps: str | None = None,
-               **options: object) -> list[AttackSpec]:
+               norm: str = "Linf", **options: object) -> list[AttackSpec]:
     """The specs of a command line: ``names`` (repeatable or comma lists; default fgsm and pgd unless a suite is
-    given) at every budget of ``eps`` (default 8/255), plus the suite's specs (re-targeted to ``eps`` when
-    given). Options such as ``steps`` apply to named attacks only: a suite fixes every parameter."""
+    given) at every budget of ``eps`` (default: the norm's, :data:`~.norms.DEFAULT_EPS`), in ``norm``, plus the
+    suite's specs (re-targeted to ``eps`` when given; suites are L-inf presets). Options such as ``steps`` apply to
+    named attacks only: a suite fixes every parameter."""
+    norm = check_norm(norm)
     names = [n.strip() for item in names or () for n in item.split(",") if n.strip()]
-    budgets = parse_eps(eps) if eps is not None else None
+    noise = bool(names) and all(n in NOISE for n in names)
+    limit = 1.0 if noise else EPS_MAX[norm]
+    budgets = parse_eps(eps, limit=limit) if eps is not None else None
     specs: list[AttackSpec] = []
+    if suite_name is not None and norm != "Linf":
+        raise BadSpec(f"--suite {suite_name} is an L-inf preset; with --norm {norm} name the attacks instead "
+                      "(e.g. --attack apgd-ce,apgd-t or --attack autoattack)")
     if suite_name is not None:
         base = suite(suite_name)
         if any(v is not None for v in options.values()) and not names:
@@ -354,8 +412,8 @@ def specs_from(names: Sequence[str] | None = None, suite_name: str | None = None
     elif not names:
         names = list(DEFAULT_ATTACKS)
     if names:
-        specs += make_specs(names, budgets or parse_eps("8/255"), **options)
+        specs += make_specs(names, budgets or parse_eps(DEFAULT_EPS[norm], limit=limit), norm, **options)
     unique: dict[tuple, AttackSpec] = {}
     for s in specs:
-        unique.setdefault((s.name, s.params_json(), s.eps), s)
+        unique.setdefault((s.name, s.params_json(), s.eps), s)  # params_json holds the norm
     return list(unique.values())

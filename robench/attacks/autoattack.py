@@ -51,7 +51,7 @@ class AutoAttackAdapter:
 
         s = self.spec
         seed = torch.initial_seed() % 2**31 if self.seed is None else self.seed
-        aa = pyautoattack.AutoAttack(self.model, attacks=self.attacks, device=device, eps=s.eps, norm="Linf",
+        aa = pyautoattack.AutoAttack(self.model, attacks=self.attacks, device=device, eps=s.eps, norm=s.norm,
                                      seed=seed, version=self.version)
         names = aa.attacks_to_run or []
         for name in names:
@@ -65,6 +65,7 @@ class AutoAttackAdapter:
                 _set_iterations(apgd, s.steps or 100)
             aa.apgd.n_restarts = s.restarts or 1
             aa.apgd_targeted.n_restarts = s.restarts or 1
+            aa.apgd.use_largereps = aa.apgd_targeted.use_largereps = s.norm == "L1"  # as the official L1 setup
         return aa
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -92,8 +93,9 @@ class OfficialAttack:
     result is verified by an inference-mode forward before a sample counts as broken.
 
     Arguments:
-        model: ``model(x) -> logits [B, K]``; spec: an :class:`AttackSpec` (``name``, ``eps``, ``steps`` for
-        APGD, ``queries`` for Square, ``restarts``).
+        model: ``model(x) -> logits [B, K]``; spec: an :class:`AttackSpec` (``name``, ``eps``, ``norm``:
+        ``Linf``, ``L2`` or ``L1`` as the official code, ``steps`` for APGD, ``queries`` for Square, ``restarts``).
+        In L1, APGD uses the official code's large-budget schedule (``use_largereps``), as AutoAttack's L1 setup.
 
     Shape: ``x`` ``[B, C, H, W]`` in ``[0, 1]``, ``y`` ``[B]``; returns the same shape, in ``[0, 1]``, within eps.
     """
@@ -110,7 +112,8 @@ class OfficialAttack:
         x = x.detach()
         base = torch.initial_seed()
         return run_restarts(self.model, x, y, self.spec.eps, self.spec.restarts or 1,
-                            lambda r, idx, tracker: self._once(restart_seed(base, r), x, y, idx, tracker))
+                            lambda r, idx, tracker: self._once(restart_seed(base, r), x, y, idx, tracker),
+                            self.spec.norm)
 
     def _once(self, seed: int, x: Tensor, y: Tensor, idx: Tensor, tracker: BestIterate) -> None:
         name = self.spec.name

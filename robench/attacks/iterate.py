@@ -20,17 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import IntegrityError
+from .norms import dist, normalise, project, slack, uniform_start
 
 __all__ = ["BestIterate", "PGDBest", "input_grad", "project", "reset_path_state", "restart_seed", "run_restarts"]
 
-TOL = 1e-6  # float rounding allowed on the L-inf budget (EVALUATION.md §4)
+TOL = 1e-6  # float rounding allowed on the budget (EVALUATION.md §4)
 
 
 class BestIterate:
     """Per-sample record of the first verified misclassified iterate of an attack on ``(x, y)``.
 
     Arguments:
-        model: the attacked model (``model(x) -> logits [B, K]``); eps: the L-inf budget.
+        model: the attacked model (``model(x) -> logits [B, K]``); eps: the budget in ``norm`` (``Linf``, ``L2``
+        or ``L1``).
         x: clean images ``[B, C, H, W]`` in ``[0, 1]``; y: labels ``[B]``.
 
     ``broken[i]`` is True once sample ``i`` was misclassified (at the start, or at a checked iterate); ``adv[i]``
@@ -38,8 +40,8 @@ class BestIterate:
     iterate given. Samples misclassified at the start are broken from the outset, with ``adv[i] = x[i]``.
     """
 
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> None:
-        self.model, self.x, self.y, self.eps = model, x.detach(), y, eps
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str = "Linf") -> None:
+        self.model, self.x, self.y, self.eps, self.norm = model, x.detach(), y, eps, norm
         self.adv = self.x.clone()
         self.broken = self._misclassified(self.x, y) if len(x) else torch.zeros(0, dtype=torch.bool, device=x.device)
 
@@ -76,16 +78,10 @@ class BestIterate:
     def _check_valid(self, x_i: Tensor, idx: Tensor) -> None:
         if len(idx) == 0:
             return
-        dist = (x_i - self.x[idx]).abs().max()
-        if bool((x_i.min() < 0) | (x_i.max() > 1) | (dist > self.eps + TOL)):  # one device sync per iterate
-            raise IntegrityError(f"an attack iterate left the budget: L-inf distance {float(dist):.6g} (eps "
+        d = dist(x_i, self.x[idx], self.norm).max()
+        if bool((x_i.min() < 0) | (x_i.max() > 1) | (d > self.eps + slack(self.eps, self.norm))):  # one device sync per iterate
+            raise IntegrityError(f"an attack iterate left the budget: {self.norm} distance {float(d):.6g} (eps "
                                  f"{self.eps:.6g}), range [{float(x_i.min()):.6g}, {float(x_i.max()):.6g}]")
-
-
-def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """``x_adv`` ``[B, C, H, W]`` projected onto the L-inf ball of radius ``eps`` around ``x`` and onto [0, 1]
-    (the arithmetic of torchattacks' PGD, so both give the same iterates to the last bit)."""
-    return (x + (x_adv - x).clamp(-eps, eps)).clamp_(0, 1)
 
 
 def input_grad(model: nn.Module, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,11 +116,11 @@ def restart_seed(base: int, restart: int) -> int:
 
 
 def run_restarts(model: nn.Module, x: Tensor, y: Tensor, eps: float, restarts: int,
-                 attempt: Callable[[int, Tensor, BestIterate], None]) -> Tensor:
+                 attempt: Callable[[int, Tensor, BestIterate], None], norm: str = "Linf") -> Tensor:
     """Run ``attempt(r, idx, tracker)`` for r = 0 .. restarts - 1 on the samples still robust, then return the
     tracker's adversarial examples ``[B, C, H, W]``. Each attempt reports its iterates to ``tracker.update``; the
     gradient path's state is reset before every restart. Samples misclassified at the start are never attacked."""
-    tracker = BestIterate(model, x, y, eps)
+    tracker = BestIterate(model, x, y, eps, norm)
     for r in range(restarts):
         idx = tracker.robust_idx()
         if len(idx) == 0:
@@ -138,32 +134,35 @@ class PGDBest:
     """Best-iterate PGD: torchattacks' PGD update, returning per sample the first misclassified iterate.
 
     Update (as torchattacks ``PGD``): ``x_0 = clip(x + U(-eps, eps), 0, 1)`` (or ``x`` without random start), then
-    ``x_{k+1} = clip_[0,1](clip_ball(x_k + step_size * sign(grad CE(model(x_k), y))))``. Every iterate
+    ``x_{k+1} = clip_[0,1](clip_ball(x_k + step_size * sign(grad CE(model(x_k), y))))``. In L2 (as torchattacks
+    ``PGDL2``): a random start at radius ``U(0, 1) * eps`` in a Gaussian direction, the step
+    ``step_size * g / ||g||_2`` and the projection onto the L2 ball. Every iterate
     ``x_0 .. x_steps`` is checked; a sample misclassified at any of them is broken, keeps that iterate, and is no
     longer updated (later steps cost less). ``restarts``: new random starts for the samples still robust.
 
     Arguments:
-        model: ``model(x) -> logits [B, K]``; eps: L-inf budget in [0, 1]; steps: iterations (default 50);
-        step_size: the sign step (default 2/255); restarts: >= 1; random_start: uniform start in the ball.
+        model: ``model(x) -> logits [B, K]``; eps: budget in ``norm``; steps: iterations (default 50);
+        step_size: the step's length in ``norm`` (default 2/255); restarts: >= 1; random_start: a start in the
+        ball; norm: ``Linf`` (default) or ``L2``.
 
     Shape: ``x`` ``[B, C, H, W]`` in ``[0, 1]``, ``y`` ``[B]``; returns the same shape, in ``[0, 1]``, within eps.
     """
 
     def __init__(self, model: nn.Module, eps: float, steps: int = 50, step_size: float = 2 / 255,
-                 restarts: int = 1, random_start: bool = True) -> None:
+                 restarts: int = 1, random_start: bool = True, norm: str = "Linf") -> None:
         self.model, self.eps, self.steps, self.step_size = model, eps, steps, step_size
-        self.restarts, self.random_start = restarts, random_start
+        self.restarts, self.random_start, self.norm = restarts, random_start, norm
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         x = x.detach()
         return run_restarts(self.model, x, y, self.eps, self.restarts,
-                            lambda r, idx, tracker: self._run(x, y, idx, tracker))
+                            lambda r, idx, tracker: self._run(x, y, idx, tracker), self.norm)
 
     def _run(self, x: Tensor, y: Tensor, idx: Tensor, tracker: BestIterate) -> None:
         x0, y0 = x[idx], y[idx]
         xa = x0.clone()
-        if self.random_start:  # the draw of torchattacks' PGD: one uniform tensor of the batch's shape
-            xa = (xa + torch.empty_like(xa).uniform_(-self.eps, self.eps)).clamp_(0, 1)
+        if self.random_start:  # the draws of torchattacks' PGD (PGDL2 in L2)
+            xa = uniform_start(xa, self.eps, self.norm)
         for _ in range(self.steps):
             g, logits = input_grad(self.model, xa, y0)
             alive = ~tracker.update(xa, idx, logits)
@@ -171,5 +170,5 @@ class PGDBest:
                 idx, x0, y0, xa, g = idx[alive], x0[alive], y0[alive], xa[alive], g[alive]
                 if len(idx) == 0:
                     return
-            xa = project(xa + self.step_size * g.sign(), x0, self.eps)
+            xa = project(xa + self.step_size * normalise(g, self.norm), x0, self.eps, self.norm)
         tracker.update(xa, idx)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .iterate import BestIterate, input_grad, project, run_restarts
+from .iterate import BestIterate, input_grad, run_restarts
+from .norms import normalise, project, sphere_start
 
 __all__ = ["SAPGD", "checkpoints", "surface_start"]
 
@@ -34,13 +35,11 @@ def checkpoints(steps: int) -> frozenset[int]:
     return frozenset(out)
 
 
-def surface_start(x: Tensor, eps: float) -> Tensor:
-    """APGD's random start ``clip(x + eps * t / ||t||_inf, 0, 1)``, ``t ~ U[-1, 1]`` per pixel: a point on the
-    eps-ball's surface (before the [0, 1] clip). ``x`` ``[B, C, H, W]``; drawn from torch's generator of
-    ``x``'s device."""
-    t = 2 * torch.rand_like(x) - 1
-    norm = t.abs().flatten(1).amax(1).clamp_min(DIV_EPS).view(-1, *[1] * (x.dim() - 1))  # [B, 1, 1, 1]
-    return (x + eps * t / norm).clamp_(0, 1)
+def surface_start(x: Tensor, eps: float, norm: str = "Linf") -> Tensor:
+    """APGD's random start ``clip(x + eps * t / ||t||, 0, 1)``, ``t ~ U[-1, 1]`` per pixel (L-inf) or ``N(0, 1)``
+    (L2): a point on the eps-ball's surface (before the [0, 1] clip). ``x`` ``[B, C, H, W]``; drawn from torch's
+    generator of ``x``'s device."""
+    return sphere_start(x, eps, norm)
 
 
 class SAPGD:
@@ -55,28 +54,34 @@ class SAPGD:
         x_k+1 = clip_[0,1](clip_ball(x_k + clip(eta m / (sqrt(v) + 1e-12), -eta, eta)))
 
     After the steps of :func:`checkpoints` eta halves, unconditionally; there is no restart from the best point.
+
+    **L2** (robench's own design; the method was published for L-inf only): the same moments, start on the L2
+    sphere (Gaussian direction, as APGD-L2), ``eta = eps``, and the step is the moment ratio normalised to L2 length
+    eta instead of clipped per coordinate, ``r = m / (sqrt(v) + 1e-12)``, ``x_k+1 = clip_[0,1](proj_L2(x_k +
+    eta r / ||r||_2))``: Adam's per-coordinate scaling keeps its direction, the budget's geometry sets its length.
     Every iterate ``x_0 .. x_steps`` is checked: a sample misclassified at any of them is broken, keeps that
     iterate and leaves the batch. ``restarts`` re-attack the samples still robust from a new random start.
 
     Arguments:
-        model: ``model(x) -> logits [B, K]``; eps: L-inf budget in [0, 1]; steps: iterations (default 100);
-        restarts: >= 1 (default 1).
+        model: ``model(x) -> logits [B, K]``; eps: budget in ``norm``; steps: iterations (default 100);
+        restarts: >= 1 (default 1); norm: ``Linf`` (default) or ``L2``.
 
     Shape: ``x`` ``[B, C, H, W]`` in ``[0, 1]``, ``y`` ``[B]``; returns the same shape, in ``[0, 1]``, within eps.
     Random draws come from torch's generator on ``x``'s device (seeded per cell by ``run_cell``).
     """
 
-    def __init__(self, model: nn.Module, eps: float, steps: int = 100, restarts: int = 1) -> None:
-        self.model, self.eps, self.steps, self.restarts = model, eps, steps, restarts
+    def __init__(self, model: nn.Module, eps: float, steps: int = 100, restarts: int = 1,
+                 norm: str = "Linf") -> None:
+        self.model, self.eps, self.steps, self.restarts, self.norm = model, eps, steps, restarts, norm
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         x = x.detach()
         return run_restarts(self.model, x, y, self.eps, self.restarts,
-                            lambda r, idx, tracker: self._run(x, y, idx, tracker))
+                            lambda r, idx, tracker: self._run(x, y, idx, tracker), self.norm)
 
     def _run(self, x: Tensor, y: Tensor, idx: Tensor, tracker: BestIterate) -> None:
         x0, y0 = x[idx], y[idx]
-        xa = surface_start(x0, self.eps)
+        xa = surface_start(x0, self.eps, self.norm)
         m, v = torch.zeros_like(x0), torch.zeros_like(x0)
         eta, halve = self.eps, checkpoints(self.steps)
         for k in range(self.steps):
@@ -87,7 +92,11 @@ class SAPGD:
                 if len(idx) == 0:
                     return
             m, v = self._moments(g, m, v)
-            xa = project(xa + (eta * m / (v.sqrt() + DIV_EPS)).clamp(-eta, eta), x0, self.eps)
+            if self.norm == "Linf":
+                step = (eta * m / (v.sqrt() + DIV_EPS)).clamp(-eta, eta)
+            else:
+                step = eta * normalise(m / (v.sqrt() + DIV_EPS), "L2")
+            xa = project(xa + step, x0, self.eps, self.norm)
             if k + 1 in halve:
                 eta /= 2
         tracker.update(xa, idx)

@@ -1,8 +1,10 @@
 """Architecture registry and the SNN model contract (DESIGN.md "Contracts").
 
 ``model(x)`` takes images ``[B, C, H, W]`` in ``[0, 1]`` and returns logits ``[B, K]``: the output layer's values
-averaged over the T time steps. Normalisation and direct input coding live inside the model; membranes start
-at rest on every call, so nothing survives between calls. Stateless layers run on all T steps at once with
+averaged over the T time steps. Normalisation and input coding live inside the model: ``direct`` (the image at
+every step, deterministic) or ``poisson`` (Bernoulli spikes with probability = pixel at every step, a random
+forward pass declared by its :class:`~robench.snn.encoding.PoissonEncoder`); membranes start at rest on every
+call, so nothing survives between calls. Stateless layers run on all T steps at once with
 time folded into the batch; only the neurons are sequential.
 
 Examples:
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import BadSpec
 from ..registry import Registry
+from .encoding import ENCODINGS, PoissonEncoder
 from .neurons import SpikingNeuron, spiking_neurons
 
 ARCHS: Registry[Callable[[ModelConfig], nn.Module]] = Registry("arch")
@@ -40,6 +43,7 @@ class ModelConfig:
         T: time steps; width: channel multiplier; fc: classifier width (None: the arch's paper value).
         in_channels, image_size, num_classes, mean, std: from the dataset.
         tau, v_th, gamma: leak, threshold, surrogate half-width.
+        encoding: ``direct`` (default) or ``poisson`` (rate-coded Bernoulli spikes; the model is stochastic).
     """
 
     arch: str = "vgg5"
@@ -55,6 +59,7 @@ class ModelConfig:
     gamma: float = 1.0
     mean: tuple[float, ...] = field(default_factory=lambda: (0.5,))
     std: tuple[float, ...] = field(default_factory=lambda: (0.5,))
+    encoding: str = "direct"
 
     def __post_init__(self) -> None:
         ARCHS.get(self.arch)  # unknown arch -> error listing the choices
@@ -71,6 +76,7 @@ class ModelConfig:
             (_finite(self.gamma) and self.gamma > 0, f"--gamma {self.gamma!r}; must be > 0"),
             (len(self.mean) == len(self.std) == self.in_channels, "mean/std need one value per channel"),
             (all(s > 0 for s in self.std), "std must be > 0"),
+            (self.encoding in ENCODINGS, f"--encoding {self.encoding!r}; choose from: {', '.join(ENCODINGS)}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -79,6 +85,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.encoding == "direct":  # cards written before encodings existed stay byte-identical
+            del d["encoding"]
         return d
 
     @classmethod
@@ -162,7 +170,8 @@ def conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 
 class SNN(nn.Module):
     """Normalise -> stem (conv+BN, computed once: the input is the same at every step) -> repeat over T ->
-    body on ``[T, B, ...]`` -> head -> mean over T."""
+    body on ``[T, B, ...]`` -> head -> mean over T. With ``poisson`` coding: spikes ``[T, B, C, H, W]`` drawn from
+    the image -> normalise -> stem on every step (time folded into the batch) -> body -> head -> mean over T."""
 
     def __init__(self, cfg: ModelConfig, stem: nn.Module, body: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -170,11 +179,14 @@ class SNN(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std).view(1, -1, 1, 1), persistent=False)
         self.stem, self.body, self.head = stem, body, head
+        self.encoder = PoissonEncoder(cfg.T) if cfg.encoding == "poisson" else None
         # channels-last activations: mkldnn/cudnn convolutions, batch norm and pooling run on them without
         # reordering; the same values up to float rounding. False gives the plain NCHW layout.
         self.channels_last = True
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.encoder is not None:
+            return self._forward_spikes(self.encoder(x))
         x = (x - self.mean) / self.std  # [B, C, H, W]
         layout = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
         x = self.stem(x.contiguous(memory_format=layout))  # direct coding: the same stem output at every step
@@ -182,6 +194,15 @@ class SNN(nn.Module):
         x = x.unsqueeze(0).expand(self.config.T, *x.shape)  # [B, C', H, W] -> [T, B, C', H, W]
         x = self.head(self.body(x))  # [T, B, K]
         return x.mean(0)  # [B, K]
+
+    def _forward_spikes(self, s: Tensor) -> Tensor:
+        """Input spikes ``[T, B, C, H, W]`` -> logits ``[B, K]``: the stem runs on every step."""
+        T, B = s.shape[:2]
+        x = (s.flatten(0, 1) - self.mean) / self.std  # [T*B, C, H, W]
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = self.stem(x.contiguous(memory_format=layout)).contiguous(memory_format=layout)
+        x = x.view(T, B, *x.shape[1:])  # [T, B, C', H, W]
+        return self.head(self.body(x)).mean(0)  # [B, K]
 
     def last_neuron(self) -> SpikingNeuron:
         """The last spiking layer: where the MPPD regulariser reads its currents (PAPER.md §2)."""

@@ -300,6 +300,8 @@ class ForeignModel(nn.Module):
         (False keeps every neuron: the original model, for comparison).
         output: which part of a tuple (index) or dict (key) the network returns holds the logits ("" = it
         returns one tensor); see :func:`output_of`.
+        stochastic: the network's forward samples (declared with encoding ``poisson``; evaluated with averaged
+        draws).
 
     Shape:
         input ``[B, C, H, W]`` in ``[0, 1]``; output logits ``[B, K]`` (the network's output averaged over T).
@@ -311,8 +313,9 @@ class ForeignModel(nn.Module):
     """
 
     def __init__(self, net: nn.Module, framework: str, T: int, step_mode: str, map_neurons: bool = True,
-                 output: str = "") -> None:
+                 output: str = "", stochastic: bool = False) -> None:
         super().__init__()
+        self.stochastic = bool(stochastic)  # declared at import: the network samples (robench.snn.encoding)
         if step_mode not in STEP_MODES:
             raise BadSpec(f"step mode {step_mode!r}; choose from: {', '.join(STEP_MODES)}")
         self.fw = FRAMEWORKS.get(framework)

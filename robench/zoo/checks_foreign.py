@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import BadSpec, IntegrityError, RobenchError
 from ..eval.checks import outputs_probabilities
+from ..snn.encoding import fresh_draws
 from ..snn.models import accuracy
 from .adapters import STEP_MODES, ForeignModel, OutputError
 from .foreign import ForeignSpec
@@ -33,7 +34,13 @@ class ImportResult:
     note: str  # one line for the card's notes: how the logits matched, which neurons were mapped
 
 
-def _logits(model: nn.Module, x: Tensor, batch_size: int = 100) -> Tensor:
+def _seeded_logits(model: nn.Module, x: Tensor, batch_size: int = 100) -> Tensor:
+    """:func:`_plain_logits` on draws seeded with 0 (the caller's generator state is left as it was)."""
+    with fresh_draws(0, x.device):
+        return _plain_logits(model, x, batch_size)
+
+
+def _plain_logits(model: nn.Module, x: Tensor, batch_size: int = 100) -> Tensor:
     with torch.inference_mode():
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -99,17 +106,22 @@ def check_import(net: nn.Module, spec: ForeignSpec, x: Tensor, y: Tensor) -> Imp
     """Run every check on ``net`` (weights loaded, eval mode; left unchanged) with images ``x`` ``[N, C, H, W]`` in
     ``[0, 1]`` and labels ``y`` ``[N]``; raise one line on the first failure."""
     check_runs(net, spec, x)
+    rand = spec.encoding == "poisson"  # declared random: every comparison runs on the same seeded draws
     orig = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, map_neurons=False,
-                        output=spec.output)
-    adapted = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, output=spec.output)
+                        output=spec.output, stochastic=rand)
+    adapted = ForeignModel(copy.deepcopy(net), spec.framework, spec.T, spec.step_mode, output=spec.output,
+                           stochastic=rand)
+    _logits = _seeded_logits if rand else _plain_logits
     lo = _logits(orig, x)
     if lo.dim() != 2 or lo.shape[1] != spec.num_classes:
         raise BadSpec(f"the model returns {list(lo.shape[1:])} outputs per image; the dataset has "
                       f"{spec.num_classes} classes")
     la = _logits(adapted, x)
     if not torch.equal(la, _logits(adapted, x)):
-        raise IntegrityError("two calls of the model on the same images gave different logits: it keeps state "
-                             "the adapter cannot reset (a stateful model) or is random in eval mode")
+        raise IntegrityError("two calls of the model on the same images gave different logits" +
+                             (" under the same seed: its randomness does not come from torch's generator" if rand
+                              else ": it keeps state the adapter cannot reset (a stateful model) or is random in "
+                              "eval mode (a model whose forward samples: import it with --encoding poisson)"))
     if outputs_probabilities(adapted, x[:GRAD_IMAGES]):
         raise BadSpec("the model returns probabilities (in [0, 1], rows summing to 1); attacks need logits: "
                       "return the output before the softmax")

@@ -3,7 +3,10 @@
 The card's ``model`` is a :class:`ForeignSpec`: the framework and its version, the entry point
 ``package.module:function`` and its keyword arguments, the file that defines it with its sha256, T, the step mode
 and the encoding. Building such a model runs that file, so it needs an explicit opt-in on every load: the
-``--trust-code`` flag (``trust_code=True``) AND the environment variable ``ROBENCH_TRUST_CODE=1``. Without both,
+``--trust-code`` flag (``trust_code=True``) AND the environment variable ``ROBENCH_TRUST_CODE=1``. An entry imported
+with encoding ``poisson`` declares that its forward pass samples (rate-coded input spikes drawn from torch's
+generator): robench then evaluates it with averaged draws (:mod:`robench.snn.encoding`); randomness that is not
+declared is refused at import. Without both,
 or when the file's sha256 differs from the card's, loading is refused in one line naming the file. The bytes that
 are hashed are the bytes that run (no second read).
 
@@ -31,7 +34,7 @@ from .adapters import FRAMEWORKS, STEP_MODES, ForeignModel
 
 FOREIGN = "foreign"  # the card's arch for these entries
 TRUST_ENV = "ROBENCH_TRUST_CODE"
-ENCODINGS = ("direct",)
+ENCODINGS = ("direct", "poisson")  # poisson: the model's forward samples its input spikes (declared, seeded)
 ENTRY_RE = re.compile(r"\A[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*\Z")
 
 
@@ -188,4 +191,5 @@ def build(spec: ForeignSpec | dict, tensors: dict, base: Path | str, trust_code:
     mod, _ = run_code(path, spec.module, root, spec.code_sha256)
     net = call_entry(entry_function(mod, spec.entry, path), spec)
     fit_weights(net, tensors, what, f"{spec.entry} {spec.kwargs}")
-    return ForeignModel(net, spec.framework, spec.T, spec.step_mode, output=spec.output)
+    return ForeignModel(net, spec.framework, spec.T, spec.step_mode, output=spec.output,
+                        stochastic=spec.encoding == "poisson")

@@ -166,12 +166,13 @@ def _stored_root(root: Path | None, zoo_dir: Path | str) -> str:
 def import_foreign(weights: Path | str, framework: str, entry: str, x: torch.Tensor, y: torch.Tensor, dataset: str,
                    entry_id: str, zoo_dir: Path | str, T: int, kwargs: dict | None = None, step_mode: str = "multi",
                    code_path: Path | str | None = None, trust_code: bool = False, overwrite: bool = False,
-                   command: str = "", output: str = "") -> Card:
+                   command: str = "", output: str = "", encoding: str = "direct") -> Card:
     """Import a SpikingJelly, snnTorch or plain PyTorch model built by ``entry(**kwargs)`` (``package.module:
     function``, found under ``code_path`` or installed) with the weights in ``weights``, after the checks of
     :func:`robench.zoo.checks_foreign.check_import` on test images ``x`` ``[N, C, H, W]`` in ``[0, 1]`` with
     labels ``y``. ``output`` picks the logits when the network returns a tuple (an index, e.g. ``"1"`` for
-    snnTorch's ``(spk, mem)``) or a dict (a key); it is recorded in the card and applied on every load. Running the
+    snnTorch's ``(spk, mem)``) or a dict (a key); it is recorded in the card and applied on every load.
+    ``encoding="poisson"`` declares that the model's forward samples (checked on seeded draws). Running the
     entry needs ``trust_code`` and ROBENCH_TRUST_CODE=1. Everything is checked before anything is written: a
     refused import leaves the zoo as it was."""
     from .checks_foreign import check_import
@@ -180,7 +181,7 @@ def import_foreign(weights: Path | str, framework: str, entry: str, x: torch.Ten
     info = DATASETS.get(dataset)
     spec = ForeignSpec(framework, entry, "", "0" * 64, T, info.channels, info.size, info.classes,
                        kwargs=dict(kwargs or {}), step_mode=step_mode,
-                       output=str(output or ""))  # the code fields are filled in below
+                       output=str(output or ""), encoding=encoding)  # the code fields are filled in below
     check_new(zoo_dir, entry_id, overwrite)
     fw = FRAMEWORKS.get(spec.framework)
     fw.require()
