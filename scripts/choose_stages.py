@@ -7,6 +7,7 @@ the share of samples still robust when it would run), until no cell breaks anyth
 pick: newly broken per model, cumulative robust accuracy per model, and the estimated cost.
 
     .venv/bin/python scripts/choose_stages.py results/evidence.csv --eps 8/255
+    .venv/bin/python scripts/choose_stages.py results/evidence-l2.csv --eps 1 --first 100   # L2, selection split
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("results")
     p.add_argument("--eps", default="8/255")
     p.add_argument("--model", action="append")
+    p.add_argument("--first", type=int, default=None, help="choose on the first N images only (a selection split)")
     a = p.parse_args()
     df = ResultsStore(a.results).read()
     df = df[(df["eps_str"] == a.eps) & ~df["grad"].isin(["worst", "none"]) & (df["robust_mask"] != "")]
@@ -36,9 +38,10 @@ def main() -> None:
     models = sorted(df["model"].unique())
     cells: dict[tuple, dict] = {}
     for r in df.to_dict("records"):
+        mask = decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"]))
+        share = min(a.first, len(mask)) / len(mask) if a.first else 1.0  # the cost of the selection images
         cells.setdefault((r["attack"], r["params"], r["grad"]), {})[r["model"]] = (
-            decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"])), float(r["seconds"]),
-            int(r["clean_count"]))
+            mask[: a.first] if a.first else mask, float(r["seconds"]) * share, int(r["clean_count"] * share))
     cells = {k: v for k, v in cells.items() if set(v) == set(models)}
     # start from the samples some cell left robust: those every cell breaks add the same to each (no signal)
     alive = {m: np.logical_or.reduce([v[m][0] for v in cells.values()]) for m in models}
