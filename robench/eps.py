@@ -108,9 +108,9 @@ def _range(part: str, what: str, limit: float = 1.0) -> list[tuple[float, str]]:
     return [(v, f"{v:.6g}") for v in values]
 
 
-def parse_one(text: str | float, what: str) -> float:
-    """A single budget (for training options such as --eps and --sigma)."""
-    vals = parse_eps(text, what)
+def parse_one(text: str | float, what: str, limit: float = 1.0) -> float:
+    """A single budget (for training options such as --eps and --sigma), in ``[0, limit]``."""
+    vals = parse_eps(text, what, limit)
     if len(vals) != 1:
         raise BadSpec(f"{what} {text!r}: give one value, not {len(vals)}")
     return vals[0][0]

@@ -79,7 +79,8 @@ class BestIterate:
         if len(idx) == 0:
             return
         d = dist(x_i, self.x[idx], self.norm).max()
-        if bool((x_i.min() < 0) | (x_i.max() > 1) | (d > self.eps + slack(self.eps, self.norm))):  # one device sync per iterate
+        over = d > self.eps + slack(self.eps, self.norm)
+        if bool((x_i.min() < 0) | (x_i.max() > 1) | over):  # one device sync per iterate
             raise IntegrityError(f"an attack iterate left the budget: {self.norm} distance {float(d):.6g} (eps "
                                  f"{self.eps:.6g}), range [{float(x_i.min()):.6g}, {float(x_i.max()):.6g}]")
 

@@ -16,15 +16,14 @@ Examples:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import BadSpec
 
-__all__ = ["DEFAULT_EPS", "EPS_MAX", "FGM", "NORMS", "check_norm", "dist", "normalise", "project", "slack", "sphere_start",
+__all__ = ["DEFAULT_EPS", "EPS_MAX", "FGM", "NORMS", "check_norm", "dist", "normalise", "project", "slack",
+           "sphere_start",
            "uniform_start"]
 
 NORMS = ("Linf", "L2", "L1")

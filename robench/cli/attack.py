@@ -33,7 +33,19 @@ def attack(
                                               "noise; or the cascade reliable (the strongest honest number: "
                                               "each stage attacks only what is still robust).")] = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
-                                            "(default 8/255, or the suite's own). For gaussian: sigma.")] = None,
+                                            "(default 8/255 in Linf, 1.0 in L2, 10 in L1, or the suite's own). "
+                                            "For gaussian: sigma.")] = None,
+    norm: Annotated[str, typer.Option(help="Threat model: Linf, L2, or L1 (official APGD, Square and "
+                                      "AutoAttack only); part of every row's params.")] = "Linf",
+    eot: Annotated[int | None, typer.Option(help="Stochastic models (Poisson coding): draws averaged per gradient "
+                                            "step, EOT (default 8).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Stochastic models: fresh draws averaged by every verdict "
+                                              "(default 16); a single-draw row is stored too.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="Stochastic models: the gradient through the draws, rate "
+                                                "(the expectation, default) or ste (straight-through).")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Input coding: direct or poisson (default: each model's "
+                                                 "own; robench's models can be run either way, a foreign model "
+                                                 "only as imported).")] = None,
     grad: Annotated[str, typer.Option(help="Gradient paths, comma-separated: bptt, rate, both (= bptt,rate), "
                                       "triangle:w=W, sigmoid:k=K, arctan:a=A, rectangle:w=W, assg[:A=0.425], sweep "
                                       "(triangle w 0.5|2, sigmoid k 2|8, arctan a 1|4); a value list "
@@ -79,7 +91,7 @@ def attack(
     import re
     from dataclasses import replace
 
-    from ..attacks import SUITES, specs_from
+    from ..attacks import EPS_MAX, SUITES, check_norm, specs_from
     from ..dist import device_for, env_rank, parse_shard, session
     from ..eps import parse_one
     from ..errors import BadSpec
@@ -88,16 +100,22 @@ def attack(
     from ..results.shards import ShardFile, shard_path
     from ..results.store import ResultsStore
     from ..runtime import resolve_device
+    from ..snn.encoding import ENCODINGS
     from ..zoo import select
 
     if suite is not None and suite not in SUITES and suite not in CASCADES:
         raise BadSpec(f"unknown suite {suite!r}; choose from: {', '.join([*SUITES, *CASCADES])}")
+    norm = check_norm(norm)
+    if encoding is not None and encoding not in ENCODINGS:
+        raise BadSpec(f"--encoding {encoding!r}; choose from: {', '.join(ENCODINGS)}")
     if suite in CASCADES:
-        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries)
-    step = parse_one(step_size, "--step-size") if step_size else None
-    specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, steps=steps, restarts=restarts,
+        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries,
+                               eot, draws, sampler)
+    step = parse_one(step_size, "--step-size", EPS_MAX[norm]) if step_size else None
+    specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, norm, steps=steps, restarts=restarts,
                                                     random_start=random_start, version=aa_version,
                                                     queries=queries, step_size=step)
+    _check_draws(eot, draws, sampler)
     if min_batches < 1:
         raise BadSpec(f"--min-batches {min_batches}; must be an integer >= 1")
     if min_batches > 1:
@@ -126,7 +144,9 @@ def attack(
         from ..eval.adversarial import check_adv_dir
 
         check_adv_dir(save_adv)
-    targets = load_targets(cards, zoo, dataset, trust_code=trust_code)
+    targets = load_targets(cards, zoo, dataset, trust_code=trust_code, encoding=encoding)
+    if suite in CASCADES:
+        _check_cascade_targets(suite, targets, norm)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
         data[ds], note = load_data(ds, data_dir, n, split)
@@ -137,7 +157,8 @@ def attack(
             ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches)
         else:
             ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
-                          force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part)
+                          force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part,
+                          eot=eot, draws=draws, sampler=sampler)
     if not part.writer:
         return
     _print_results(ev, store)
@@ -170,12 +191,39 @@ def verify_adv(
                   f"{100 * r.claimed / r.n:.1f}% ({r.claimed})", highlight=False, soft_wrap=True)
 
 
+def _check_draws(eot, draws, sampler) -> None:
+    """--eot and --draws are integers >= 1, --sampler an estimator (before any work)."""
+    from ..errors import BadSpec
+    from ..snn.encoding import SAMPLERS, check_draws
+
+    for k, what in ((eot, "--eot"), (draws, "--draws")):
+        if k is not None:
+            check_draws(k, what)
+    if sampler is not None and sampler not in SAMPLERS:
+        raise BadSpec(f"--sampler {sampler!r}; choose from: {', '.join(SAMPLERS)}")
+
+
+def _check_cascade_targets(suite: str, targets, norm: str) -> None:
+    """The cascades are L-inf and deterministic: refuse another norm or a stochastic model in one line."""
+    from ..errors import BadSpec
+    from ..snn.encoding import is_stochastic
+
+    if norm != "Linf":
+        raise BadSpec(f"--suite {suite} is an L-inf protocol; with --norm {norm} name the attacks (--attack "
+                      "apgd-ce,apgd-t,square ...)")
+    random = [t.id for t in targets if is_stochastic(t.model)]
+    if random:
+        raise BadSpec(f"--suite {suite} does not average random draws; {', '.join(random)} samples in its forward "
+                      "pass: name the attacks (--attack pgd-best ...) with --eot and --draws")
+
+
 def _check_cascade_options(suite: str, *given) -> None:
     from ..errors import BadSpec
 
     if any(v is not None and v != [] for v in given):
         raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --steps, "
-                      "--step-size, --restarts, --random-start, --aa-version and --queries")
+                      "--step-size, --restarts, --random-start, --aa-version, --queries, --eot, --draws and "
+                      "--sampler")
 
 
 def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches=1):

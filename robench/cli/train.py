@@ -22,6 +22,9 @@ def train(
     T: Annotated[int, typer.Option("--T", "-T", "--timesteps", help="Time steps.")] = 4,
     width: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
     fc: Annotated[int | None, typer.Option(help="Classifier width (default: the arch's).")] = None,
+    encoding: Annotated[str, typer.Option(help="Input coding: direct (the image at every step) or poisson "
+                                          "(Bernoulli spikes with p = pixel at every step; the gradient through "
+                                          "the draws is their expectation).")] = "direct",
     tau: Annotated[float, typer.Option(help="Membrane leak.")] = 0.99,
     v_th: Annotated[float, typer.Option("--v-th", help="Threshold.")] = 1.0,
     alpha: Annotated[float, typer.Option(help="MPPD regulariser weight (0 = off).")] = 0.0,
@@ -56,7 +59,8 @@ def train(
     from ..train.loop import job_from_options, run_job
 
     opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
-                width=width, fc=fc, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma, eps=eps,
+                width=width, fc=fc, encoding=encoding, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma,
+                eps=eps,
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device,
                 download=download, rat_beta=rat_beta, sync_bn=sync_bn)

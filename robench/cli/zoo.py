@@ -110,6 +110,9 @@ def zoo_import(
                                            "single: [B, C, H, W] -> [B, K] once per step.")] = "multi",
     output: Annotated[str | None, typer.Option(help="When your model returns a tuple or dict: the index or key of "
                                                "its logits (e.g. 1 for snnTorch's (spk, mem)).")] = None,
+    encoding: Annotated[str, typer.Option(help="direct (the image at every step), or poisson: declare that the "
+                                          "model's forward samples (rate-coded spikes from torch's generator; "
+                                          "evaluated with averaged draws).")] = "direct",
     n: Annotated[int, typer.Option("--n", help="Test images for the import checks and the clean accuracy.")] = 500,
     data_dir: DataDirOpt = None,
     trust_code: TrustOpt = False,
@@ -123,31 +126,34 @@ def zoo_import(
 
     if framework is not None or entry is not None:
         return _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n,
-                               data_dir, trust_code, zoo, overwrite, output)
+                               data_dir, trust_code, zoo, overwrite, output, encoding)
     from ..zoo.importing import import_state_dict
 
     if output is not None:
         raise UsageError("--output picks the logits of your own model's output: it goes with --framework and --entry")
-    opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th)
+    opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th, encoding=encoding)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
     card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=_command_line())
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}")
 
 
 def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n, data_dir,
-                    trust_code, zoo, overwrite, output) -> None:
+                    trust_code, zoo, overwrite, output, encoding="direct") -> None:
     from ..eval.sweep import load_data
     from ..zoo import check_new
+    from ..zoo.foreign import ENCODINGS
     from ..zoo.importing import import_foreign, parse_kwargs
 
     if framework is None or entry is None:
         raise UsageError("--framework and --entry go together: --framework spikingjelly|snntorch|torch "
                          "--entry package.module:function")
+    if encoding not in ENCODINGS:
+        raise UsageError(f"--encoding {encoding!r}; choose from: {', '.join(ENCODINGS)}")
     args = parse_kwargs(kwargs)
     check_new(zoo, entry_id, overwrite)
     data, note = load_data(dataset, data_dir, n)
     card = import_foreign(file, framework, entry, data.x, data.y, dataset, entry_id, zoo, T, args, step_mode,
-                          code_path, trust_code, overwrite, _command_line(), output or "")
+                          code_path, trust_code, overwrite, _command_line(), output or "", encoding)
     if note:  # after the import: a refused one prints its one line only
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "

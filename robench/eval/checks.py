@@ -8,17 +8,24 @@ Record checks read a results table (see :mod:`robench.results`) and need only pa
 - ``iterative-above-fgsm``: an iterative attack (PGD, BIM, PGD-best, SA-PGD, APGD, AutoAttack) must do at least
   as well as FGSM at the same eps;
 - ``grad-gap``: a gradient path (rate, another surrogate, ASSG) and BPTT give robust accuracies further apart
-  than a threshold (10 pt): the weaker one overstates robustness, a sign of gradient masking.
+  than a threshold (10 pt): the weaker one overstates robustness, a sign of gradient masking;
+- ``eot-masking``: on a stochastic model, the same attack averaging more draws per gradient step (EOT, larger K)
+  lowers robust accuracy by more than a threshold (5 pt): robustness measured with fewer draws was masking by
+  randomness.
+
+Cells of different threat models (the ``norm`` in ``params``; rows without one are L-inf) are never compared.
 
 Model checks (STYLE rule 15) take a model; they import torch only when called:
 
-- ``nondeterministic``: two evaluations of the same input differ (the stateless model contract is broken);
+- ``nondeterministic``: two evaluations of the same input differ (the stateless model contract is broken); a
+  model that declares random draws (:mod:`robench.snn.encoding`) must give the same logits under the same seed;
 - ``probabilities``: the model returns probabilities rather than logits;
 - ``zero-grad``: a large fraction of samples has an input gradient that is exactly zero in a gradient mode.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -83,9 +90,19 @@ def monotone_in_eps(df: pd.DataFrame, tol: float = 0.0) -> list[Finding]:
                     lambda r: f"{_where(r)} {_pct(r['robust_acc'])} > {_pct(r['prev_acc'])} at {r['prev_eps_str']}")
 
 
+def norm_of(params: object) -> str:
+    """The threat model of a row's ``params`` (JSON text or dict): its ``norm``, ``Linf`` when absent."""
+    p = json.loads(params) if isinstance(params, str) else dict(params or {})
+    return str(p.get("norm", "Linf"))
+
+
+def _with_norm(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(norm=df["params"].map(norm_of)) if len(df) else df.assign(norm=pd.Series(dtype=str))
+
+
 def iterative_le_single_step(df: pd.DataFrame, tol: float = 0.0) -> list[Finding]:
     bad = []
-    for _, g in df.groupby([*CELL, "grad", "eps"], sort=False):
+    for _, g in _with_norm(df).groupby([*CELL, "grad", "eps", "norm"], sort=False):
         single = g[g["attack"].isin(SINGLE_STEP)]["robust_acc"]
         if single.empty:
             continue
@@ -115,12 +132,32 @@ def grad_gap(df: pd.DataFrame, threshold: float = 0.10) -> list[Finding]:
                               f"{100 * r['gap']:.1f} pt stronger than {r['grad']}")
 
 
+def eot_masking(df: pd.DataFrame, threshold: float = 0.05) -> list[Finding]:
+    """Each stochastic cell (``params`` with ``eot``) against the same cell with the largest K: a drop of robust
+    accuracy above ``threshold`` flags the smaller K (its robustness was partly masking by randomness)."""
+    bad = []
+    rows = [dict(r, _p=json.loads(r["params"])) for r in df.to_dict("records")]
+    rows = [r for r in rows if "eot" in r["_p"]]
+    groups: dict = {}
+    for r in rows:
+        rest = json.dumps({k: v for k, v in r["_p"].items() if k != "eot"}, sort_keys=True)
+        groups.setdefault((*(r[c] for c in CELL), r["attack"], rest, r["grad"], r["eps"]), []).append(r)
+    for g in groups.values():
+        top = max(g, key=lambda r: r["_p"]["eot"])
+        bad += [dict(r, top_k=top["_p"]["eot"], top_acc=top["robust_acc"]) for r in g
+                if r["_p"]["eot"] < top["_p"]["eot"] and r["robust_acc"] - top["robust_acc"] > threshold]
+    return _finding("eot-masking", f"lose more than {100 * threshold:.0f} pt when the attack averages more draws "
+                    "(EOT): masking by randomness", bad,
+                    lambda r: f"{_where(r)} K={r['_p']['eot']} {_pct(r['robust_acc'])} -> K={r['top_k']} "
+                              f"{_pct(r['top_acc'])}")
+
+
 def check_records(df: pd.DataFrame, gap: float = 0.10, tol: float = 0.0) -> list[Finding]:
     """Every record check on a results table (rows as written by :mod:`robench.results`)."""
     if df.empty:
         return []
     return [*eps_zero(df), *robust_le_clean(df), *monotone_in_eps(df, tol), *iterative_le_single_step(df, tol),
-            *grad_gap(df, gap)]
+            *grad_gap(df, gap), *eot_masking(df)]
 
 
 def stored_flags(df: pd.DataFrame) -> list[Finding]:
@@ -159,6 +196,8 @@ DOC = {
                    "were counted robust",
     "gradient-masking": "the black-box Square stage broke samples that every white-box stage missed (the "
                         "gradients are partly masked there; the worst case counts them broken)",
+    "eot-masking": "robust accuracy fell by more than 5 points when the attack averaged more draws per step "
+                   "(masking by randomness)",
     "not-converged": "the last stage or restart still lowered robust accuracy by more than 1 point (a longer "
                      "attack may go lower)",
 }
@@ -166,12 +205,20 @@ DOC = {
 
 # ----------------------------------------------------------------------------------------- model checks
 def eval_determinism(model, x) -> bool:
-    """True when two evaluations of ``x`` ``[B, C, H, W]`` in ``[0, 1]`` give identical logits."""
+    """True when two evaluations of ``x`` ``[B, C, H, W]`` in ``[0, 1]`` give identical logits (for a model that
+    declares random draws: under the same seed; undeclared randomness still fails)."""
     import torch
+
+    from ..snn.encoding import fresh_draws, is_stochastic
 
     model.eval()
     with torch.inference_mode():
-        return bool(torch.equal(model(x), model(x)))
+        if not is_stochastic(model):
+            return bool(torch.equal(model(x), model(x)))
+        with fresh_draws(0, x.device):
+            a = model(x)
+        with fresh_draws(0, x.device):
+            return bool(torch.equal(a, model(x)))
 
 
 def outputs_probabilities(model, x, tol: float = 1e-5) -> bool:

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -42,8 +42,10 @@ from ..results.shards import shard_fields
 from ..results.stats import encode_mask
 from ..results.store import COLUMNS, Key, ResultsStore, row_key, to_frame
 from ..runtime import now, resolve_device, seed_everything, versions
+from ..snn.encoding import Averaged, sampler
 from ..snn.paths import grad_mode, parse_paths
 from .checks import Finding, model_findings
+from .stochastic import clean_correct_draws, stochastic_specs, verify_draws
 from .verify import check_examples
 
 CPU_CAP, CUDA_CAP = 256, 4096  # larger CPU batches do not run faster; the GPU cap keeps one launch modest
@@ -144,6 +146,7 @@ class CellOutcome:
     invalid: int = 0
     x_adv: Tensor | None = None
     index: Tensor | None = None
+    single: Tensor | None = None  # stochastic models: adversarial correct under one fresh draw, bool [N]
 
 
 def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
@@ -166,33 +169,47 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Ten
     from ``seed``, the cell (attack, params, eps, ``grad``) and the batch's first image index
     (:func:`robench.dist.batch_seed`), so a cell is reproducible and its outcome does not depend on ``part``:
     torchrun ranks run every K-th batch and gather; a ``--shard`` returns its own batches' bits and examples only.
+    A spec with ``eot`` (a stochastic model, :mod:`robench.eval.stochastic`) attacks the K-draw average and is
+    verified with ``draws`` fresh draws (``single``: with one).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     model.eval()
     bs = batch_size or agree_min(auto_batch_size(model, x, device), part)
-    clean = clean_correct(model, x, y, bs, part) if clean is None else clean.to(device)
+    eot = getattr(spec, "eot", None)
+    if clean is None:
+        clean = clean_correct(model, x, y, bs, part) if eot is None else \
+            clean_correct_draws(model, x, y, bs, spec.draws, seed, part)
+    clean = clean.to(device)
     ctx = nullcontext if grad == "none" else (lambda: grad_mode(model, grad))
     correct = torch.zeros_like(clean)  # set on this part's images only: the parts' vectors are disjoint
+    single = torch.zeros_like(clean)
     name = getattr(spec, "name", type(spec).__name__)
     ball = getattr(spec, "budgeted", not getattr(spec, "gradient_free", False))  # square: no gradient, L-inf ball
+    norm = getattr(spec, "norm", "Linf")
     invalid, kept, index = 0, [], []
     tag = f"{name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else f"{name}|{grad}"
-    with frozen(model):
-        attack = build(spec, model)
+    with frozen(model), sampler(model, getattr(spec, "sampler", None)):
+        attack = build(spec, model if eot is None else Averaged(model, eot))
         todo = clean.nonzero().flatten()  # only initially correct samples are attacked
         for idx in batches(todo, bs, part, getattr(spec, "min_batches", 1)):  # never a function of K
             seed_everything(batch_seed(seed, tag, int(idx[0])))  # never from the rank or the batch position
             xb, yb = x[idx], y[idx]
             with ctx():
                 x_adv = attack(xb, yb)
-            v = check_examples(model, xb, yb, x_adv, getattr(spec, "eps", 0.0), ball, name)
+            if eot is None:
+                v = check_examples(model, xb, yb, x_adv, getattr(spec, "eps", 0.0), ball, name, norm)
+            else:  # fresh draws, seeded apart from the attack's
+                vd = verify_draws(model, xb, yb, x_adv, spec, batch_seed(seed, tag + "|verify", int(idx[0])),
+                                  ball, name)
+                v, single[idx] = vd.averaged, ~vd.single.broken  # an invalid example stays robust
             correct[idx] = ~v.broken
             invalid += int(v.invalid.sum())
             if keep_adv and v.broken.any():
                 kept.append(x_adv.detach().to(device)[v.broken].float().cpu())
                 index.append(idx[v.broken].cpu())
-    out = CellOutcome(gather(correct, part).cpu(), int(all_sum([invalid], part)[0]))
+    out = CellOutcome(gather(correct, part).cpu(), int(all_sum([invalid], part)[0]),
+                      single=gather(single, part).cpu() if eot is not None else None)
     if keep_adv:
         kept = [t for ks in gather_objects(kept, part) for t in ks]  # every rank's examples (torchrun)
         index = [t for ix in gather_objects(index, part) for t in ix]
@@ -256,18 +273,26 @@ class _Group:
     spec: AttackSpec
     modes: list[str]
     cells: list[Cell]
+    single: list[Cell] = field(default_factory=list)  # stochastic: the same cells verified with one draw
 
 
-def plan(models: Sequence[Target], specs: Sequence[AttackSpec], grads: Sequence[str],
-         data: Mapping[str, Data], seed: int) -> list[_Group]:
+def _single(cell: Cell) -> Cell:
+    """The row of ``cell`` judged by one fresh draw per verdict (``draws = 1``)."""
+    return replace(cell, spec=replace(cell.spec, draws=1))
+
+
+def plan(models: Sequence[Target], specs: Sequence[AttackSpec] | Mapping[int, Sequence[AttackSpec]],
+         grads: Sequence[str], data: Mapping[str, Data], seed: int) -> list[_Group]:
+    """The cell groups of ``models x specs x grads``; ``specs`` may map a target's ``id()`` to its own list."""
     groups = []
     for t in models:
         d = data[t.dataset]
-        for spec in specs:
+        for spec in specs[id(t)] if isinstance(specs, Mapping) else specs:
             modes = ["none"] if spec.gradient_free else list(grads)
             names = modes + (["worst"] if len(modes) > 1 else [])
             cells = [Cell(t.id, t.sha256, d.name, len(d.x), spec, g, seed) for g in names]
-            groups.append(_Group(t, spec, modes, cells))
+            single = [_single(c) for c in cells] if getattr(spec, "eot", None) and spec.draws > 1 else []
+            groups.append(_Group(t, spec, modes, cells, single))
     return groups
 
 
@@ -295,9 +320,14 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
              data: Data | Mapping[str, Data], store: ResultsStore | None = None,
              progress: Callable[[dict], None] | None = None, force: bool = False, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device = "auto",
-             check_models: bool = True, save_adv: str | Path | None = None, part: Part = WHOLE) -> Evaluation:
+             check_models: bool = True, save_adv: str | Path | None = None, part: Part = WHOLE,
+             eot: int | None = None, draws: int | None = None, sampler: str | None = None) -> Evaluation:
     """Run every cell of ``models x specs x grads`` not yet in ``store`` (all of them with ``force``, replacing
     the stored rows) and append each (model, attack) group's rows as soon as it finishes.
+
+    A stochastic target (:mod:`robench.eval.stochastic`) is attacked with ``eot`` draws per gradient step and
+    judged with ``draws`` fresh draws (defaults 8 and 16; ``sampler``: the gradient estimator through the draws),
+    and also gets each cell's single-draw row (``draws = 1``).
 
     ``data``: one :class:`Data` for every model, or a mapping from each target's ``dataset`` to its data.
     ``progress`` gets ``{"kind": "start", "total", "skipped"}`` and one ``{"kind": "cell", ...}`` per cell run.
@@ -324,7 +354,7 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
     for t in models:
         _check_fits(t, on_dev[t.dataset])
-    groups = plan(models, specs, grads, on_dev, seed)
+    groups = plan(models, stochastic_specs(models, specs, eot, draws, sampler), grads, on_dev, seed)
     # cells already stored: key -> (robust_mask, seconds); a group whose worst-case row is missing reuses them
     done = share({} if (store is None or force or not part.writer) else _stored_outcomes(store), part)
     store = store if part.writer else None
@@ -363,12 +393,21 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
                 saver: Callable[[dict, CellOutcome], object] | None = None, part: Part = WHOLE) -> tuple[list, list]:
     model = target.model.to(dev).eval()
     bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)  # the batches define the random draws
-    clean = clean_correct(model, d.x, d.y, bs, part)  # once per model and data
+    cleans: dict = {}  # once per model, data (and number of draws)
+
+    def clean_of(spec: AttackSpec, seed: int) -> Tensor:
+        draws = getattr(spec, "draws", None)
+        if draws not in cleans:
+            cleans[draws] = clean_correct(model, d.x, d.y, bs, part) if draws is None else \
+                clean_correct_draws(model, d.x, d.y, bs, draws, seed, part)
+        return cleans[draws]
+
     modes = sorted({m for g in groups for m in g.modes} - {"none"})
     found = model_findings(model, target.id, d.x[:CHECK_SAMPLES], d.y[:CHECK_SAMPLES], modes) if check_models else []
     rows, invalid_found = [], []
     for g in groups:
-        vectors, invalid = [], 0
+        vectors, singles, invalid = [], [], 0
+        clean = clean_of(g.spec, g.cells[0].seed)
         for cell in g.cells[: len(g.modes)]:
             kept = _kept_outcome(done.get(cell.key), len(d.x)) if not force else None
             if kept is not None:  # stored with its mask (an interrupted group): no need to attack again
@@ -385,6 +424,10 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
             if saver is not None:
                 saver(row, out)
             rows += _keep([row], store, done, force)
+            if g.single:  # the same examples, one fresh draw per verdict
+                one = clean_of(g.single[0].spec, cell.seed)
+                singles.append(out.single & one)
+                rows += _keep([_row(_single(cell), singles[-1], one, secs, dev, row["flags"])], store, done, force)
             emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
                   "grad": cell.grad, "robust_acc": row["robust_acc"]})
         if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
@@ -392,6 +435,10 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
             secs = sum(s for _, s in vectors)
             row = _row(g.cells[-1], worst, clean, secs, dev, _flags(found, "worst", invalid))
             rows += _keep([{**row, **shard_fields(part, worst, clean, bs)}], store, done, force)
+            if g.single and len(singles) == len(g.modes):
+                one = clean_of(g.single[0].spec, g.cells[0].seed)
+                rows += _keep([_row(g.single[-1], torch.stack(singles).all(0), one, secs, dev, row["flags"])],
+                              store, done, force)
     return rows, found + invalid_found
 
 
@@ -424,13 +471,13 @@ def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | N
     if store is not None:
         for r in store.read().to_dict("records"):
             by_key.setdefault(row_key(r), r)
-    rows = [by_key[c.key] for g in groups for c in g.cells if c.key in by_key]
+    rows = [by_key[c.key] for g in groups for c in [*g.cells, *g.single] if c.key in by_key]
     return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else to_frame([])
 
 
 # ---------------------------------------------------------------------------------------- from the zoo
 def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = None,
-                 trust_code: bool = False) -> list[Target]:
+                 trust_code: bool = False, encoding: str | None = None) -> list[Target]:
     """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given;
     ``trust_code`` lets foreign entries run their code (with ROBENCH_TRUST_CODE=1, see zoo.foreign)."""
     from ..zoo import load_weights, model_from
@@ -439,7 +486,7 @@ def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = Non
     for card in cards:
         if dataset is not None and DATASETS.get(dataset).name != card.dataset:
             raise BadSpec(f"--dataset {dataset}: model {card.id} was trained on {card.dataset}")
-        model = model_from(card, load_weights(zoo_dir, card), zoo_dir, trust_code)
+        model = model_from(card, load_weights(zoo_dir, card), zoo_dir, trust_code, encoding)
         out.append(Target(card.id, card.sha256, model, card.dataset))
     return out
 

@@ -39,6 +39,7 @@ from .worstcase import (  # noqa: E402
     WorstCase,
     breakdown_frame,
     breakdown_markdown,
+    budget_label,
     compare,
     compare_markdown,
     mask_note,
@@ -178,7 +179,8 @@ class Comparison:
 def comparison(df: pd.DataFrame) -> Comparison:
     """Models x (clean, worst case, cells, attack @ eps (grad)); means over seeds when several, intervals over
     the pooled counts."""
-    d = df.assign(row=_row_labels(df), label=attack_labels(df))
+    d = df.assign(row=_row_labels(df), label=attack_labels(df),
+                  eps_str=[budget_label(p, e) for p, e in zip(df["params"], df["eps_str"], strict=True)])
     rows = sorted(d["row"].unique())
     table, lo, hi = (pd.DataFrame(index=pd.Index(rows, name="model")) for _ in range(3))
     per_seed = d.groupby(["row", "seed"])[["clean_acc", "clean_count", "n"]].first()
@@ -189,7 +191,7 @@ def comparison(df: pd.DataFrame) -> Comparison:
     budgets = sorted({(c.eps, c.eps_str) for c in cases})
     for eps, eps_str in budgets:
         suffix = f" @ {eps_str}" if len(budgets) > 1 else ""
-        mine = {row_of[(c.model, c.dataset, c.n)]: c for c in cases if c.eps == eps}
+        mine = {row_of[(c.model, c.dataset, c.n)]: c for c in cases if c.eps == eps and c.eps_str == eps_str}
         _put(table, lo, hi, f"worst case{suffix}", pd.Series({r: c.acc for r, c in mine.items()}, dtype=float),
              pd.DataFrame({"count": {r: c.robust_count for r, c in mine.items()}, "n": {r: c.n for r, c in
                                                                                           mine.items()}}))
@@ -198,11 +200,12 @@ def comparison(df: pd.DataFrame) -> Comparison:
     cols = d.groupby(["label", "eps", "eps_str", "grad"])["robust_acc"].count().reset_index()
     cols["order"] = [(_attack_order(lab), eps, GRAD_ORDER.index(g) if g in GRAD_ORDER else 9)
                      for lab, eps, g in zip(cols["label"], cols["eps"], cols["grad"], strict=True)]
-    acc = d.groupby(["label", "eps", "grad", "row"])["robust_acc"].mean()
-    counts = d.groupby(["label", "eps", "grad", "row"])[["robust_count", "n"]].sum()
+    acc = d.groupby(["label", "eps", "eps_str", "grad", "row"])["robust_acc"].mean()
+    counts = d.groupby(["label", "eps", "eps_str", "grad", "row"])[["robust_count", "n"]].sum()
     for lab, eps, eps_str, grad in cols.sort_values("order")[["label", "eps", "eps_str", "grad"]].itertuples(
             index=False):
-        _put(table, lo, hi, f"{lab} @ {eps_str} ({grad})", acc.loc[(lab, eps, grad)], counts.loc[(lab, eps, grad)])
+        key = (lab, eps, eps_str, grad)
+        _put(table, lo, hi, f"{lab} @ {eps_str} ({grad})", acc.loc[key], counts.loc[key])
     seeds = d.groupby("row")["seed"].nunique()
     if (seeds > 1).any():
         table["seeds"] = seeds.reindex(table.index)

@@ -1,7 +1,9 @@
 """The pointwise worst case over every stored cell, its breakdown by attack, and paired model comparisons.
 
-Per model x dataset x n x eps, a sample is robust only if it stayed robust in *every* cell run on the same images
-(all attacks, all gradient paths): the AND of their ``robust_mask`` columns (EVALUATION.md §5). Left out: rows
+Per model x dataset x n x budget, a sample is robust only if it stayed robust in *every* cell run on the same
+images (all attacks, all gradient paths): the AND of their ``robust_mask`` columns (EVALUATION.md §5). A budget is
+eps in one threat model (:func:`budget_label`: the ``norm`` in ``params``, L-inf when absent, and for a stochastic
+model the number of ``draws`` that decide a verdict): an L2 cell never joins an L-inf one. Left out: rows
 with ``grad = worst`` (already ANDs), ``grad = none`` (gradient-free noise, whose eps is a sigma), and rows
 without a mask (written before the column existed; :func:`mask_note` says how many). The breakdown orders the
 cells by ``timestamp`` (the order they ran; ties keep file order) and counts the samples each one broke first;
@@ -16,6 +18,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +35,16 @@ from .store import NOISE, masks  # noqa: E402
 
 SKIP_GRADS = ("worst",)  # ANDs of other cells already
 # NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
-GROUP = ["model", "sha256", "dataset", "n", "eps"]
+GROUP = ["model", "sha256", "dataset", "n", "eps", "_budget"]
+
+
+def budget_label(params: object, eps_str: str) -> str:
+    """How a budget is shown and grouped: ``eps_str`` for L-inf (``8/255``), prefixed by any other norm
+    (``L2 1``), and suffixed by the draws of a stochastic model's verdicts (``8/255, 16 draws``)."""
+    p = json.loads(params) if isinstance(params, str) else dict(params or {})
+    norm, draws = p.get("norm", "Linf"), p.get("draws")
+    text = eps_str if norm == "Linf" else f"{norm} {eps_str}"
+    return f"{text}, {draws} draw{'s' if draws != 1 else ''}" if draws else text
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,8 @@ def worst_cases(df: pd.DataFrame, labels: pd.Series) -> list[WorstCase]:
     d = d[d["robust_mask"].astype(str) != ""] if "robust_mask" in d else d.iloc[0:0]
     if d.empty:
         return []
-    d = d.assign(_label=labels.reindex(d.index), _pos=np.arange(len(d)))
+    d = d.assign(_label=labels.reindex(d.index), _pos=np.arange(len(d)),
+                 _budget=[budget_label(p, e) for p, e in zip(d["params"], d["eps_str"], strict=True)])
     out = []
     for key, g in d.groupby(GROUP, sort=True):
         g = g.sort_values(["timestamp", "_pos"], kind="stable")
@@ -103,7 +116,7 @@ def worst_cases(df: pd.DataFrame, labels: pd.Series) -> list[WorstCase]:
             added.append(int((alive & ~m).sum()))
             alive &= m
         added[0] -= n - clean_count  # the first cell's losses include the clean errors
-        out.append(WorstCase(str(key[0]), str(key[2]), n, float(key[4]), str(g["eps_str"].iloc[0]), clean_count,
+        out.append(WorstCase(str(key[0]), str(key[2]), n, float(key[4]), str(key[5]), clean_count,
                              alive, [f"{lab} ({gr})" for lab, gr in zip(g["_label"], g["grad"], strict=True)],
                              added))
     return out
@@ -172,7 +185,7 @@ def plot_breakdown(cases: list[WorstCase], path: str | Path) -> Path:
 
 def compare(cases: list[WorstCase], a: str, b: str) -> list[tuple[WorstCase, WorstCase, Paired]]:
     """The paired comparison of models ``a`` and ``b``'s worst cases on every shared (dataset, n, eps)."""
-    by = {(c.model, c.dataset, c.n, c.eps): c for c in cases}
+    by = {(c.model, c.dataset, c.n, c.eps, c.eps_str): c for c in cases}
     have = sorted({c.model for c in cases})
     for m in (a, b):
         if m not in have:
@@ -182,7 +195,8 @@ def compare(cases: list[WorstCase], a: str, b: str) -> list[tuple[WorstCase, Wor
            for k, ca in by.items() if k[0] == a and (b, *k[1:]) in by]
     if not out:  # masks cover the first n images: models run on different n share the first min(n) of them
         for ca in (c for c in cases if c.model == a):
-            cb = max((c for c in cases if c.model == b and c.dataset == ca.dataset and c.eps == ca.eps),
+            cb = max((c for c in cases if c.model == b and c.dataset == ca.dataset and c.eps == ca.eps
+                      and c.eps_str == ca.eps_str),
                      key=lambda c: c.n, default=None)
             if cb is not None:
                 m = min(ca.n, cb.n)

@@ -450,13 +450,14 @@ class TrainJob:
 
 def default_id(dataset_short: str, cfg: ModelConfig, recipe: str, alpha: float) -> str:
     """``<dataset>-<arch>-<neuron>-<recipe>``: ``stable`` = DLIF + MPPD, ``dlif`` = DLIF without it,
-    ``-mppd`` marks LIF with the regulariser."""
+    ``-mppd`` marks LIF with the regulariser, ``-poisson`` Poisson input coding."""
     if cfg.neuron == "stable":
         neuron = "stable" if alpha > 0 or recipe == "clean" else "dlif"
     else:
         neuron = "lif"
     mppd = "-mppd" if alpha > 0 and cfg.neuron == "lif" else ""
-    return f"{dataset_short}-{cfg.arch}-{neuron}-{RECIPE_SHORT[recipe]}{mppd}"
+    coding = "-poisson" if cfg.encoding == "poisson" else ""
+    return f"{dataset_short}-{cfg.arch}-{neuron}-{RECIPE_SHORT[recipe]}{mppd}{coding}"
 
 
 def run_job(
@@ -501,7 +502,7 @@ def run_job(
 JOB_OPTIONS = {
     "dataset", "data_dir", "arch", "neuron", "T", "width", "fc", "tau", "v_th", "recipe", "alpha", "kappa",
     "sigma", "eps", "pgd_steps", "epochs", "lr", "batch_size", "weight_decay", "augment", "seed", "limit",
-    "ckpt_every", "id", "device", "download", "rat_beta", "sync_bn",
+    "ckpt_every", "id", "device", "download", "rat_beta", "sync_bn", "encoding",
 }
 
 
@@ -513,7 +514,7 @@ def job_from_options(opts: dict, command: str = "") -> TrainJob:
     o = dict(opts)
     recipe = {"gn": "gaussian", "at": "fgsm-at"}.get(o.get("recipe", "clean"), o.get("recipe", "clean"))
     info = DATASETS.get(o.get("dataset", "fashion-mnist"))
-    model_keys = ("arch", "neuron", "T", "width", "fc", "tau", "v_th")
+    model_keys = ("arch", "neuron", "T", "width", "fc", "tau", "v_th", "encoding")
     mcfg = ModelConfig(**{k: o[k] for k in model_keys if o.get(k) is not None}, **info.model_kwargs())
     tkeys = ("epochs", "lr", "batch_size", "seed", "alpha", "kappa", "pgd_steps", "limit", "weight_decay",
              "ckpt_every", "rat_beta", "sync_bn")

@@ -137,10 +137,12 @@ DEVICE_RE = re.compile(r"\A(cpu|mps|cuda(:[0-9]+)?)\Z")
 _JSON_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple[float, ...]": list, "dict": dict}
 
 
-def check_fields(d: dict, cls: type, where: str, require_all: bool = False) -> None:
-    """Keys of ``d`` are fields of dataclass ``cls`` and each value has the field's JSON type."""
+def check_fields(d: dict, cls: type, where: str, require_all: bool = False,
+                 optional: frozenset[str] = frozenset()) -> None:
+    """Keys of ``d`` are fields of dataclass ``cls`` and each value has the field's JSON type; with
+    ``require_all``, every field but the ``optional`` ones must be there."""
     known = {f.name: str(f.type) for f in fields(cls)}
-    unknown, missing = set(d) - set(known), (set(known) - set(d)) if require_all else set()
+    unknown, missing = set(d) - set(known), (set(known) - set(d) - optional) if require_all else set()
     if unknown or missing:
         bad = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
         raise IntegrityError(f"{where}: {bad}; accepted: {sorted(known)}")
@@ -157,7 +159,8 @@ def check_fields(d: dict, cls: type, where: str, require_all: bool = False) -> N
 
 
 def _check_model(model: dict, where: str) -> None:
-    check_fields(model, ModelConfig, f"{where}: model", require_all=True)
+    # encoding: written only when not direct, so cards from before input codings existed stay as they were
+    check_fields(model, ModelConfig, f"{where}: model", require_all=True, optional=frozenset({"encoding"}))
     try:
         ModelConfig.from_dict(model)
     except (UsageError, TypeError) as e:
@@ -349,15 +352,23 @@ def fit_weights(model: nn.Module, tensors: dict[str, torch.Tensor], what: str, a
 
 
 def model_from(card: Card, tensors: dict[str, torch.Tensor], zoo_dir: Path | str = "zoo",
-               trust_code: bool = False) -> nn.Module:
+               trust_code: bool = False, encoding: str | None = None) -> nn.Module:
     """The entry's model in eval mode. A foreign entry (arch ``foreign``) runs its code file: that needs
-    ``trust_code`` and ROBENCH_TRUST_CODE=1, and the file's sha256 must match the card's (see zoo.foreign)."""
+    ``trust_code`` and ROBENCH_TRUST_CODE=1, and the file's sha256 must match the card's (see zoo.foreign).
+    ``encoding``: run one of robench's own models with another input coding (``direct`` or ``poisson``; the
+    weights are the same); a foreign model keeps the encoding it was imported with, and asking for another is an
+    error."""
     if card.arch == FOREIGN:
         from .foreign import build
 
+        declared = card.model.get("encoding", "direct")
+        if encoding is not None and encoding != declared:
+            raise BadSpec(f"--encoding {encoding}: zoo entry {card.id!r} is a foreign model imported with encoding "
+                          f"{declared!r}; a foreign model's coding is its own (import it with --encoding {encoding} "
+                          "if its forward samples)")
         what = f"zoo entry {card.id!r}"
         return build(card.model, tensors, Path(zoo_dir).resolve().parent, trust_code, what).eval()
-    model = build_model(card.model_config)
+    model = build_model(card.model_config, **({"encoding": encoding} if encoding is not None else {}))
     fit_weights(model, tensors, f"zoo entry {card.id!r}", card.arch)
     return model.eval()
 
