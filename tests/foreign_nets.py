@@ -5,6 +5,7 @@ inputs are Fashion-MNIST sized (``[B, 1, 28, 28]``), pooled to 7x7 first so that
 """
 
 import snntorch as snn
+import torch
 from snntorch import surrogate as snn_surrogate
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import nn
@@ -90,3 +91,19 @@ def probabilities():
 
 def plain():
     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+
+
+class Sampling(nn.Module):
+    """A rate-coded model whose forward samples: Bernoulli spikes from the image (straight-through gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        s = torch.bernoulli(x.clamp(0, 1))
+        return self.fc((x + (s - x).detach()).flatten(1))
+
+
+def sampling():
+    return Sampling()

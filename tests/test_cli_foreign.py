@@ -169,3 +169,23 @@ def test_a_card_written_before_output_existed_still_reads(place, capsys):
     d = json.loads((Path(__file__).parents[1] / "zoo" / "fmnist-sjvgg-lif-clean.json").read_text())
     assert "output" not in d["model"]
     assert Card.validate(d).model.get("output", "") == ""
+
+
+def test_a_model_whose_forward_samples_must_declare_it_and_is_then_evaluated_with_draws(place, capsys):
+    tmp, root, _ = place
+    torch.manual_seed(0)
+    w = tmp / "sampling.pt"
+    torch.save({"fc.weight": 0.05 * torch.randn(10, 784), "fc.bias": torch.zeros(10)}, w)
+    imp = ["zoo", "import", str(w), "--id", "rand", "--framework", "torch", "--entry", "tinynets:sampling",
+           "--code-path", str(root), "-T", "1", "--step-mode", "single", "--n", "16", "--zoo", str(tmp / "zoo"),
+           "--trust-code"]
+    code, _, err = run_main(capsys, imp)  # undeclared randomness is refused
+    assert code == 1 and "import it with --encoding poisson" in one_line(err)
+    assert run_main(capsys, [*imp, "--encoding", "poisson"])[0] in (0, None)
+    attack = ["attack", "-m", "rand", "--zoo", str(tmp / "zoo"), "--n", "8", "--attack", "pgd-best", "--steps", "2",
+              "--grad", "bptt", "--split", "subset", "--out", str(tmp / "res"), "--trust-code"]
+    code, _, err = run_main(capsys, [*attack, "--encoding", "direct"])
+    assert code == 2 and "imported with encoding 'poisson'" in one_line(err)
+    assert not (tmp / "res").exists()
+    code, out, _ = run_main(capsys, [*attack, "--eot", "2", "--draws", "4"])
+    assert code in (0, None) and "2 new rows" in out  # the averaged-prediction row and the single-draw row

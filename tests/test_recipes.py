@@ -29,9 +29,13 @@ def test_the_shipped_file_has_three_seeds_of_six_recipes():
     for base in ("lif-gn", "stable-gn", "lif-at", "stable-at", "lif-rat", "stable-rat"):
         for suffix in ("", "-s1", "-s2"):
             assert f"fmnist-vgg11-{base}{suffix}" in ids
-    for single in ("lif-clean", "dlif-gn", "lif-gn-mppd"):
+    for single in ("lif-clean", "dlif-gn", "lif-gn-mppd", "lif-gn-poisson", "stable-gn-poisson"):
         assert f"fmnist-vgg11-{single}" in ids and f"fmnist-vgg11-{single}-s1" not in ids
-    assert len(ids) == len(set(ids)) == 21
+    assert len(ids) == len(set(ids)) == 23
+    (r,) = pick(load_recipes(SHIPPED), ["fmnist-vgg11-stable-gn-poisson"])
+    job = job_from_options(r.options, r.command())
+    assert job.model.encoding == "poisson" and job.train.epochs == 2
+    assert r.command().endswith("--alpha 1.0 --encoding poisson")
 
 
 @pytest.mark.parametrize("entry_id, tail", [

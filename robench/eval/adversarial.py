@@ -156,10 +156,15 @@ def recheck(path: str | Path, zoo_dir: str | Path, data_dir: str | Path | None =
     clean = clean_correct(net, x, y, BATCH)
     broken = invalid = 0
     ball = str(m["attack"]) not in GRADIENT_FREE
+    params = json.loads(m["params"]) if isinstance(m["params"], str) else dict(m["params"])
+    if "draws" in params:
+        raise UsageError(f"{str(path)!r} holds examples of a stochastic model (averaged over random draws); "
+                         "verify-adv re-checks deterministic models only")
+    norm = str(params.get("norm", "Linf"))  # the threat model the row claims (files before norms: L-inf)
     for i in range(0, len(f.index), BATCH):
         idx = f.index[i : i + BATCH].to(device)
         v = check_examples(net, x[idx], y[idx], f.x_adv[i : i + BATCH].to(device), float(m["eps"]), ball,
-                           str(m["attack"]))
+                           str(m["attack"]), norm)
         broken += int((v.broken & clean[idx]).sum())
         invalid += int(v.invalid.sum())
     cc = int(clean.sum())

@@ -471,7 +471,7 @@ def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | N
     if store is not None:
         for r in store.read().to_dict("records"):
             by_key.setdefault(row_key(r), r)
-    rows = [by_key[c.key] for g in groups for c in [*g.cells, *g.single] if c.key in by_key]
+    rows = [by_key[c.key] for g in groups for c in [*g.cells, *getattr(g, "single", ())] if c.key in by_key]
     return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else to_frame([])
 
 
