@@ -7,7 +7,7 @@ the share of samples still robust when it would run), until no cell breaks anyth
 pick: newly broken per model, cumulative robust accuracy per model, and the estimated cost.
 
     .venv/bin/python scripts/choose_stages.py results/evidence.csv --eps 8/255
-    .venv/bin/python scripts/choose_stages.py results/evidence-l2.csv --eps 1 --first 100   # L2, selection split
+    .venv/bin/python scripts/choose_stages.py results/evidence-l2.csv --eps 0.5 --first 100   # L2, selection split
 """
 
 from __future__ import annotations
