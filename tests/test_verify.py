@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
 from cli_helpers import one_line, run_main
 from conftest import make_tiny_data
+from safetensors.torch import save_file
 from test_cli_attack import ID, fake_load, zoo  # noqa: F401  (module-scoped tiny zoo)
 
 import robench.eval.sweep as ev
@@ -137,3 +140,20 @@ def test_save_adv_to_an_unwritable_folder_is_refused_before_work(zoo, tmp_path, 
                                      str(tmp_path / "res"), "--save-adv", str(blocker / "adv")])
     assert code == 2 and "--save-adv" in one_line(err) and "not a writable folder" in err
     assert not (tmp_path / "res").exists()
+
+
+def test_verify_adv_checks_the_l2_ball_the_row_claims(zoo, tmp_path, capsys):  # noqa: F811
+    adv = tmp_path / "adv"
+    code, _, err = run_main(capsys, ["attack", "--zoo", str(zoo), "--model", ID, "--attack", "pgd-best", "--norm",
+                                     "L2", "--eps", "1.5", "--steps", "5", "--n", "16", "--grad", "bptt", "--out",
+                                     str(tmp_path / "res"), "--save-adv", str(adv), "--device", "cpu"])
+    assert code == 0, err
+    (path,) = adv.glob("*.safetensors")
+    r = recheck(path, zoo)
+    assert r.broken > 0 and r.invalid == 0 and r.robust_count == r.claimed
+    f = read_adv(path)  # the same examples claimed at a tenth of the budget: every one leaves the L2 ball
+    meta = {**f.meta, "eps": 0.15}
+    save_file({"x_adv": f.x_adv, "index": f.index}, str(tmp_path / "small.safetensors"),
+              metadata={"robench": json.dumps(meta, sort_keys=True, default=str)})
+    r2 = recheck(tmp_path / "small.safetensors", zoo)
+    assert r2.broken == 0 and r2.invalid == len(f.index)
