@@ -80,7 +80,30 @@ def lazy_progress() -> Iterator[Progress]:
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"  # a results --name
 
 
-def _command_line() -> str:
+def command_line() -> str:
+    """The command as typed (``robench ...``), for the cards' ``command`` field."""
     return "robench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def train_progress(bar: Progress, label: str = "train"):
+    """A training job's progress callback drawing on ``bar``."""
+    task = bar.add_task(label, total=None, info="")
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "start":
+            bar.start()
+            bar.update(task, total=ev["total"], completed=ev["done"])
+        elif ev["kind"] == "step":
+            info_s = f"ep {ev['epoch']} loss {ev['loss']:.3f} acc {100 * ev['acc']:.1f}%"
+            bar.update(task, advance=1, info=info_s)
+
+    return progress
+
+
+def print_saved(card, zoo: Path) -> None:
+    """One line for a zoo entry just written."""
+    acc = card.clean_acc or 0.0
+    console.print(f"[green]saved[/] {card.id} -> {zoo}/{card.id}.safetensors  clean acc "
+                  f"{100 * acc:.2f}% on {card.metrics['n_test']} test images  sha256 {card.sha256[:12]}")
 
 

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
 
-from .common import DataDirOpt, DeviceOpt, Neuron, ZooOpt, _command_line, app, console, lazy_progress
+from .common import DataDirOpt, DeviceOpt, Neuron, ZooOpt, app, command_line, lazy_progress, print_saved, train_progress
 
 
 @app.command()
@@ -64,32 +63,9 @@ def train(
                 pgd_steps=pgd_steps, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                 augment=augment, seed=seed, limit=limit, ckpt_every=ckpt_every, id=entry_id, device=device,
                 download=download, rat_beta=rat_beta, sync_bn=sync_bn)
-    job = job_from_options(opts, _command_line())
+    job = job_from_options(opts, command_line())
     with lazy_progress() as bar:
         card = run_job(job, zoo, runs, resume=resume, overwrite=overwrite,
-                       progress=_train_progress(bar) if env_rank() == 0 else None)
+                       progress=train_progress(bar) if env_rank() == 0 else None)
     if card is not None:  # None on torchrun ranks > 0
-        _print_saved(card, zoo)
-
-
-def _train_progress(bar: Progress, label: str = "train"):
-    task = bar.add_task(label, total=None, info="")
-
-    def progress(ev: dict) -> None:
-        if ev["kind"] == "start":
-            bar.start()
-            bar.update(task, total=ev["total"], completed=ev["done"])
-        elif ev["kind"] == "step":
-            info_s = f"ep {ev['epoch']} loss {ev['loss']:.3f} acc {100 * ev['acc']:.1f}%"
-            bar.update(task, advance=1, info=info_s)
-
-    return progress
-
-
-def _print_saved(card, zoo: Path) -> None:
-    acc = card.clean_acc or 0.0
-    console.print(f"[green]saved[/] {card.id} -> {zoo}/{card.id}.safetensors  clean acc "
-                  f"{100 * acc:.2f}% on {card.metrics['n_test']} test images  sha256 {card.sha256[:12]}")
-
-
-# ------------------------------------------------------------------------------------------------- attack
+        print_saved(card, zoo)

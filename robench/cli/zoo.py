@@ -17,13 +17,14 @@ from .common import (
     Neuron,
     TrustOpt,
     ZooOpt,
-    _command_line,
+    command_line,
     console,
     err_console,
     lazy_progress,
+    print_saved,
+    train_progress,
     zoo_app,
 )
-from .train import _print_saved, _train_progress
 
 
 def _fmt_acc(v: float | None) -> str:
@@ -133,7 +134,7 @@ def zoo_import(
         raise UsageError("--output picks the logits of your own model's output: it goes with --framework and --entry")
     opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th, encoding=encoding)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
-    card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=_command_line())
+    card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=command_line())
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}")
 
 
@@ -153,7 +154,7 @@ def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mo
     check_new(zoo, entry_id, overwrite)
     data, note = load_data(dataset, data_dir, n)
     card = import_foreign(file, framework, entry, data.x, data.y, dataset, entry_id, zoo, T, args, step_mode,
-                          code_path, trust_code, overwrite, _command_line(), output or "", encoding)
+                          code_path, trust_code, overwrite, command_line(), output or "", encoding)
     if note:  # after the import: a refused one prints its one line only
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "
@@ -189,9 +190,9 @@ def zoo_build(
             console.print(f"[dim]skip[/] {r.id}: already in {zoo} (--force retrains)")
             continue
         with lazy_progress() as bar:
-            card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=_train_progress(bar, r.id))
+            card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=train_progress(bar, r.id))
         if card is not None:
-            _print_saved(card, zoo)
+            print_saved(card, zoo)
 
 
 # --------------------------------------------------------------------------------------------------- data
