@@ -37,14 +37,14 @@ from .sweep import (
     Data,
     Evaluation,
     Target,
-    _check_fits,
-    _flags,
-    _invalid_finding,
-    _keep,
-    _records,
-    _row,
     attack_cell,
     auto_batch_size,
+    check_fits,
+    collect_records,
+    invalid_finding,
+    keep_rows,
+    make_row,
+    row_flags,
 )
 from .sweep import clean_correct as _clean_correct
 
@@ -160,7 +160,7 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}
     for t in models:
-        _check_fits(t, on_dev[t.dataset])
+        check_fits(t, on_dev[t.dataset])
     stored = share({} if (store is None or force or not part.writer) else
                    {row_key(r): r for r in store.read().to_dict("records")}, part)
     store = store if part.writer else None
@@ -175,14 +175,9 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
         new_rows += rows
         findings += found
     done = {row_key(r) for r in new_rows}
-    records = _records([_Plain(cells) for cells in groups], new_rows, store)
+    records = collect_records([c for cells in groups for c in cells], new_rows, store)
     return Evaluation(records, ran=len(new_rows), skipped=sum(len(c) for c in groups) - len(new_rows),
                       findings=findings, new=done)
-
-
-@dataclass
-class _Plain:
-    cells: list[Cell]
 
 
 def _run_model(t: Target, d: Data, stages: Sequence[Stage], cells: list[Cell], stored: dict,
@@ -218,8 +213,8 @@ def _run_model(t: Target, d: Data, stages: Sequence[Stage], cells: list[Cell], s
         secs_total += secs
         history.append((stage, int(robust.sum()), secs, last_restart if stage.restarts > 1 else None))
         if invalid:
-            bad.append(_invalid_finding(cell, invalid))
-        rows += _keep([_row(cell, robust, clean.cpu(), secs, dev, _flags([], cell.grad, invalid))], store,
+            bad.append(invalid_finding(cell, invalid))
+        rows += keep_rows([make_row(cell, robust, clean.cpu(), secs, dev, row_flags([], cell.grad, invalid))], store,
                       set(stored), force)
         emit({"kind": "stage", "model": t.id, "stage": k, "of": len(stages), "attack": stage.spec.name,
               "grad": stage.grad, "robust_acc": float(robust.float().mean()), "resumed": False})
@@ -227,7 +222,7 @@ def _run_model(t: Target, d: Data, stages: Sequence[Stage], cells: list[Cell], s
     whole = cells[-1]
     if force or whole.key not in stored:
         flags = ";".join(f.name for f in found)
-        rows += _keep([_row(whole, robust, clean.cpu(), secs_total, dev, flags)], store, set(stored), force)
+        rows += keep_rows([make_row(whole, robust, clean.cpu(), secs_total, dev, flags)], store, set(stored), force)
     return rows, found
 
 

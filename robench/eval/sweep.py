@@ -296,7 +296,7 @@ def plan(models: Sequence[Target], specs: Sequence[AttackSpec] | Mapping[int, Se
     return groups
 
 
-def _row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: torch.device, flags: str) -> dict:
+def make_row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: torch.device, flags: str) -> dict:
     n = max(len(clean), 1)  # fractions in float64: exact counts / n
     return {**cell.stub(), "params": cell.spec.params_json(), "clean_acc": int(clean.sum()) / n,
             "robust_acc": int(correct.sum()) / n, "clean_count": int(clean.sum()),
@@ -305,12 +305,12 @@ def _row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: tor
             "robust_mask": encode_mask(correct.cpu().numpy())}
 
 
-def _flags(findings: Sequence[Finding], grad: str, invalid: int = 0) -> str:
+def row_flags(findings: Sequence[Finding], grad: str, invalid: int = 0) -> str:
     names = [f.name for f in findings if not f.grads or grad in f.grads or grad == "worst"]
     return ";".join(dict.fromkeys(names + ([f"invalid-adv={invalid}"] if invalid else [])))
 
 
-def _invalid_finding(cell: Cell, invalid: int) -> Finding:
+def invalid_finding(cell: Cell, invalid: int) -> Finding:
     return Finding("invalid-adv", f"{cell.model} {cell.spec.name} eps={cell.spec.eps_str} grad={cell.grad}: "
                    f"{invalid} adversarial example(s) failed verification (not finite, outside [0, 1] or the "
                    "eps-ball) and were counted robust", model=cell.model, grads=(cell.grad,))
@@ -353,7 +353,7 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
         check_images(d.x)  # NaN, Inf or values outside [0, 1] would make every number meaningless
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
     for t in models:
-        _check_fits(t, on_dev[t.dataset])
+        check_fits(t, on_dev[t.dataset])
     groups = plan(models, stochastic_specs(models, specs, eot, draws, sampler), grads, on_dev, seed)
     # cells already stored: key -> (robust_mask, seconds); a group whose worst-case row is missing reuses them
     done = share({} if (store is None or force or not part.writer) else _stored_outcomes(store), part)
@@ -370,12 +370,12 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
                                       check_models and part.writer, store, force, emit, saver, part)
             new_rows += rows
             findings += found
-    records = _records(groups, new_rows, store)
+    records = collect_records([c for g in groups for c in [*g.cells, *g.single]], new_rows, store)
     return Evaluation(records, ran=total, skipped=sum(len(g.cells) for g in groups) - len(new_rows),
                       findings=findings, new={row_key(r) for r in new_rows})
 
 
-def _check_fits(t: Target, d: Data) -> None:
+def check_fits(t: Target, d: Data) -> None:
     """Refuse, before any cell runs, data the model cannot take: image shape, or labels beyond its classes."""
     model = t.model.to(d.x.device).eval()
     try:
@@ -418,27 +418,28 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
             secs = time.perf_counter() - t0
             vectors.append((out.correct, secs))
             invalid += out.invalid
-            invalid_found += [_invalid_finding(cell, out.invalid)] if out.invalid else []
-            row = {**_row(cell, out.correct, clean, secs, dev, _flags(found, cell.grad, out.invalid)),
+            invalid_found += [invalid_finding(cell, out.invalid)] if out.invalid else []
+            row = {**make_row(cell, out.correct, clean, secs, dev, row_flags(found, cell.grad, out.invalid)),
                    **shard_fields(part, out.correct, clean, bs)}
             if saver is not None:
                 saver(row, out)
-            rows += _keep([row], store, done, force)
+            rows += keep_rows([row], store, done, force)
             if g.single:  # the same examples, one fresh draw per verdict
                 one = clean_of(g.single[0].spec, cell.seed)
                 singles.append(out.single & one)
-                rows += _keep([_row(_single(cell), singles[-1], one, secs, dev, row["flags"])], store, done, force)
+                rows += keep_rows([make_row(_single(cell), singles[-1], one, secs, dev, row["flags"])], store, done,
+                                  force)
             emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
                   "grad": cell.grad, "robust_acc": row["robust_acc"]})
         if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
             worst = torch.stack([v for v, _ in vectors]).all(0)
             secs = sum(s for _, s in vectors)
-            row = _row(g.cells[-1], worst, clean, secs, dev, _flags(found, "worst", invalid))
-            rows += _keep([{**row, **shard_fields(part, worst, clean, bs)}], store, done, force)
+            row = make_row(g.cells[-1], worst, clean, secs, dev, row_flags(found, "worst", invalid))
+            rows += keep_rows([{**row, **shard_fields(part, worst, clean, bs)}], store, done, force)
             if g.single and len(singles) == len(g.modes):
                 one = clean_of(g.single[0].spec, g.cells[0].seed)
-                rows += _keep([_row(g.single[-1], torch.stack(singles).all(0), one, secs, dev, row["flags"])],
-                              store, done, force)
+                rows += keep_rows([make_row(g.single[-1], torch.stack(singles).all(0), one, secs, dev,
+                                           row["flags"])], store, done, force)
     return rows, found + invalid_found
 
 
@@ -457,7 +458,7 @@ def _kept_outcome(stored: tuple | None, n: int) -> tuple[Tensor, float] | None:
     return torch.from_numpy(decode_mask(stored[0], n, stored[2]).copy()), stored[3]
 
 
-def _keep(rows: list[dict], store: ResultsStore | None, done: set, force: bool) -> list[dict]:
+def keep_rows(rows: list[dict], store: ResultsStore | None, done: set, force: bool) -> list[dict]:
     """Store each finished cell at once (a crash or Ctrl-C loses at most the cell running), skipping stored ones."""
     rows = [r for r in rows if force or row_key(r) not in done]
     if store is not None and rows:
@@ -465,13 +466,13 @@ def _keep(rows: list[dict], store: ResultsStore | None, done: set, force: bool) 
     return rows
 
 
-def _records(groups: list[_Group], new_rows: list[dict], store: ResultsStore | None) -> pd.DataFrame:
-    """The rows of every requested cell, in plan order: the new ones, and the stored ones for skipped cells."""
+def collect_records(cells: Sequence[Cell], new_rows: list[dict], store: ResultsStore | None) -> pd.DataFrame:
+    """The rows of ``cells``, in their order: the new ones, and the stored ones for skipped cells."""
     by_key = {row_key(r): r for r in to_frame(new_rows).to_dict("records")} if new_rows else {}
     if store is not None:
         for r in store.read().to_dict("records"):
             by_key.setdefault(row_key(r), r)
-    rows = [by_key[c.key] for g in groups for c in [*g.cells, *getattr(g, "single", ())] if c.key in by_key]
+    rows = [by_key[c.key] for c in cells if c.key in by_key]
     return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else to_frame([])
 
 
