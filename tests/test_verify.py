@@ -15,8 +15,9 @@ from test_cli_attack import ID, fake_load, zoo  # noqa: F401  (module-scoped tin
 import robench.eval.sweep as ev
 from robench.attacks import AttackSpec
 from robench.errors import IntegrityError
-from robench.eval.adversarial import read_adv, recheck
+from robench.eval.adversarial import read_adv
 from robench.eval.checks import stored_flags
+from robench.eval.recheck import recheck
 from robench.eval.verify import check_examples, valid_examples
 from robench.results import ResultsStore
 from robench.results.stats import decode_mask

@@ -180,7 +180,7 @@ def verify_adv(
     device: DeviceOpt = "auto",
 ) -> None:
     """Re-check saved adversarial examples against a zoo model and print the robust accuracy they imply."""
-    from ..eval.adversarial import recheck
+    from ..eval.recheck import recheck
     from ..runtime import resolve_device
 
     r = recheck(file, zoo, data_dir, model, resolve_device(device))
