@@ -33,7 +33,9 @@ from ..data import DATASETS
 from ..errors import BadSpec, IntegrityError, UnknownName, UsageError
 from ..runtime import now, versions
 from ..snn.models import ARCHS, ModelConfig, accuracy, build_model
+from ..train.config import TrainConfig
 from .foreign import FOREIGN, ForeignSpec, code_hash_ok, trusted
+from .weights import fit_weights
 
 TestData = Callable[[str], tuple[Tensor, Tensor]]  # dataset name -> test images [N, C, H, W] in [0, 1], labels
 SCHEMA = 1
@@ -179,8 +181,6 @@ def _check_foreign(model: dict, where: str) -> None:
 
 def _check_recipe(recipe: dict, where: str) -> None:
     """The training options (a subset of TrainConfig's fields; an imported entry has none)."""
-    from ..train.loop import TrainConfig  # train imports zoo: import on use
-
     check_fields(recipe, TrainConfig, f"{where}: recipe")
     try:
         TrainConfig(**recipe)
@@ -339,16 +339,6 @@ def load_weights(zoo_dir: Path | str, card: Card) -> dict[str, torch.Tensor]:
         return st_load(blob)
     except (SafetensorError, Exception) as e:
         raise IntegrityError(f"zoo entry {card.id!r}: not a valid safetensors file ({e})") from None
-
-
-def fit_weights(model: nn.Module, tensors: dict[str, torch.Tensor], what: str, arch: str) -> None:
-    """``load_state_dict(strict=True)``: every name and shape must match, or a one-line IntegrityError."""
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise IntegrityError(f"{what}: weights do not fit its {arch} config: {detail[:300]}") from None
 
 
 def model_from(card: Card, tensors: dict[str, torch.Tensor], zoo_dir: Path | str = "zoo",

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import BadSpec, IntegrityError
 from .adapters import FRAMEWORKS, STEP_MODES, ForeignModel
+from .weights import fit_weights
 
 FOREIGN = "foreign"  # the card's arch for these entries
 TRUST_ENV = "ROBENCH_TRUST_CODE"
@@ -181,8 +182,6 @@ def code_hash_ok(spec: ForeignSpec | dict, zoo_dir: Path | str) -> str:
 def build(spec: ForeignSpec | dict, tensors: dict, base: Path | str, trust_code: bool = False,
           what: str = "this zoo entry") -> ForeignModel:
     """The adapted model of a card's spec with ``tensors`` loaded (strict): opt-in, code hash and shapes checked."""
-    from . import fit_weights  # zoo imports this module: import on use
-
     spec = spec if isinstance(spec, ForeignSpec) else ForeignSpec(**spec)
     path, root = code_path(spec, Path(base))
     require_trust(trust_code, path, what)
