@@ -100,8 +100,8 @@ def test_report_modules_never_import_torch(module):
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "store",
-                    "stats", "worstcase", "seeds"}
+                    "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "attack_meta",
+                    "store", "stats", "worstcase", "seeds"}
 
 
 # ---------------------------------------------------------------------------------------- record checks

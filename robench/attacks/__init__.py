@@ -37,6 +37,7 @@ import torch
 import torchattacks
 from torch import Tensor, nn
 
+from ..attack_meta import GRADIENT_FREE, NOISE, TABLE  # no input gradient; eps is a noise std
 from ..eps import format_eps, parse_eps
 from ..errors import BadSpec
 from ..registry import Registry
@@ -51,30 +52,9 @@ __all__ = ["ATTACKS", "FGM", "NORMS", "NORMS_OF", "AttackSpec", "AutoAttackAdapt
 AttackFn = Callable[[Tensor, Tensor], Tensor]
 ATTACKS: Registry[Callable[[AttackSpec, nn.Module], AttackFn]] = Registry("attack")
 # which optional parameters each attack takes, with their defaults (None: the field does not apply)
-DEFAULTS: dict[str, dict[str, object]] = {
-    "fgsm": {},
-    "pgd": {"steps": 10, "step_size": 2 / 255, "restarts": 1, "random_start": True},  # final iterate
-    "bim": {"steps": 10, "step_size": 2 / 255},  # final iterate
-    "pgd-best": {"steps": 50, "step_size": 2 / 255, "restarts": 1, "random_start": True},
-    "sa-pgd": {"steps": 100, "restarts": 1},
-    "apgd-ce": {"steps": 100, "restarts": 1},
-    "apgd-dlr": {"steps": 100, "restarts": 1},
-    "apgd-t": {"steps": 100, "restarts": 1},
-    # 5000 queries as in AutoAttack standard: the masking check is no weaker than the reference's Square
-    "square": {"queries": 5000, "restarts": 1},
-    "autoattack": {"version": "standard", "steps": None, "restarts": None},  # steps, restarts: custom only
-    "gaussian": {},
-}
+DEFAULTS: dict[str, dict[str, object]] = {a.name: dict(a.defaults) for a in TABLE}
 AA_VERSIONS = ("standard", "rand", "custom")
-GRADIENT_FREE = frozenset({"gaussian", "square"})  # no input gradient: one cell, grad "none"
-NOISE = frozenset({"gaussian"})  # eps is a noise std, not an L-inf budget
-# the norms in which each attack has a version (L1: only the official code supports it)
-_OFFICIAL_NORMS = ("Linf", "L2", "L1")
-NORMS_OF: dict[str, tuple[str, ...]] = {
-    "fgsm": ("Linf", "L2"), "pgd": ("Linf", "L2"), "bim": ("Linf",), "pgd-best": ("Linf", "L2"),
-    "sa-pgd": ("Linf", "L2"), "apgd-ce": _OFFICIAL_NORMS, "apgd-dlr": _OFFICIAL_NORMS, "apgd-t": _OFFICIAL_NORMS,
-    "square": _OFFICIAL_NORMS, "autoattack": _OFFICIAL_NORMS, "gaussian": NORMS,  # noise: the norm is not used
-}
+NORMS_OF: dict[str, tuple[str, ...]] = {a.name: a.norms for a in TABLE}  # the norms each attack has
 OPTIONAL = ("steps", "step_size", "restarts", "random_start", "version", "queries")
 FLAGS = {"steps": "--steps", "step_size": "--step-size", "restarts": "--restarts", "random_start": "--random-start",
          "version": "--aa-version", "queries": "--queries"}

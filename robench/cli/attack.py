@@ -9,6 +9,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from ..attack_meta import help_text
 from .common import (
     NAME_RE,
     DataDirOpt,
@@ -27,8 +28,7 @@ def attack(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Zoo id, unique prefix, or arch (then every "
                                              "entry of that arch, side by side); repeatable.")],
     attacks: Annotated[list[str] | None, typer.Option(
-        "--attack", "-a", help="fgsm, pgd, bim (final iterate), pgd-best, sa-pgd (best iterate), apgd-ce, "
-        "apgd-dlr, apgd-t, square, autoattack, gaussian; repeatable or a,b (default fgsm,pgd).")] = None,
+        "--attack", "-a", help=f"{help_text()}; repeatable or a,b (default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
                                               "noise; or the cascade reliable (the strongest honest number: "
                                               "each stage attacks only what is still robust).")] = None,

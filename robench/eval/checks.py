@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-ITERATIVE = frozenset({"pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack"})
-SINGLE_STEP = frozenset({"fgsm"})
+from ..attack_meta import ITERATIVE, SINGLE_STEP
+
 CELL = ("model", "sha256", "dataset", "n", "seed")
 SHOWN = 3  # offending cells named in a message
 

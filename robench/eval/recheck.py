@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 
+from ..attack_meta import NOISE
 from ..errors import IntegrityError, UsageError
-from ..results.store import NOISE
 from .adversarial import read_adv
 from .sweep import clean_correct, load_data
 from .verify import check_examples
 
-GRADIENT_FREE = NOISE  # attacks whose eps is a noise sigma: no eps-ball check
 BATCH = 256
 
 
@@ -74,7 +73,7 @@ def recheck(path: str | Path, zoo_dir: str | Path, data_dir: str | Path | None =
     x, y = data.x.to(device), data.y.to(device)
     clean = clean_correct(net, x, y, BATCH)
     broken = invalid = 0
-    ball = str(m["attack"]) not in GRADIENT_FREE
+    ball = str(m["attack"]) not in NOISE  # noise: no eps-ball
     params = json.loads(m["params"]) if isinstance(m["params"], str) else dict(m["params"])
     if "draws" in params:
         raise UsageError(f"{str(path)!r} holds examples of a stochastic model (averaged over random draws); "

@@ -5,6 +5,7 @@ Torch-free: ``robench report`` reads results with pandas and matplotlib only. Th
 here, so ``from robench.results import ResultsStore`` works.
 """
 
+from ..attack_meta import NOISE
 from .store import (
     COLUMNS,
     FLOAT_COLUMNS,
@@ -12,7 +13,6 @@ from .store import (
     INT_COLUMNS,
     JSON_COLUMNS,
     KEY,
-    NOISE,
     OPTIONAL_COLUMNS,
     Key,
     ResultsStore,

@@ -30,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..attack_meta import FINAL_ITERATE, REPORT_ORDER  # noqa: E402
 from ..errors import DataNotFound, UsageError  # noqa: E402
 from .seeds import seeds_markdown  # noqa: E402
 from .stats import wilson  # noqa: E402
@@ -50,9 +51,6 @@ from .worstcase import (  # noqa: E402
 __all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown", "to_latex", "plot_curves",
            "write_report", "compare_models", "write_compare"]
 
-ORDER = ("fgsm", "pgd", "bim", "pgd-best", "sa-pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "square",
-         "gaussian")
-FINAL_ITERATE = frozenset({"pgd", "bim"})  # torchattacks' attacks that return their last iterate
 GRAD_ORDER = ("bptt", "rate", "worst", "none")
 ROW = ("model", "dataset", "n")
 
@@ -157,8 +155,8 @@ def _row_labels(df: pd.DataFrame) -> pd.Series:
 
 def _attack_order(label: str) -> tuple:
     name = label.split(" ")[0]
-    fams = [(len(a), i) for i, a in enumerate(ORDER) if name == a or name.startswith(a + "-")]
-    fam = max(fams)[1] if fams else len(ORDER)  # the longest match: pgd-best-50 is pgd-best, not pgd
+    fams = [(len(a), i) for i, a in enumerate(REPORT_ORDER) if name == a or name.startswith(a + "-")]
+    fam = max(fams)[1] if fams else len(REPORT_ORDER)  # the longest match: pgd-best-50 is pgd-best, not pgd
     digits = "".join(c for c in name.rsplit("-", 1)[-1] if c.isdigit())
     return fam, int(digits) if digits else 0, label
 

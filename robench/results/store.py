@@ -36,7 +36,6 @@ INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
 GRADS = ("worst", "none")  # besides every gradient path key (robench.snn.pathkeys.is_path_key)
 JSON_COLUMNS = ("params", "versions")
-NOISE = ("gaussian",)  # attacks whose eps is a noise sigma, not an L-inf budget: no eps-ball, no worst case
 
 Key = tuple[str, ...]
 

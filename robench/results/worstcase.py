@@ -29,9 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..attack_meta import NOISE  # noqa: E402
 from ..errors import DataNotFound  # noqa: E402
 from .stats import Paired, paired, wilson  # noqa: E402
-from .store import NOISE, masks  # noqa: E402
+from .store import masks  # noqa: E402
 
 SKIP_GRADS = ("worst",)  # ANDs of other cells already
 # NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
