@@ -74,7 +74,7 @@ def rename(src, dst):
         os.kill(os.getpid(), sig)
     return replace(src, dst)
 
-r.ResultsStore.append, r.os.replace = stop_after, rename
+r.ResultsStore.append, os.replace = stop_after, rename
 from robench.cli import main
 main(sys.argv[1:])
 """

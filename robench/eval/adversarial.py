@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from ..errors import IntegrityError, UsageError
-from ..results.store import KEY, atomic_write
+from ..io import atomic_write, existing_base, header_metadata, unwritable
+from ..results.store import KEY
 
 FORMAT = "robench-adversarial/1"
 
@@ -47,8 +47,8 @@ class AdvFile:
 def check_adv_dir(folder: str | Path) -> Path:
     """Refuse, before any work and writing nothing, a ``--save-adv`` folder that cannot be created or written."""
     d = Path(folder)
-    base = next((p for p in (d, *d.parents) if p.exists()), Path("."))
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+    if unwritable(d):
+        base = existing_base(d)
         raise UsageError(f"--save-adv {str(d)!r}: {str(base)!r} is not a writable folder")
     return d
 
@@ -83,8 +83,7 @@ def read_adv(path: str | Path) -> AdvFile:
     blob = p.read_bytes()
     bad = f"{str(p)!r} is not a robench adversarial-example file"
     try:
-        size = int.from_bytes(blob[:8], "little")
-        meta = json.loads(json.loads(blob[8 : 8 + size])["__metadata__"]["robench"])
+        meta = header_metadata(blob)
         tensors = st_load(blob)
     except Exception as e:  # truncated, foreign or corrupt: the safetensors and JSON errors vary
         raise IntegrityError(f"{bad} ({type(e).__name__})") from None

@@ -6,6 +6,7 @@ here, so ``from robench.results import ResultsStore`` works.
 """
 
 from ..attack_meta import NOISE
+from ..io import atomic_write
 from .store import (
     COLUMNS,
     FLOAT_COLUMNS,
@@ -16,7 +17,6 @@ from .store import (
     OPTIONAL_COLUMNS,
     Key,
     ResultsStore,
-    atomic_write,
     empty,
     masks,
     read_dir,

@@ -26,8 +26,9 @@ from filelock import FileLock
 
 from .. import dist
 from ..errors import DataNotFound, IntegrityError
+from ..io import atomic_write
 from .stats import decode_mask, encode_mask
-from .store import COLUMNS, KEY, Key, ResultsStore, atomic_write, row_key
+from .store import COLUMNS, KEY, Key, ResultsStore, row_key
 
 SHARD_COLUMNS = ("shard", "batch_size", "clean_mask", "shard_mask")
 FILE_RE = re.compile(r"(?P<name>.+)\.shard-(?P<i>\d+)-of-(?P<k>\d+)\.jsonl")

@@ -15,8 +15,6 @@ module imports pandas and filelock only (never torch), so reports stay light.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pandas as pd
 from filelock import FileLock
 
 from ..errors import DataNotFound, IntegrityError
+from ..io import atomic_write, existing_base, unwritable
 from ..snn.pathkeys import is_path_key
 from .stats import decode_mask
 
@@ -142,8 +141,8 @@ class ResultsStore:
     def check_writable(self) -> None:
         """Refuse early a results file that is not ours or a folder that cannot be written; writes nothing."""
         self.read()
-        base = next((p for p in (self.path.parent, *self.path.parents) if p.exists()), Path("."))
-        if not base.is_dir() or not os.access(base, os.W_OK):
+        if unwritable(self.path.parent):
+            base = existing_base(self.path.parent)
             raise IntegrityError(f"cannot write results to {str(self.path.parent)!r} ({str(base)!r} is not a "
                                  "writable folder); pass --out DIR")
 
@@ -169,38 +168,6 @@ class ResultsStore:
         for c in FLOAT_COLUMNS:
             out[c] = out[c].map(repr)  # exact round trip
         atomic_write(self.path, out.to_csv(index=False))
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux shows it (setting it to read it would race
-    with files other threads create meanwhile)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temporary file in the same folder, flushed to disk, then
-    renamed over it: a reader (or a crash) sees the old file or the new one, never a part of either. The file
-    keeps its permissions; a new one gets the usual ones (0666 less the umask), not the temporary file's 0600."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_dir(folder: str | Path) -> pd.DataFrame:

@@ -12,7 +12,6 @@ the same weights as one that never stopped (same device).
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from ..data import load as load_data
 from ..dist import WHOLE, Part, all_sum, device_for, gather_objects, rank_seed, session
 from ..eps import parse_one
 from ..errors import BadSpec, IntegrityError, Interrupted
+from ..io import replacing
 from ..registry import Registry
 from ..runtime import resolve_device, seed_everything
 from ..snn.models import SNN, ModelConfig, accuracy, build_model
@@ -265,9 +265,8 @@ def _save_state(path: Path, cfg, model, opt, sched, state: dict, seconds: float,
         "history": state["history"], "seconds": seconds, **ranks[0], "ranks": ranks,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def _same_config(saved: object, cfg: TrainConfig) -> bool:

@@ -16,9 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +29,7 @@ from torch import Tensor, nn
 
 from ..data import DATASETS
 from ..errors import BadSpec, IntegrityError, UnknownName, UsageError
+from ..io import existing_base, header_metadata, replacing, unwritable
 from ..runtime import now, versions
 from ..snn.models import ARCHS, ModelConfig, accuracy, build_model
 from ..train.config import TrainConfig
@@ -240,28 +239,13 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _write_tmp(path: Path, data: bytes) -> Path:
-    """Write ``data`` beside ``path`` under a hidden temporary name, flushed to disk; returns that name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
-
-
 def check_writable(zoo_dir: Path | str) -> None:
     """Refuse early (before hours of training) a zoo folder that cannot be written; creates nothing."""
     d = Path(zoo_dir)
-    base = next((p for p in (d, *d.parents) if p.exists()), Path("."))
-    try:
-        if not base.is_dir():
-            raise NotADirectoryError(20, "Not a directory", str(base))
-        with tempfile.TemporaryFile(dir=base):
-            pass
-    except OSError as e:
-        raise IntegrityError(f"cannot write to the zoo folder {str(d)!r}: {e.strerror or e} ({str(base)!r}); "
-                             "pass --zoo DIR with a writable folder") from None
+    why = unwritable(d)
+    if why:
+        raise IntegrityError(f"cannot write to the zoo folder {str(d)!r}: {why} ({str(existing_base(d))!r}); "
+                             "pass --zoo DIR with a writable folder")
 
 
 def check_new(zoo_dir: Path | str, entry_id: str, overwrite: bool = False) -> str:
@@ -282,16 +266,12 @@ def save(model: nn.Module, card: Card, zoo_dir: Path | str, overwrite: bool = Fa
     meta = json.dumps({"arch": card.arch, "format": "robench", "id": card.id}, sort_keys=True)
     blob = st_save(_state_dict(model), metadata={"robench": meta})
     card.sha256 = hashlib.sha256(blob).hexdigest()
-    tmps: list[Path] = []
     try:
         Path(zoo_dir).mkdir(parents=True, exist_ok=True)
-        tmps = [_write_tmp(wpath, blob)]
-        tmps.append(_write_tmp(cpath, card.to_json().encode()))
-        os.replace(tmps[0], wpath)
-        os.replace(tmps[1], cpath)
+        with replacing(wpath) as wtmp, replacing(cpath) as ctmp:  # both written, then renamed (card first)
+            wtmp.write_bytes(blob)
+            ctmp.write_bytes(card.to_json().encode())
     except OSError as e:
-        for t in tmps:
-            t.unlink(missing_ok=True)
         raise IntegrityError(f"cannot write zoo entry {card.id!r} to {str(zoo_dir)!r}: {e.strerror or e}") from None
     return card
 
@@ -314,11 +294,10 @@ def read_card(zoo_dir: Path | str, entry_id: str) -> Card:
 def _header_metadata(blob: bytes) -> dict:
     """What robench wrote into a safetensors header (empty for older files or an unreadable header)."""
     try:
-        n = int.from_bytes(blob[:8], "little")
-        meta = json.loads(json.loads(blob[8 : 8 + n])["__metadata__"]["robench"])
-        return meta if isinstance(meta, dict) else {}
-    except (ValueError, KeyError, TypeError):
+        meta = header_metadata(blob)
+    except ValueError:
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_weights(zoo_dir: Path | str, card: Card) -> dict[str, torch.Tensor]:
