@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import BadSpec, RobenchError
+from .errors import BadSpec, RankFailed, RobenchError
 
 KEPT = "finished work is kept (result rows, checkpoints); rerun the same command to resume (train: with --resume)"
 TIMEOUT_S = int(os.environ.get("ROBENCH_DIST_TIMEOUT", "1800"))  # a rank waits this long for a slow peer
@@ -70,10 +70,6 @@ class Part:
 
 
 WHOLE = Part()
-
-
-class RankFailed(RobenchError):
-    """Another rank died or torchrun stopped this one; finished cells are kept and a rerun resumes."""
 
 
 class _Terminated(BaseException):

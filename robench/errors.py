@@ -35,6 +35,10 @@ class IntegrityError(RobenchError):
     """A checkpoint, card or results file failed verification (hash, schema, shape)."""
 
 
+class RankFailed(RobenchError):
+    """Another rank died or torchrun stopped this one; finished cells are kept and a rerun resumes."""
+
+
 class Interrupted(RobenchError):
     """The user interrupted a long run; finished work was kept."""
 

@@ -86,11 +86,11 @@ def _rank_tag() -> str:
 def _rank_prints(e: RobenchError) -> bool:
     """Rank 0 prints every error; another rank only its own failures inside the job (errors before it, usage
     errors and a lost peer are the same on every rank, and rank 0 reports them)."""
-    from ..errors import UsageError
+    from ..errors import RankFailed, UsageError
 
     if not _rank_tag():
         return True
-    return getattr(e, "rank", None) is not None and not isinstance(e, UsageError) and type(e).__name__ != "RankFailed"
+    return getattr(e, "rank", None) is not None and not isinstance(e, (UsageError, RankFailed))
 
 
 if __name__ == "__main__":  # pragma: no cover
