@@ -101,7 +101,7 @@ def test_report_modules_never_import_torch(module):
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
                     "matplotlib.pyplot", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "attack_meta",
-                    "store", "stats", "worstcase", "seeds"}
+                    "findings", "store", "stats", "worstcase", "seeds"}
 
 
 # ---------------------------------------------------------------------------------------- record checks

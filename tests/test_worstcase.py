@@ -13,6 +13,7 @@ from cli_helpers import one_line, run_main
 import robench.results.report as report
 from robench.errors import DataNotFound, IntegrityError
 from robench.results import ResultsStore, to_frame
+from robench.results.findings import Finding
 from robench.results.stats import encode_mask, wilson
 
 N = 10
@@ -65,6 +66,7 @@ def test_cells_without_masks_are_left_out_and_noted_once(tmp_path):
     c = report.comparison(to_frame(rows))
     assert c.table.loc["m1", "worst case"] == 40.0 and c.note is not None
     assert c.note.message.startswith("2 cell(s) have no per-sample robust_mask")
+    assert isinstance(c.note, Finding) and c.note.line().startswith("no-mask: 2 cell(s)")  # the checks' type
     paths = report.write_report(to_frame(rows), tmp_path / "rep")
     assert paths["findings"].read_text().count("no-mask") == 1
     assert {"breakdown_md", "breakdown_csv", "breakdown_png"} <= set(paths)

@@ -29,9 +29,9 @@ import torch
 from ..attacks import AttackSpec
 from ..dist import WHOLE, Part, agree_min, share
 from ..errors import BadSpec
+from ..results.findings import Finding
 from ..results.store import ResultsStore, row_key
 from ..runtime import resolve_device
-from .checks import Finding
 from .sweep import (
     Cell,
     Data,

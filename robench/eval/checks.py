@@ -27,28 +27,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ..attack_meta import ITERATIVE, SINGLE_STEP
+from ..results.findings import Finding
 
 CELL = ("model", "sha256", "dataset", "n", "seed")
 SHOWN = 3  # offending cells named in a message
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A named sanity-check result: a one-line message and the offending cells (dicts of column values)."""
-
-    name: str
-    message: str
-    cells: tuple[dict, ...] = field(default=(), compare=False)
-    model: str = ""
-    grads: tuple[str, ...] = ()
-
-    def line(self) -> str:
-        return f"{self.name}: {self.message}"
 
 
 def _pct(v: float) -> str:

@@ -38,13 +38,14 @@ from ..data import DATASETS, check_images
 from ..data import load as load_dataset
 from ..dist import WHOLE, Part, agree_min, all_sum, batch_seed, batches, gather, gather_objects, share
 from ..errors import BadSpec, DataNotFound
+from ..results.findings import Finding
 from ..results.shards import shard_fields
 from ..results.stats import encode_mask
 from ..results.store import COLUMNS, Key, ResultsStore, row_key, to_frame
 from ..runtime import now, resolve_device, seed_everything, versions
 from ..snn.encoding import Averaged, sampler
 from ..snn.paths import grad_mode, parse_paths
-from .checks import Finding, model_findings
+from .checks import model_findings
 from .stochastic import clean_correct_draws, stochastic_specs, verify_draws
 from .verify import check_examples
 

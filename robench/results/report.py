@@ -32,11 +32,11 @@ import pandas as pd  # noqa: E402
 
 from ..attack_meta import FINAL_ITERATE, REPORT_ORDER  # noqa: E402
 from ..errors import DataNotFound, UsageError  # noqa: E402
+from .findings import Finding  # noqa: E402
 from .seeds import seeds_markdown  # noqa: E402
 from .stats import wilson  # noqa: E402
 from .store import read_dir  # noqa: E402
 from .worstcase import (  # noqa: E402
-    Note,
     WorstCase,
     breakdown_frame,
     breakdown_markdown,
@@ -171,7 +171,7 @@ class Comparison:
     lo: pd.DataFrame
     hi: pd.DataFrame
     cases: list[WorstCase]
-    note: Note | None
+    note: Finding | None
 
 
 def comparison(df: pd.DataFrame) -> Comparison:
@@ -361,8 +361,8 @@ def _ticks(ax, ticks: dict[float, str]) -> None:
 
 # ------------------------------------------------------------------------------------------------- files
 def findings_markdown(findings: Sequence[object], notes: Sequence[object] = ()) -> str:
-    """Findings (objects with ``name`` and ``message``, e.g. :class:`robench.eval.checks.Finding`) as Markdown, then
-    ``notes`` on what the report could not include (e.g. cells without per-sample masks)."""
+    """``findings`` (:class:`robench.results.findings.Finding`, or any object with ``name`` and ``message``) as
+    Markdown, then ``notes`` on what the report could not include (e.g. cells without per-sample masks)."""
     lines = ["# Sanity findings", ""]
     lines += [f"- **{f.name}**: {f.message}" for f in findings] or ["No findings: every sanity check passed."]
     if notes:

@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 
 from ..attack_meta import NOISE  # noqa: E402
 from ..errors import DataNotFound  # noqa: E402
+from .findings import Finding  # noqa: E402
 from .stats import Paired, paired, wilson  # noqa: E402
 from .store import masks  # noqa: E402
 
@@ -46,17 +47,6 @@ def budget_label(params: object, eps_str: str) -> str:
     norm, draws = p.get("norm", "Linf"), p.get("draws")
     text = eps_str if norm == "Linf" else f"{norm} {eps_str}"
     return f"{text}, {draws} draw{'s' if draws != 1 else ''}" if draws else text
-
-
-@dataclass(frozen=True)
-class Note:
-    """A report note with the ``name`` / ``message`` shape of :class:`robench.eval.checks.Finding`."""
-
-    name: str
-    message: str
-
-    def line(self) -> str:
-        return f"{self.name}: {self.message}"
 
 
 @dataclass
@@ -90,12 +80,12 @@ def _eligible(df: pd.DataFrame) -> pd.DataFrame:
     return df[~df["grad"].isin(SKIP_GRADS) & ~df["attack"].isin(NOISE)]
 
 
-def mask_note(df: pd.DataFrame) -> Note | None:
+def mask_note(df: pd.DataFrame) -> Finding | None:
     """One note when some cells that could join a worst case have no mask (older results files)."""
     k = int((_eligible(df)["robust_mask"].astype(str) == "").sum()) if "robust_mask" in df else len(_eligible(df))
     if not k:
         return None
-    return Note("no-mask", f"{k} cell(s) have no per-sample robust_mask (written before it existed): they are "
+    return Finding("no-mask", f"{k} cell(s) have no per-sample robust_mask (written before it existed): they are "
                 "left out of the pointwise worst case; rerun them with --force to include them")
 
 
