@@ -25,73 +25,22 @@ import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .errors import BadSpec, RankFailed, RobenchError
+from .parts import MIN_SPLIT_BATCH, WHOLE, Part, batch_bounds, parse_shard  # noqa: F401 (re-exported)
 
 KEPT = "finished work is kept (result rows, checkpoints); rerun the same command to resume (train: with --resume)"
 TIMEOUT_S = int(os.environ.get("ROBENCH_DIST_TIMEOUT", "1800"))  # a rank waits this long for a slow peer
-
-
-@dataclass(frozen=True)
-class Part:
-    """Which part of a job this process runs: ``index`` of ``count`` (rank of world size, or shard i of K).
-
-    ``collective``: the parts are torchrun ranks that gather every cell's vector (rank 0 writes); otherwise a
-    ``--shard`` that runs alone and writes its own shard file (``count`` = 1: the whole job).
-    """
-
-    index: int = 0
-    count: int = 1
-    collective: bool = False
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.count, int) and self.count >= 1 and 0 <= self.index < self.count):
-            raise BadSpec(f"--shard {self.index}/{self.count}; accepted: i/K with 0 <= i < K (e.g. 0/4)")
-
-    @property
-    def label(self) -> str:
-        return f"{self.index}/{self.count}"
-
-    @property
-    def writer(self) -> bool:
-        """Writes rows and prints: rank 0 of a torchrun job, every shard, a single process."""
-        return self.index == 0 or not self.collective
-
-    @property
-    def is_shard(self) -> bool:
-        return not self.collective and self.count > 1
-
-    def mine(self, j: int) -> bool:
-        return j % self.count == self.index
-
-
-WHOLE = Part()
 
 
 class _Terminated(BaseException):
     """Raised by the SIGTERM handler: a BaseException so no ``except Exception`` in attack code swallows it."""
 
 
-def parse_shard(text: str | None) -> Part:
-    """``"i/K"`` -> ``Part(i, K)`` (a shard, no peers); ``None`` -> :data:`WHOLE`."""
-    if text is None:
-        return WHOLE
-    i, sep, k = str(text).partition("/")
-    if not (sep and i.isascii() and i.isdigit() and k.isascii() and k.isdigit()) or not 0 <= int(i) < int(k):
-        raise BadSpec(f"--shard {text!r}; accepted: i/K with 0 <= i < K (e.g. 0/4)")
-    return Part(int(i), int(k))
-
-
 # -------------------------------------------------------------------------------------------- the split
-# --min-batches never cuts batches below this many images: smaller ones cost more per image than a second rank
-# saves (a 7-stage cascade on 100 images in batches of 4-11 took one CPU rank 2.2x as long as in one batch)
-MIN_SPLIT_BATCH = 16
-
-
 def split(todo: Tensor, batch_size: int, min_batches: int = 1) -> tuple[Tensor, ...]:
     """The global batches of a cell's images ``todo``, a function of ``len(todo)``, ``batch_size`` and
     ``min_batches`` only (never of the number of parts).
@@ -102,16 +51,7 @@ def split(todo: Tensor, batch_size: int, min_batches: int = 1) -> tuple[Tensor, 
     ``min_batches``. So K parts get the same work whenever ``min_batches`` is a multiple of K and the images allow
     it (20 images, ``min_batches`` 8: 10 + 10, not 16 + 4).
     """
-    n, m = len(todo), min_batches
-    if n == 0:
-        return ()
-    if m <= 1:
-        return todo.split(batch_size)
-    need, cap = -(-n // batch_size), -(-n // MIN_SPLIT_BATCH)
-    count = max(d for d in range(1, m + 1) if m % d == 0 and d <= cap)
-    if count < need:
-        count = min([d for d in range(need, m + 1) if m % d == 0] or [m * -(-need // m)])
-    return todo.tensor_split(count)
+    return tuple(todo[a:b] for a, b in batch_bounds(len(todo), batch_size, min_batches))
 
 
 def batches(todo: Tensor, batch_size: int, part: Part = WHOLE, min_batches: int = 1) -> Iterator[Tensor]:

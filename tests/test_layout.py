@@ -5,6 +5,8 @@ is still found."""
 from __future__ import annotations
 
 import ast
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +162,40 @@ def test_the_config_names_exactly_the_recipes_the_loop_registers():
     from robench.train.loop import RECIPES
 
     assert RECIPES.names() == list(RECIPE_SHORT)
+
+
+CLAIM = re.compile(r"torch-free|never (?:imports |loads |needs )?torch|\(never torch\)|no torch", re.IGNORECASE)
+
+
+def torch_free_claims(root: Path = ROOT) -> list[str]:
+    """The modules whose docstring promises they never load torch."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if CLAIM.search(" ".join(doc.split())):
+            out.append(module_name(path, root))
+    return out
+
+
+def test_every_module_that_claims_to_be_torch_free_is():
+    claims = torch_free_claims()
+    assert {"robench.results.shards", "robench.results.report", "robench.io", "robench.attack_meta"} <= set(claims)
+    code = ("import importlib, sys\n"
+            f"for m in {claims!r}:\n"
+            "    importlib.import_module(m)\n"
+            "    assert 'torch' not in sys.modules, m + ' loaded torch'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr.strip().splitlines()[-1]
+
+
+def test_importing_sets_no_global_state(monkeypatch):
+    """No matplotlib backend or pyplot at import (the report draws on Figure objects), and torch.compile is
+    chosen when a neuron first runs, from ROBENCH_COMPILE, not when the module is imported."""
+    code = ("import sys, robench.results.report, robench.results.worstcase\n"
+            "assert 'matplotlib.pyplot' not in sys.modules\n"
+            "import robench.snn.neurons as n\n"
+            "assert n._USE_COMPILED[0] is None and not n._COMPILED\n"
+            "assert n.compile_enabled()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "ROBENCH_COMPILE": "1"})
+    assert run.returncode == 0, run.stderr

@@ -7,7 +7,8 @@ included. Every accuracy carries a Wilson 95% interval (``45.0 [38.2, 51.9]``; C
 Percentages carry one decimal; budgets are shown as stored (``8/255``). Curves plot accuracy against eps, one line
 per model, one panel per attack x gradient mode, with clean accuracy at eps = 0. This module imports only
 :mod:`robench.results.store`, :mod:`robench.results.stats`, :mod:`robench.results.worstcase`, pandas and matplotlib
-(Agg): it never needs torch, so it is fast and testable on CSV files.
+(figures without pyplot: no backend chosen, no global state): it never needs torch, so it is fast and testable on
+CSV files.
 
 Examples:
     >>> df = select(read_dir("results"), model="fmnist-vgg11")
@@ -24,19 +25,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..attack_meta import FINAL_ITERATE, REPORT_ORDER  # noqa: E402
-from ..errors import DataNotFound, UsageError  # noqa: E402
-from .findings import Finding  # noqa: E402
-from .seeds import seeds_markdown  # noqa: E402
-from .stats import wilson  # noqa: E402
-from .store import read_dir  # noqa: E402
-from .worstcase import (  # noqa: E402
+from ..attack_meta import FINAL_ITERATE, REPORT_ORDER
+from ..errors import DataNotFound, UsageError
+from .findings import Finding
+from .seeds import seeds_markdown
+from .stats import wilson
+from .store import read_dir
+from .worstcase import (
     WorstCase,
     breakdown_frame,
     breakdown_markdown,
@@ -314,8 +313,9 @@ def plot_curves(df: pd.DataFrame, path: str | Path) -> Path:
     nrows = math.ceil(len(panels) / ncols)
     legend_rows = math.ceil(len(rows_) / 3)
     height = 3.4 * nrows + 0.6 + 0.3 * legend_rows  # inches: panels, title, legend
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, height), squeeze=False, sharey=True)
-    colors = plt.get_cmap("tab10")
+    fig = Figure(figsize=(4.6 * ncols, height))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    colors = colormaps["tab10"]
     for ax, (lab, grad) in zip(axes.flat, panels, strict=False):
         sub = d[(d["label"] == lab) & (d["grad"] == grad)]
         ticks: dict[float, str] = {0.0: "0"}
@@ -346,7 +346,6 @@ def plot_curves(df: pd.DataFrame, path: str | Path) -> Path:
     fig.tight_layout(rect=(0, (0.15 + 0.3 * legend_rows) / height, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from filelock import FileLock
 
-from .. import dist
 from ..errors import DataNotFound, IntegrityError
 from ..io import atomic_write
+from ..parts import Part, batch_bounds
 from .stats import decode_mask, encode_mask
 from .store import COLUMNS, KEY, Key, ResultsStore, row_key
 
@@ -49,8 +48,12 @@ def shard_fields(part, correct, clean, batch_size: int) -> dict:
 def owned(clean: np.ndarray, batch_size: int, index: int, count: int, min_batches: int = 1) -> np.ndarray:
     """``bool [n]``: the images shard ``index`` of ``count`` attacks (the global batches of
     :func:`robench.dist.split` over the initially correct images)."""
-    todo = torch.from_numpy(np.flatnonzero(clean))
-    return dist.owned(todo, batch_size, dist.Part(index, count), len(clean), min_batches).numpy()
+    todo, part = np.flatnonzero(clean), Part(index, count)
+    out = np.zeros(len(clean), dtype=bool)
+    for j, (a, b) in enumerate(batch_bounds(len(todo), batch_size, min_batches)):
+        if part.mine(j):
+            out[todo[a:b]] = True
+    return out
 
 
 def _min_batches(row: Mapping) -> int:

@@ -22,18 +22,16 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..attack_meta import NOISE  # noqa: E402
-from ..errors import DataNotFound  # noqa: E402
-from .findings import Finding  # noqa: E402
-from .stats import Paired, paired, wilson  # noqa: E402
-from .store import masks  # noqa: E402
+from ..attack_meta import NOISE
+from ..errors import DataNotFound
+from .findings import Finding
+from .stats import Paired, paired, wilson
+from .store import masks
 
 SKIP_GRADS = ("worst",)  # ANDs of other cells already
 # NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
@@ -148,8 +146,9 @@ def plot_breakdown(cases: list[WorstCase], path: str | Path) -> Path:
     robust in every cell, as percent of n."""
     several = len({c.eps_str for c in cases}) > 1
     names = list(dict.fromkeys(cell for c in cases for cell in c.cells))
-    colors = plt.get_cmap("tab20")
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(cases) + 3), 4.8))
+    colors = colormaps["tab20"]
+    fig = Figure(figsize=(max(5.0, 1.2 * len(cases) + 3), 4.8))
+    ax = fig.subplots()
     xs = np.arange(len(cases))
     bottom = np.zeros(len(cases))
     series = [("robust in every cell", [c.robust_count for c in cases], "#2ca02c"),
@@ -170,7 +169,6 @@ def plot_breakdown(cases: list[WorstCase], path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -197,7 +197,7 @@ def _bptt_backward_fn(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma:
 
 
 _COMPILED: dict[str, Callable] = {}  # built on the first set_compile(True), then kept: no recompiling on toggles
-_USE_COMPILED = [False]
+_USE_COMPILED: list[bool | None] = [None]  # None: not chosen yet; the setting ROBENCH_COMPILE=1 decides on first use
 
 
 def set_compile(on: bool = True) -> None:
@@ -209,7 +209,11 @@ def set_compile(on: bool = True) -> None:
 
 
 def compile_enabled() -> bool:
-    return _USE_COMPILED[0]
+    """Whether the fused engine uses the compiled kernels: as set by :func:`set_compile`, else as the environment
+    setting ``ROBENCH_COMPILE=1`` asks, read when a neuron first runs (never at import)."""
+    if _USE_COMPILED[0] is None:
+        set_compile(os.environ.get("ROBENCH_COMPILE", "") == "1")
+    return bool(_USE_COMPILED[0])
 
 
 def compiler_found() -> bool:
@@ -233,7 +237,7 @@ def _unflat(y: Tensor, shape: torch.Size, order: list[int]) -> Tensor:
 
 
 def _run_forward(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tuple[Tensor, Tensor | None]:
-    if not _USE_COMPILED[0]:
+    if not compile_enabled():
         return _forward_loop(current, tau, v_th, keep_h)
     flat, order = _flat(current)
     spikes, h = _COMPILED["forward"](flat, tau, v_th, keep_h)
@@ -241,7 +245,7 @@ def _run_forward(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tupl
 
 
 def _run_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
-    if not _USE_COMPILED[0]:
+    if not compile_enabled():
         return _bptt_backward(h, grad_s, tau, v_th, gamma)
     flat_h, order = _flat(h)
     grad_in = _COMPILED["backward"](flat_h, _flat(grad_s, order)[0], tau, v_th, gamma)
@@ -462,7 +466,3 @@ def set_engine(model: nn.Module, engine: str) -> None:
         raise BadSpec(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
     for n in spiking_neurons(model):
         n.engine = engine
-
-
-if os.environ.get("ROBENCH_COMPILE", "") == "1":
-    set_compile(True)
