@@ -9,7 +9,7 @@ import torch
 from cli_helpers import run_main as _run_main
 from typer.testing import CliRunner
 
-import robench.train.loop
+import robench.train.job
 from robench.cli import app, main
 
 runner = CliRunner()
@@ -52,7 +52,7 @@ def test_train_help_shows_the_options(capsys):
 
 # ------------------------------------------------------------------------------------------ a tiny train
 def test_train_writes_a_listed_loadable_entry(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(robench.train.loop, "load_data", _fake_load)
+    monkeypatch.setattr(robench.train.job, "load_data", _fake_load)
     zoo, runs = tmp_path / "zoo", tmp_path / "runs"
     args = ["train", "--neuron", "stable", "--recipe", "gaussian", "--alpha", "1", "--epochs", "1", *TINY_OPTS,
             "--zoo", str(zoo), "--runs", str(runs)]
@@ -83,7 +83,7 @@ def test_train_writes_a_listed_loadable_entry(tmp_path, monkeypatch, capsys):
 
 
 def test_train_through_the_typer_app(tmp_path, monkeypatch):
-    monkeypatch.setattr(robench.train.loop, "load_data", _fake_load)
+    monkeypatch.setattr(robench.train.job, "load_data", _fake_load)
     zoo = tmp_path / "zoo"
     result = runner.invoke(app, ["train", *TINY_OPTS, "--id", "cli-tiny", "--limit", "16", "--zoo", str(zoo),
                                  "--runs", str(tmp_path / "runs")])

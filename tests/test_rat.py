@@ -12,18 +12,11 @@ from conftest import make_tiny_data
 from test_cli_train import TINY_OPTS, _fake_load
 from torch import nn
 
-import robench.train.loop
+import robench.train.job
 from robench.errors import BadSpec, IntegrityError, Interrupted
 from robench.snn.models import build_model
-from robench.train.loop import (
-    RECIPES,
-    TrainConfig,
-    _same_config,
-    job_from_options,
-    orthogonal_retraction,
-    orthogonality_step,
-    train,
-)
+from robench.train import RECIPES, TrainConfig, job_from_options, orthogonal_retraction, orthogonality_step, train
+from robench.train.loop import _same_config
 from robench.zoo import Card
 
 F64 = torch.float64
@@ -148,7 +141,7 @@ def test_a_checkpoint_from_before_rat_still_resumes():
 
 # ------------------------------------------------------------------------------------------ card and CLI
 def test_cli_trains_a_rat_entry_and_the_card_records_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(robench.train.loop, "load_data", _fake_load)
+    monkeypatch.setattr(robench.train.job, "load_data", _fake_load)
     zoo, runs = tmp_path / "zoo", tmp_path / "runs"
     args = ["train", "--neuron", "stable", "--recipe", "rat", "--alpha", "1", *TINY_OPTS, "--zoo", str(zoo),
             "--runs", str(runs)]

@@ -10,7 +10,7 @@ from cli_helpers import one_line
 from cli_helpers import run_main as _run_main
 from test_cli_train import _fake_load
 
-import robench.train.loop
+import robench.train.job
 from robench.errors import BadSpec, UnknownName
 from robench.train import job_from_options
 from robench.zoo.buildlist import expand_seeds, load_recipes, pick, seed_id
@@ -113,7 +113,7 @@ recipe = "rat"
 
 
 def test_zoo_build_trains_every_seed_and_skips_what_exists(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(robench.train.loop, "load_data", _fake_load)
+    monkeypatch.setattr(robench.train.job, "load_data", _fake_load)
     f, zoo = tmp_path / "r.toml", tmp_path / "zoo"
     f.write_text(TINY_TOML)
     args = ["zoo", "build", "--recipes", str(f), "--zoo", str(zoo), "--runs", str(tmp_path / "runs"),

@@ -55,7 +55,7 @@ def train(
     --batch-size; rank 0 writes checkpoints and the entry.
     """
     from ..dist import env_rank
-    from ..train.loop import job_from_options, run_job
+    from ..train.job import job_from_options, run_job
 
     opts = dict(arch=arch, neuron=neuron.value, recipe=recipe, dataset=dataset, data_dir=data_dir, T=T,
                 width=width, fc=fc, encoding=encoding, tau=tau, v_th=v_th, alpha=alpha, kappa=kappa, sigma=sigma,

@@ -173,7 +173,7 @@ def zoo_build(
     device: DeviceOpt = "auto",
 ):
     """Retrain the shipped zoo (or some entries) from its recipes file; resumable."""
-    from ..train.loop import job_from_options, run_job
+    from ..train.job import job_from_options, run_job
     from ..zoo import entry_ids
     from ..zoo.buildlist import load_recipes, pick
 

@@ -1,8 +1,9 @@
-"""Training: the configuration (``config``, torch-free), the recipes and the training loop, and the job that
-writes a zoo entry (``loop``).
+"""Training: the configuration (``config``, torch-free), the recipes and the MPPD loss (``recipes``), the
+resumable loop (``loop``), and the job that turns options into a zoo entry (``job``, the only part that imports
+the zoo).
 
 The public names below are imported lazily, so that the zoo can check a card's recipe against
-:class:`~robench.train.config.TrainConfig` without importing the loop (which imports the zoo):
+:class:`~robench.train.config.TrainConfig` without importing any training code (the job imports the zoo):
 ``from robench.train import TrainConfig, train`` works as before.
 """
 
@@ -10,8 +11,10 @@ from importlib import import_module
 
 _PUBLIC = {
     "config": ("RAT_BETA", "RAT_BETA_DEFAULT", "RECIPE_SHORT", "WEIGHT_DECAY", "TrainConfig"),
-    "loop": ("JOB_OPTIONS", "RECIPES", "TrainJob", "TrainResult", "default_id", "job_from_options", "mppd_penalty",
-             "mppd_sequence", "orthogonal_retraction", "orthogonality_step", "robust_loss", "run_job", "train"),
+    "recipes": ("RECIPES", "mppd_penalty", "mppd_sequence", "orthogonal_retraction", "orthogonality_step",
+                "robust_loss"),
+    "loop": ("TrainResult", "train"),
+    "job": ("JOB_OPTIONS", "TrainJob", "default_id", "job_from_options", "run_job"),
 }
 _OWNER = {name: mod for mod, names in _PUBLIC.items() for name in names}
 __all__ = sorted(_OWNER)

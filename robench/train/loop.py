@@ -1,8 +1,4 @@
-"""Training recipes (PAPER.md §3), the MPPD regulariser (PAPER.md §2) and a plain, resumable training loop.
-
-Loss with a perturbed input ``x'``: ``kappa * CE(f(x), y) + (1 - kappa) * CE(f(x'), y) + alpha * V`` where ``V``
-is the mean square of the simplified membrane-potential perturbation at the last spiking layer. The ``clean``
-recipe is plain CE.
+"""A plain, resumable training loop over the recipes of :mod:`robench.train.recipes`.
 
 Resuming is exact: each epoch's data order and noise come from generators seeded by ``(seed, epoch)``, and a
 checkpoint stores the step within the epoch and the RNG state, so an interrupted run that is resumed ends with
@@ -15,127 +11,21 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DATASETS
-from ..data import load as load_data
-from ..dist import WHOLE, Part, all_sum, device_for, gather_objects, rank_seed, session
-from ..eps import parse_one
+from ..dist import WHOLE, Part, all_sum, gather_objects, rank_seed
 from ..errors import BadSpec, IntegrityError, Interrupted
 from ..io import replacing
-from ..registry import Registry
-from ..runtime import resolve_device, seed_everything
-from ..snn.models import SNN, ModelConfig, accuracy, build_model
-from ..snn.paths import grad_mode
-from ..zoo import Card, check_new, check_writable
-from ..zoo import save as save_entry
-from .config import RAT_BETA, RAT_BETA_DEFAULT, RECIPE_SHORT, TrainConfig
+from ..snn.models import SNN, accuracy
+from .config import TrainConfig
+from .recipes import RECIPES, orthogonality_step, robust_loss
 
-Recipe = Callable[[nn.Module, Tensor, Tensor, "TrainConfig"], "Tensor | None"]
-RECIPES: Registry[Recipe] = Registry("recipe")
 Progress = Callable[[dict], None]
-
-
-# ---------------------------------------------------------------------------------------------- recipes
-@RECIPES.register("clean")
-def _clean(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
-    return None
-
-
-@RECIPES.register("gaussian")
-def _gaussian(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
-    return x + cfg.sigma * torch.randn_like(x)  # not clipped, as in the reference (PAPER.md §3)
-
-
-def _eval_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Input gradient of CE in eval mode (BN running stats, BPTT), restoring the training mode after."""
-    was = model.training
-    model.eval()
-    x = x.detach().requires_grad_(True)
-    with grad_mode(model, "bptt"):
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
-    model.train(was)
-    return g
-
-
-@RECIPES.register("fgsm-at")
-def _fgsm_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
-    x0 = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)
-    return (x0 + cfg.eps * _eval_grad(model, x0, y).sign()).clamp(0, 1).detach()
-
-
-@RECIPES.register("pgd-at")
-def _pgd_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
-    step = cfg.pgd_step or 2.5 * cfg.eps / cfg.pgd_steps
-    xa = (x + torch.empty_like(x).uniform_(-cfg.eps, cfg.eps)).clamp(0, 1)
-    for _ in range(cfg.pgd_steps):
-        xa = xa + step * _eval_grad(model, xa, y).sign()
-        xa = torch.min(torch.max(xa, x - cfg.eps), x + cfg.eps).clamp(0, 1)
-    return xa.detach()
-
-
-@RECIPES.register("rat")
-def _rat(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
-    """The perturbed input of fgsm-at; the loop adds :func:`orthogonality_step` after each update."""
-    return _fgsm_at(model, x, y, cfg)
-
-
-def orthogonal_retraction(w: Tensor, beta: float) -> Tensor:
-    """``(1 + beta) W - beta W W^T W`` for ``W`` of shape ``[out, in]``: one step that pulls the rows of ``W``
-    toward an orthonormal set (the Parseval-network retraction used by SNN-RAT, PAPER.md §3)."""
-    return (1 + beta) * w - beta * (w @ w.t()) @ w
-
-
-def orthogonality_step(model: nn.Module, beta: float) -> None:
-    """Apply :func:`orthogonal_retraction` in place to every conv and linear weight, conv kernels viewed as
-    ``[out, in * kh * kw]``; all rows every time, so the step is deterministic (resume stays exact)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                w = m.weight.reshape(m.weight.shape[0], -1)  # [out, in * kh * kw]
-                m.weight.copy_(orthogonal_retraction(w, beta).view_as(m.weight))
-
-
-# ------------------------------------------------------------------------------------------------- MPPD
-def mppd_sequence(delta_current: Tensor, tau: float) -> Tensor:
-    """Simplified membrane-potential perturbation ``du[t] = tau * du[t-1] + dI[t]``, ``du[0] = 0``.
-
-    Shape: ``[T, B, ...]`` in and out.
-    """
-    out, du = [], torch.zeros_like(delta_current[0])
-    for t in range(delta_current.shape[0]):
-        du = tau * du + delta_current[t]
-        out.append(du)
-    return torch.stack(out)
-
-
-def mppd_penalty(clean_current: Tensor, perturbed_current: Tensor, tau: float) -> Tensor:
-    """``V = mean_{t, elements} (du[t])^2`` with the clean currents detached (PAPER.md §2)."""
-    return mppd_sequence(perturbed_current - clean_current.detach(), tau).pow(2).mean()
-
-
-def robust_loss(
-    model: SNN, x: Tensor, x_pert: Tensor | None, y: Tensor, kappa: float, alpha: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The training loss of PAPER.md §2. Returns (loss, clean logits, MPPD value)."""
-    neuron = model.last_neuron()
-    neuron.record = alpha > 0
-    try:
-        logits = model(x)
-        if x_pert is None:
-            return F.cross_entropy(logits, y), logits, torch.zeros((), device=x.device)
-        clean_cur = neuron.recorded
-        logits_p = model(x_pert)
-        v = mppd_penalty(clean_cur, neuron.recorded, neuron.tau) if alpha > 0 else logits.new_zeros(())
-    finally:
-        neuron.record, neuron.recorded, neuron.last_membrane = False, None, None
-    loss = kappa * F.cross_entropy(logits, y) + (1 - kappa) * F.cross_entropy(logits_p, y) + alpha * v
-    return loss, logits, v
 
 
 # ------------------------------------------------------------------------------------------------- loop
@@ -335,102 +225,3 @@ def _sampler(n: int, cfg: TrainConfig, part: Part) -> Callable[[int], Tensor]:
         return torch.tensor(list(sampler), dtype=torch.long)
 
     return order
-
-
-# ------------------------------------------------------------------------------------- train into the zoo
-@dataclass
-class TrainJob:
-    """A whole ``robench train`` run: data, model, recipe, and where the entry and run state go."""
-
-    dataset: str
-    model: ModelConfig
-    train: TrainConfig
-    data_dir: str | None = None
-    entry_id: str | None = None
-    device: str = "auto"
-    command: str = ""
-    download: bool = False
-
-
-def default_id(dataset_short: str, cfg: ModelConfig, recipe: str, alpha: float) -> str:
-    """``<dataset>-<arch>-<neuron>-<recipe>``: ``stable`` = DLIF + MPPD, ``dlif`` = DLIF without it,
-    ``-mppd`` marks LIF with the regulariser, ``-poisson`` Poisson input coding."""
-    if cfg.neuron == "stable":
-        neuron = "stable" if alpha > 0 or recipe == "clean" else "dlif"
-    else:
-        neuron = "lif"
-    mppd = "-mppd" if alpha > 0 and cfg.neuron == "lif" else ""
-    coding = "-poisson" if cfg.encoding == "poisson" else ""
-    return f"{dataset_short}-{cfg.arch}-{neuron}-{RECIPE_SHORT[recipe]}{mppd}{coding}"
-
-
-def run_job(
-    job: TrainJob,
-    zoo_dir: Path,
-    runs_dir: Path,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> Card | None:
-    """Load data, build, train (resumable state in ``runs_dir/<id>``), measure, and save into the zoo.
-
-    Under ``torchrun`` every rank trains its share (DistributedDataParallel); rank 0 alone measures, writes the
-    checkpoints and the entry, and returns its card (the other ranks return None). The card's recipe records
-    ``world_size``; its metrics the global batch ``world_size * batch_size``.
-    """
-    info = DATASETS.get(job.dataset)
-    entry_id = job.entry_id or default_id(info.short, job.model, job.train.recipe, job.train.alpha)
-    check_new(zoo_dir, entry_id, overwrite)  # before training, not after it
-    device = device_for(resolve_device(job.device))
-    if job.train.sync_bn and device.type != "cuda":
-        raise BadSpec("--sync-bn needs CUDA devices (torch's SyncBatchNorm synchronises GPU tensors only)")
-    train_set = load_data(job.dataset, "train", job.data_dir, limit=job.train.limit, download=job.download)
-    test_set = load_data(job.dataset, "test", job.data_dir)
-    check_writable(zoo_dir)  # before training, not after it
-    with session(device) as part:
-        cfg = replace(job.train, world_size=part.count)
-        seed_everything(cfg.seed)
-        model = build_model(job.model)
-        result = train(model, cfg, train_set, test_set if part.writer else None, device, runs_dir / entry_id,
-                       resume, progress if part.writer else None, part)
-        if not part.writer:
-            return None
-        card = Card.new(entry_id, job.model, job.dataset, recipe=cfg.to_dict(), device=device.type,
-                        command=job.command,
-                        metrics={"clean_acc": result.clean_acc, "n_test": result.n_test,
-                                 "train_seconds": round(result.seconds, 1), "history": result.history,
-                                 "world_size": part.count, "global_batch": part.count * cfg.batch_size})
-        return save_entry(model, card, zoo_dir, overwrite=overwrite)
-
-
-JOB_OPTIONS = {
-    "dataset", "data_dir", "arch", "neuron", "T", "width", "fc", "tau", "v_th", "recipe", "alpha", "kappa",
-    "sigma", "eps", "pgd_steps", "epochs", "lr", "batch_size", "weight_decay", "augment", "seed", "limit",
-    "ckpt_every", "id", "device", "download", "rat_beta", "sync_bn", "encoding",
-}
-
-
-def job_from_options(opts: dict, command: str = "") -> TrainJob:
-    """The one path from `robench train` options (CLI flags or a zoo recipe) to a checked TrainJob."""
-    unknown = set(opts) - JOB_OPTIONS
-    if unknown:
-        raise BadSpec(f"unknown training options {sorted(unknown)}; accepted: {sorted(JOB_OPTIONS)}")
-    o = dict(opts)
-    recipe = {"gn": "gaussian", "at": "fgsm-at"}.get(o.get("recipe", "clean"), o.get("recipe", "clean"))
-    info = DATASETS.get(o.get("dataset", "fashion-mnist"))
-    model_keys = ("arch", "neuron", "T", "width", "fc", "tau", "v_th", "encoding")
-    mcfg = ModelConfig(**{k: o[k] for k in model_keys if o.get(k) is not None}, **info.model_kwargs())
-    tkeys = ("epochs", "lr", "batch_size", "seed", "alpha", "kappa", "pgd_steps", "limit", "weight_decay",
-             "ckpt_every", "rat_beta", "sync_bn")
-    if recipe == "rat" and o.get("rat_beta") is None:
-        o["rat_beta"] = RAT_BETA.get(mcfg.arch, RAT_BETA_DEFAULT)
-    tcfg = TrainConfig(
-        recipe=recipe,
-        sigma=parse_one(o.get("sigma", "8/255"), "--sigma"),
-        eps=parse_one(o.get("eps", "4/255"), "--eps"),
-        augment=info.channels == 3 if o.get("augment") is None else bool(o["augment"]),
-        **{k: o[k] for k in tkeys if o.get(k) is not None},
-    )
-    data_dir = str(o["data_dir"]) if o.get("data_dir") else None
-    return TrainJob(info.name, mcfg, tcfg, data_dir, o.get("id"), str(o.get("device", "auto")), command,
-                    bool(o.get("download", False)))

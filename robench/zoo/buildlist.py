@@ -1,7 +1,7 @@
 """The shipped zoo as code: ``zoo/recipes.toml`` lists every entry with its full training options.
 
 ``robench zoo build [ID ...]`` retrains any or all of them through the same path as ``robench train``
-(:func:`robench.train.loop.job_from_options`), resumable from ``runs/<id>``; an entry already in the zoo with the same
+(:func:`robench.train.job.job_from_options`), resumable from ``runs/<id>``; an entry already in the zoo with the same
 recipe is skipped unless ``force``.
 
 An entry (or ``[defaults]``) may ask for several training seeds, ``seeds = [0, 1, 2]``: seed 0 keeps the entry's
