@@ -87,7 +87,7 @@ def main() -> None:
     probe = (PROBE_ATTACK, json.dumps(PROBE_PARAMS, sort_keys=True))
     chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
     v1 = v1_masks(ResultsStore(a.v1).read(), a.n, a.eps) if a.v1 else None
-    picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. s (all models)": cost,
+    picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. cost": cost,
                            **{m.removeprefix("fmnist-"): g for m, g in gain.items()}}
                           for i, (c, gain, cost) in enumerate(zip(chosen.stages, chosen.gains, chosen.cost,
                                                                   strict=True))])
@@ -97,7 +97,8 @@ def main() -> None:
            f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "
            f"({len(mx.models)} models, eps {a.eps}, the first {a.n} test images).",
            f"Selection split: images 0-{half - 1}; validation split: images {half}-{a.n - 1} (never seen by the "
-           "choice). Greedy: the stage that breaks the most still-robust selection images per estimated CPU second, "
+           "choice). Greedy: the stage that breaks the most still-robust selection images per unit of cost "
+           "(gradient evaluations per image, scaled by the share of images still robust when it runs), "
            f"until none breaks more than {100 * a.threshold:.1f} % of the split on any model; Square last.",
            f"Models left out of the choice (missing cells): {', '.join(chosen.skipped_models) or 'none'}.", "",
            "## The chosen stages (images newly broken on the selection split, per model)", "", _md(picks), "",

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from robench.results.selection import Choice, evaluate_choice, read_matrix, select, v1_masks
+from robench.results.selection import Choice, evaluate_choice, read_matrix, select, v1_masks, work
 from robench.results.stats import encode_mask
 
 PGD = json.dumps({"steps": 50}, sort_keys=True)
@@ -15,10 +15,10 @@ SQ = json.dumps({"queries": 5000}, sort_keys=True)
 PROBE = ("pgd-best", PGD)
 
 
-def _row(model, attack, params, grad, mask, secs=10.0, n=None):
+def _row(model, attack, params, grad, mask, n=None):
     mask = np.asarray(mask, dtype=bool)
     return {"model": model, "attack": attack, "params": params, "grad": grad, "eps_str": "8/255",
-            "n": n or len(mask), "robust_mask": encode_mask(mask), "robust_count": int(mask.sum()), "seconds": secs}
+            "n": n or len(mask), "robust_mask": encode_mask(mask), "robust_count": int(mask.sum()), "seconds": 1.0}
 
 
 def _frame(rows):
@@ -34,10 +34,10 @@ def _m(robust_idx, n=8):
 def test_greedy_takes_the_cheapest_breaker_first_and_stops_when_nothing_adds():
     # images 0-3 are the selection split; all eight clean-correct on one model
     rows = [
-        _row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3, 4, 5, 6, 7]), secs=1),   # some cell leaves all robust
-        _row("a", "pgd-best", PGD, "arctan:a=4", _m([2, 3, 4, 5, 6, 7]), secs=1),   # breaks 0, 1 cheaply
-        _row("a", "apgd-ce", APGD, "arctan:a=4", _m([1, 3, 4, 5, 6, 7]), secs=100),  # breaks 0, 2 at great cost
-        _row("a", "apgd-ce", APGD, "bptt", _m([0, 1, 3, 4, 5, 6, 7]), secs=100),    # breaks 2 only
+        _row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3, 4, 5, 6, 7])),  # some cell leaves all robust
+        _row("a", "pgd-best", PGD, "arctan:a=4", _m([2, 3, 4, 5, 6, 7])),   # breaks 0, 1 cheaply
+        _row("a", "apgd-ce", APGD, "arctan:a=4", _m([1, 3, 4, 5, 6, 7])),  # breaks 0, 2 at great cost
+        _row("a", "apgd-ce", APGD, "bptt", _m([0, 1, 3, 4, 5, 6, 7])),    # breaks 2 only
     ]
     mx = read_matrix(_frame(rows), 8)
     sel = np.arange(4)
@@ -54,8 +54,8 @@ def test_probe_stage_resolves_to_each_models_best_path():
         bad = "sigmoid:k=16" if good == "arctan:a=4" else "arctan:a=4"
         rows += [_row(model, "pgd-best", PGD, good, _m([3, 5, 6, 7])),
                  _row(model, "pgd-best", PGD, bad, _m([0, 1, 2, 3, 4, 5, 6, 7])),
-                 _row(model, "apgd-ce", APGD, good, _m([4, 5, 6, 7]), secs=5),
-                 _row(model, "apgd-ce", APGD, bad, _m([0, 1, 2, 3, 4, 5, 6, 7]), secs=5)]
+                 _row(model, "apgd-ce", APGD, good, _m([4, 5, 6, 7])),
+                 _row(model, "apgd-ce", APGD, bad, _m([0, 1, 2, 3, 4, 5, 6, 7]))]
     mx = read_matrix(_frame(rows), 8)
     got = select(mx, np.arange(4), PROBE, ["arctan:a=4", "sigmoid:k=16"], probe_images=4, threshold=0.0)
     # no fixed path is best for both models; the probe stage is
@@ -68,7 +68,7 @@ def test_probe_stage_resolves_to_each_models_best_path():
 def test_replay_on_held_out_images_reports_the_gap_to_the_matrix_worst_case():
     rows = [_row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3, 4, 5, 6, 7])),
             _row("a", "pgd-best", PGD, "rate", _m([0, 1, 2, 3, 6, 7])),     # breaks 4, 5: validation only
-            _row("a", "square", SQ, "none", _m([0, 1, 2, 3, 4, 5, 7]), secs=50)]
+            _row("a", "square", SQ, "none", _m([0, 1, 2, 3, 4, 5, 7]))]
     mx = read_matrix(_frame(rows), 8)
     stages = [Choice("pgd-best", PGD, "bptt"), Choice("square", SQ, "none")]
     val = evaluate_choice(mx, stages, np.arange(4, 8), PROBE, ["bptt", "rate"], probe_images=4).iloc[0]
@@ -76,7 +76,7 @@ def test_replay_on_held_out_images_reports_the_gap_to_the_matrix_worst_case():
 
 
 def test_square_stays_last_and_v1_masks_come_from_the_cascade_row():
-    rows = [_row("a", "square", SQ, "none", _m([0, 1]), secs=1),
+    rows = [_row("a", "square", SQ, "none", _m([0, 1])),
             _row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3])),
             _row("a", "pgd-best", PGD, "rate", _m([1, 2, 3]))]
     mx = read_matrix(_frame(rows), 8)
@@ -88,3 +88,10 @@ def test_square_stays_last_and_v1_masks_come_from_the_cascade_row():
                             n=16))])
     got_v1 = v1_masks(rel, 8)
     assert set(got_v1) == {"a"} and got_v1["a"].nonzero()[0].tolist() == [5, 6]
+
+
+def test_cost_is_counted_in_gradient_evaluations_not_seconds():
+    assert work("pgd-best", PGD) == 50
+    assert work("apgd-ce", json.dumps({"steps": 100, "restarts": 2})) == 200
+    assert work("apgd-t", APGD) == 900  # nine target classes
+    assert abs(work("square", SQ) - 5000 / 3) < 1e-9

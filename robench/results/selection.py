@@ -5,8 +5,11 @@ first ``n`` test images of many models, each with its per-sample ``robust_mask``
 splits: the *selection* split (the first half) is the only one the choice looks at; the *validation* split (the
 second half) proves it. Selection is greedy (:func:`select`): start from the images that some cell left robust,
 and repeatedly take the candidate stage that breaks the most still-robust selection images per estimated CPU
-second (its measured seconds scaled by the share of images still robust when it would run), until no candidate
-breaks more than ``threshold`` of the split on any model. Candidates are the matrix's cells and, for every
+cost unit (its cost scaled by the share of images still robust when it would run), until no candidate
+breaks more than ``threshold`` of the split on any model. The cost of a cell is counted in gradient evaluations
+per image (:func:`work`: steps x restarts, APGD-T x its target classes, Square's queries as forwards at a third of
+a gradient each), not in measured seconds, because the matrix's cells run on a shared machine whose load varies:
+a count is reproducible, a timing of a busy machine is not. Candidates are the matrix's cells and, for every
 attack, the *probe* stages ``probe:K`` (the attack through the K-th best path of the model's own probe, which the
 cascade measures at run time; here the probe is simulated by ranking the paths by what the probe attack broke on
 the first ``probe_images`` images of the split). The black-box cell (Square) is kept last as the masking check.
@@ -55,11 +58,11 @@ class Choice:
 
 @dataclass
 class Matrix:
-    """``masks[model][(attack, params, grad)] = bool[n]`` and ``secs[...]`` (measured on all n images)."""
+    """``masks[model][(attack, params, grad)] = bool[n]`` and ``cost[...]``, the cell's cost (:func:`work`)."""
 
     n: int
     masks: dict[str, dict[tuple[str, str, str], np.ndarray]] = field(default_factory=dict)
-    secs: dict[str, dict[tuple[str, str, str], float]] = field(default_factory=dict)
+    cost: dict[str, dict[tuple[str, str, str], float]] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
@@ -72,6 +75,22 @@ class Matrix:
     def alive(self, model: str, idx: np.ndarray) -> np.ndarray:
         """The images some cell left robust (so clean-correct); those every cell breaks tell nothing apart."""
         return np.logical_or.reduce([m[idx] for m in self.masks[model].values()])
+
+
+FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a forward + backward
+TARGETS = 9  # APGD-T's target classes on ten-class data
+
+
+def work(attack: str, params: str) -> float:
+    """Gradient evaluations per image of one cell (the selection's unit of cost)."""
+    p = json.loads(params)
+    restarts = int(p.get("restarts") or 1)
+    if attack == "square":
+        return int(p.get("queries") or 5000) * restarts * FORWARD_SHARE
+    if attack in ("fgsm", "gaussian"):
+        return 1.0
+    steps = int(p.get("steps") or 10)
+    return steps * restarts * (TARGETS if attack == "apgd-t" else 1)
 
 
 def canonical_params(text: str) -> str:
@@ -90,7 +109,7 @@ def read_matrix(df: pd.DataFrame, n: int, eps_str: str = "8/255", models: Sequen
         key = (str(r["attack"]), canonical_params(r["params"]), str(r["grad"]))
         mask = decode_mask(r["robust_mask"], n, int(r["robust_count"]))
         mx.masks.setdefault(r["model"], {})[key] = mask
-        mx.secs.setdefault(r["model"], {})[key] = float(r["seconds"])
+        mx.cost.setdefault(r["model"], {})[key] = work(key[0], key[1])
     return mx
 
 
@@ -118,7 +137,8 @@ def resolve(mx: Matrix, model: str, choice: Choice, ranking: Sequence[str]) -> t
 
 @dataclass
 class Selected:
-    """The greedy order: per pick, the images it newly broke per model and the estimated seconds."""
+    """The greedy order: per pick, the images it newly broke per model and its estimated cost (gradient
+    evaluations per image of the split, summed over models)."""
 
     stages: list[Choice]
     gains: list[dict[str, int]]
@@ -159,7 +179,7 @@ def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[
             gain = {m: int((alive[m] & ~mx.masks[m][keys[m]][idx]).sum()) for m in models}
             if max(gain.values()) <= threshold * len(idx):
                 continue
-            cost = sum(mx.secs[m][keys[m]] * alive[m].sum() / len(idx) for m in models)
+            cost = sum(mx.cost[m][keys[m]] * alive[m].sum() / len(idx) for m in models)
             score = sum(g / len(idx) for g in gain.values()) / max(cost, 1e-9)
             if score > best_score:
                 best, best_score, best_gain, best_cost = c, score, gain, cost
@@ -174,7 +194,7 @@ def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[
         gain = {m: int((alive[m] & ~mx.masks[m][(c.attack, c.params, c.grad)][idx]).sum()) for m in models}
         chosen.append(c)
         gains.append(gain)
-        costs.append(sum(mx.secs[m][(c.attack, c.params, c.grad)] * alive[m].sum() / len(idx) for m in models))
+        costs.append(sum(mx.cost[m][(c.attack, c.params, c.grad)] * alive[m].sum() / len(idx) for m in models))
     return Selected(chosen, gains, costs, sorted(set(mx.models) - set(models)))
 
 
@@ -193,12 +213,12 @@ def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe
             if key is None:
                 missing.append(c.label())
                 continue
-            cost += mx.secs[m][key] * robust.sum() / len(idx)
+            cost += mx.cost[m][key] * robust.sum() / len(idx)
             robust &= mx.masks[m][key][idx]
         worst = mx.worst(m, idx)
         row = {"model": m, "images": f"{idx[0]}-{idx[-1]}", "stages robust %": 100 * robust.mean(),
                "matrix worst %": 100 * worst.mean(), "gap pt": 100 * (robust.mean() - worst.mean()),
-               "stages est. s": cost, "matrix s": sum(mx.secs[m].values()), "cells": len(mx.masks[m]),
+               "stages cost": cost, "matrix cost": sum(mx.cost[m].values()), "cells": len(mx.masks[m]),
                "probe top 3": ", ".join(rank[:3]), "stages missing": len(missing)}
         if v1 is not None and m in v1 and len(v1[m]) > idx[-1]:
             row["v1 cascade %"] = 100 * v1[m][idx].mean()
