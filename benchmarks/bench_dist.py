@@ -4,7 +4,7 @@
 [--out FILE]`` runs, for K = 1 and K = 2, ``torchrun --nproc_per_node K -- benchmarks/bench_dist.py`` as
 workers (gloo, CPU): each rank loads the shipped zoo model and, on its share of the first ``--images``
 Fashion-MNIST test images, computes clean predictions and one PGD-10 cell (BPTT, 8/255) through the same
-:func:`robench.eval.sweep.run_cell` that ``robench attack`` uses; then the whole reliable cascade
+:func:`robench.eval.cell.run_cell` that ``robench attack`` uses; then the whole reliable cascade
 (:func:`robench.eval.cascade.run_reliable`, every stage re-split over the ranks) on the first ``--reliable-images``
 (0 skips it). Rank 0 writes each gathered per-sample vector and the time between two barriers (the attack
 phase, without process start-up). The report gives both times, the speed-up, the end-to-end wall time of each torchrun
@@ -34,7 +34,8 @@ def worker(cfg: dict) -> None:
     from robench.attacks import AttackSpec
     from robench.dist import barrier, session
     from robench.eval.cascade import run_reliable
-    from robench.eval.sweep import Data, clean_correct, load_data, load_targets, run_cell
+    from robench.eval.cell import clean_correct, run_cell
+    from robench.eval.sweep import Data, load_data, load_targets
     from robench.results.stats import encode_mask
     from robench.zoo import select
 

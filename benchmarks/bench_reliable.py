@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from robench.attacks import AttackSpec  # noqa: E402
 from robench.eval.cascade import RELIABLE, run_reliable  # noqa: E402
-from robench.eval.sweep import Target, clean_correct, load_data, run_cell  # noqa: E402
+from robench.eval.cell import clean_correct, run_cell  # noqa: E402
+from robench.eval.sweep import Target, load_data  # noqa: E402
 from robench.zoo import load  # noqa: E402
 
 

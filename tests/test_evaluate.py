@@ -9,6 +9,7 @@ import torchattacks
 from conftest import make_tiny_data, train_tiny
 
 import robench.data
+import robench.eval.cell
 import robench.eval.sweep as ev
 from robench.attacks import ATTACKS, AttackSpec
 from robench.errors import BadSpec, IntegrityError
@@ -142,7 +143,7 @@ def test_auto_batch_size_is_a_capped_power_of_two(trained, monkeypatch):
     assert ev.auto_batch_size(model, x) == 32  # capped at n
     big = x.repeat(40, 1, 1, 1)
     assert ev.auto_batch_size(model, big) == ev.CPU_CAP
-    monkeypatch.setattr(ev, "_memory_budget", lambda device: 100 * 4 * ev.activation_bytes(model, x[:1]))
+    monkeypatch.setattr(robench.eval.cell, "_memory_budget", lambda device: 100 * 4 * ev.activation_bytes(model, x[:1]))
     assert ev.auto_batch_size(model, big) == 64
 
 

@@ -62,7 +62,7 @@ def file_name(row: dict) -> str:
 
 
 def write_adv(folder: str | Path, row: dict, outcome) -> Path:
-    """Write ``outcome.x_adv`` / ``outcome.index`` (a :class:`robench.eval.sweep.CellOutcome` run with
+    """Write ``outcome.x_adv`` / ``outcome.index`` (a :class:`robench.eval.cell.CellOutcome` run with
     ``keep_adv``) and the cell ``row``'s key and counts into ``folder``; atomic (temporary file + rename)."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Every stage is data (:class:`Stage`: an :class:`AttackSpec` with every parameter fixed, a gradient path and a
 number of restarts). The cascade starts from the clean-correct samples; each stage attacks only the samples that
-are still robust, and a sample it breaks (with a verified adversarial example, see :func:`robench.eval.sweep.run_cell`)
+are still robust, and a sample it breaks (with a verified adversarial example, see :func:`robench.eval.cell.run_cell`)
 stays broken. Each finished stage is stored at once as its own row: ``attack = reliable``, ``grad`` = the stage's
 path, ``params`` = the stage number and the stage's attack parameters, and the per-sample mask of the samples
 robust after stages 1..k. The last row (``grad = worst``, ``params.stage = "all"``) is the cascade's result.
