@@ -51,6 +51,12 @@ def _toml_value(v: object) -> str:
     return repr(v)
 
 
+def _fraction(v: float) -> str:
+    """A step size as "k/255" where it is one (how the budgets are written everywhere), else the number."""
+    k = round(v * 255)
+    return f'"{k}/255"' if abs(v * 255 - k) < 1e-9 else repr(v)
+
+
 def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str) -> str:
     lines = [f"# {line}" if line else "#" for line in why.splitlines()]
     lines += ['name = "reliable"', "version = 2", 'eps = "8/255"', "",
@@ -59,8 +65,9 @@ def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: s
               "[adaptive]", "threshold = 0.005", "cap = 4", "square_queries = [10000, 20000]", ""]
     for c in stages:
         p = json.loads(c.params)
-        lines += ["[[stage]]", f'attack = "{c.attack}"', f'grad = "{c.grad}"']
-        lines += [f"{k} = {_toml_value(p[k])}" for k in SPEC_KEYS if p.get(k) is not None]
+        lines += ["[[stage]]", f'attack = "{c.attack}"'] + ([f'grad = "{c.grad}"'] if c.white_box else [])
+        lines += [f"{k} = {_fraction(p[k]) if k == 'step_size' else _toml_value(p[k])}" for k in SPEC_KEYS
+                  if p.get(k) is not None]
         lines += [f"white_box = {_toml_value(c.white_box)}", ""]
     return "\n".join(lines)
 
@@ -100,7 +107,7 @@ def main() -> None:
            "choice). Greedy: the stage that breaks the most still-robust selection images per unit of cost "
            "(gradient evaluations per image, scaled by the share of images still robust when it runs), "
            f"until none breaks more than {100 * a.threshold:.1f} % of the split on any model; Square last.",
-           f"Models left out of the choice (missing cells): {', '.join(chosen.skipped_models) or 'none'}.", "",
+           "A cell measured on only some models counts as breaking nothing on the others.", "",
            "## The chosen stages (images newly broken on the selection split, per model)", "", _md(picks), "",
            "## Selection split", "", _md(tables[0]), "", "## Validation split (held out)", "", _md(tables[1]), ""]
     Path(a.table).write_text("\n".join(out))

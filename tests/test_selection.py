@@ -44,7 +44,8 @@ def test_greedy_takes_the_cheapest_breaker_first_and_stops_when_nothing_adds():
     got = select(mx, sel, PROBE, ["bptt", "arctan:a=4"], probe_images=4, threshold=0.0)
     labels = [(c.attack, c.grad) for c in got.stages]
     assert labels[0] == ("pgd-best", "arctan:a=4")  # 2 images per 1 s
-    assert len(labels) == 2 and labels[1][0] == "apgd-ce"  # then the one that breaks image 2; nothing after
+    assert labels[1][0] == "apgd-ce"  # then the one that breaks image 2; no white-box stage after it
+    assert labels[2:] == [("square", "none")]  # the black-box check, kept by rule though the matrix has none
     assert got.gains[0] == {"a": 2} and got.gains[1] == {"a": 1}
 
 
