@@ -41,7 +41,7 @@ def test_greedy_takes_the_cheapest_breaker_first_and_stops_when_nothing_adds():
     ]
     mx = read_matrix(_frame(rows), 8)
     sel = np.arange(4)
-    got = select(mx, sel, PROBE, ["bptt", "arctan:a=4"], probe_images=4, threshold=0.0)
+    got = select(mx, sel, PROBE, ["bptt", "arctan:a=4"], probe_images=4, threshold=0.0, prefer_probe=1.0)
     labels = [(c.attack, c.grad) for c in got.stages]
     assert labels[0] == ("pgd-best", "arctan:a=4")  # 2 images per 1 s
     assert labels[1][0] == "apgd-ce"  # then the one that breaks image 2; no white-box stage after it
@@ -96,3 +96,11 @@ def test_cost_is_counted_in_gradient_evaluations_not_seconds():
     assert work("apgd-ce", json.dumps({"steps": 100, "restarts": 2})) == 200
     assert work("apgd-t", APGD) == 900  # nine target classes
     assert abs(work("square", SQ) - 5000 / 3) < 1e-9
+
+
+def test_a_probe_stage_is_preferred_to_the_fixed_path_it_equals_here():
+    rows = [_row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3])),
+            _row("a", "pgd-best", PGD, "arctan:a=4", _m([2, 3]))]
+    mx = read_matrix(_frame(rows), 8)
+    got = select(mx, np.arange(4), PROBE, ["bptt", "arctan:a=4"], probe_images=4, threshold=0.0)
+    assert got.stages[0] == Choice("pgd-best", PGD, "probe:1")  # resolves to arctan:a=4 on this model

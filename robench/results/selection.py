@@ -6,7 +6,8 @@ splits: the *selection* split (the first half) is the only one the choice looks 
 second half) proves it. Selection is greedy (:func:`select`): start from the images that some cell left robust,
 and repeatedly take the candidate stage that breaks the most still-robust selection images per estimated CPU
 cost unit (its cost scaled by the share of images still robust when it would run), until no candidate
-breaks more than ``threshold`` of the split on any model. The cost of a cell is counted in gradient evaluations
+breaks more than ``threshold`` of the split on any model; a probe stage wins over a fixed path that scores less
+than 1/0.8 times better, because it carries over to models the matrix never saw. The cost of a cell is counted in gradient evaluations
 per image (:func:`work`: steps x restarts, APGD-T x its target classes, Square's queries as forwards at a third of
 a gradient each), not in measured seconds, because the matrix's cells run on a shared machine whose load varies:
 a count is reproducible, a timing of a busy machine is not. Candidates are the matrix's cells and, for every
@@ -168,7 +169,8 @@ def candidates(mx: Matrix, models: Sequence[str], probe_ks: Sequence[int] = (1, 
 
 
 def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[str], probe_images: int = 32,
-           threshold: float = 0.005, models: Sequence[str] | None = None, max_stages: int = 12) -> Selected:
+           threshold: float = 0.005, models: Sequence[str] | None = None, max_stages: int = 12,
+           prefer_probe: float = 0.8) -> Selected:
     """Greedy choice on the images ``idx`` (the selection split) of ``models`` (default: all)."""
     models = list(models or mx.models)
     cands = candidates(mx, models)
@@ -188,8 +190,11 @@ def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[
                 continue
             cost = sum(work(c.attack, c.params) * alive[m].sum() / len(idx) for m in models)
             score = sum(g / len(idx) for g in gain.values()) / max(cost, 1e-9)
-            if score > best_score:
-                best, best_score, best_gain, best_cost, best_keys = c, score, gain, cost, keys
+            # a probe stage transfers to models the matrix has not seen (it measures the path on the model at
+            # hand), so it is preferred to a fixed path unless the fixed one scores more than 1/prefer_probe better
+            eff = score / prefer_probe if c.grad.startswith(PROBE + ":") else score
+            if eff > best_score:
+                best, best_score, best_gain, best_cost, best_keys = c, eff, gain, cost, keys
         if best is None:
             break
         for m, k in best_keys.items():
