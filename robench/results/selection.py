@@ -4,16 +4,18 @@ The evidence matrix is a results file whose rows are cells (attack + parameters 
 first ``n`` test images of many models, each with its per-sample ``robust_mask``. The images are cut in two
 splits: the *selection* split (the first half) is the only one the choice looks at; the *validation* split (the
 second half) proves it. Selection is greedy (:func:`select`): start from the images that some cell left robust,
-and repeatedly take the candidate stage that breaks the most still-robust selection images per estimated CPU
-cost unit (its cost scaled by the share of images still robust when it would run), until no candidate
-breaks more than ``threshold`` of the split on any model; a probe stage wins over a fixed path that scores less
-than 1/0.8 times better, because it carries over to models the matrix never saw. The cost of a cell is counted in gradient evaluations
-per image (:func:`work`: steps x restarts, APGD-T x its target classes, Square's queries as forwards at a third of
-a gradient each), not in measured seconds, because the matrix's cells run on a shared machine whose load varies:
-a count is reproducible, a timing of a busy machine is not. Candidates are the matrix's cells and, for every
-attack, the *probe* stages ``probe:K`` (the attack through the K-th best path of the model's own probe, which the
-cascade measures at run time; here the probe is simulated by ranking the paths by what the probe attack broke on
-the first ``probe_images`` images of the split). The black-box cell (Square) is kept last as the masking check.
+and repeatedly take the candidate stage that breaks the most still-robust selection images per unit of cost (its
+cost scaled by the share of images still robust when it would run), until no candidate breaks more than
+``threshold`` of the split on any model. A probe stage wins over a fixed path that scores less than 1/0.8 times
+better, because it carries over to models the matrix never saw.
+
+The cost of a cell is counted in gradient evaluations per image (:func:`work`: steps x restarts, APGD-T x its
+target classes, Square's queries as forwards at a third of a gradient each), not in measured seconds, because the
+matrix's cells run on a shared machine whose load varies: a count is reproducible, a timing of a busy machine is
+not. Candidates are the matrix's cells and, for every attack, the *probe* stages ``probe:K`` (the attack through
+the K-th best path of the model's own probe, which the cascade measures at run time; here the probe is simulated
+by ranking the paths by what the probe attack broke on the first ``probe_images`` images of the split). The
+black-box cell (Square) is kept last as the masking check.
 
 :func:`evaluate_choice` replays a stage list on either split (the AND of its cells' masks: a cascade attacks only
 the images still robust, so a stage breaks exactly the still-robust images its cell breaks, up to the attacks'
