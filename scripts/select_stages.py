@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from robench.results.selection import (  # noqa: E402
     Choice,
+    cascade_masks,
     evaluate_choice,
     read_matrix,
     select,
-    v1_masks,
 )
 from robench.results.store import ResultsStore  # noqa: E402
 
@@ -79,7 +79,7 @@ def _md(df: pd.DataFrame) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("evidence")
-    ap.add_argument("--v1", help="results file with version-1 reliable rows (their first 200 images compared)")
+    ap.add_argument("--v1", help="results file with reliable rows of version 1 and 2 (their first n images compared)")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--eps", default="8/255")
     ap.add_argument("--probe-images", type=int, default=32)
@@ -93,12 +93,15 @@ def main() -> None:
     sel, val = np.arange(0, half), np.arange(half, a.n)
     probe = (PROBE_ATTACK, json.dumps(PROBE_PARAMS, sort_keys=True))
     chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
-    v1 = v1_masks(ResultsStore(a.v1).read(), a.n, a.eps) if a.v1 else None
+    rel = ResultsStore(a.v1).read() if a.v1 else None
+    v1 = cascade_masks(rel, a.n, a.eps, 1) if rel is not None else None
+    v2 = cascade_masks(rel, a.n, a.eps, 2) if rel is not None else None
     picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. cost": cost,
                            **{m.removeprefix("fmnist-"): g for m, g in gain.items()}}
                           for i, (c, gain, cost) in enumerate(zip(chosen.stages, chosen.gains, chosen.cost,
                                                                   strict=True))])
-    tables = [evaluate_choice(mx, chosen.stages, idx, probe, PROBE_PATHS, a.probe_images, v1) for idx in (sel, val)]
+    tables = [evaluate_choice(mx, chosen.stages, idx, probe, PROBE_PATHS, a.probe_images, v1, v2)
+              for idx in (sel, val)]
     cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
     out = ["# Choosing the reliable protocol's stages (version 2)", "",
            f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "

@@ -219,10 +219,11 @@ def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[
 
 
 def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe: tuple[str, str],
-                    order: Sequence[str], probe_images: int = 32, v1: Mapping[str, np.ndarray] | None = None
-                    ) -> pd.DataFrame:
+                    order: Sequence[str], probe_images: int = 32, v1: Mapping[str, np.ndarray] | None = None,
+                    v2: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Per model on the images ``idx``: the stage list replayed (robust %), the matrix worst case, the gap, the
-    estimated cost of the stages against the whole matrix's, and the v1 cascade's row where ``v1`` has a mask."""
+    estimated cost of the stages against the whole matrix's, and the real cascades' rows (version 1 and 2) and
+    their gaps to the matrix worst case where ``v1`` / ``v2`` have a mask."""
     out = []
     for m in mx.models:
         rank = probe_ranking(mx, m, idx, probe, order, probe_images)
@@ -240,20 +241,28 @@ def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe
                "matrix worst %": 100 * worst.mean(), "gap pt": 100 * (robust.mean() - worst.mean()),
                "stages cost": cost, "matrix cost": sum(mx.cost[m].values()), "cells": len(mx.masks[m]),
                "probe top 3": ", ".join(rank[:3]), "stages missing": len(missing)}
-        if v1 is not None and m in v1 and len(v1[m]) > idx[-1]:
-            row["v1 cascade %"] = 100 * v1[m][idx].mean()
+        for name, got in (("v1", v1), ("v2", v2)):
+            if got is not None and m in got and len(got[m]) > idx[-1]:
+                row[f"{name} cascade %"] = 100 * got[m][idx].mean()
+                row[f"{name} gap pt"] = 100 * (got[m][idx].mean() - worst.mean())
         out.append(row)
     return pd.DataFrame(out)
 
 
-def v1_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255") -> dict[str, np.ndarray]:
-    """The masks of version-1 reliable rows (the cascade's ``worst`` row) run on at least ``n_min`` images."""
+def cascade_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255", version: int = 1) -> dict[str, np.ndarray]:
+    """The masks of the reliable cascade's result rows (``grad = worst``, ``stage = all``) of one protocol version,
+    run on at least ``n_min`` images (rows without a version are version 1)."""
     df = df[(df["attack"] == "reliable") & (df["grad"] == "worst") & (df["eps_str"] == eps_str)
             & (df["n"].astype(int) >= n_min) & (df["robust_mask"] != "")]
     out: dict[str, np.ndarray] = {}
     for r in df.to_dict("records"):
         p = json.loads(r["params"])
-        if int(p.get("version", 1)) != 1 or p.get("stage") != "all":
+        if int(p.get("version", 1)) != version or p.get("stage") != "all":
             continue
         out.setdefault(r["model"], decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"])))
     return out
+
+
+def v1_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255") -> dict[str, np.ndarray]:
+    """The masks of version-1 reliable rows run on at least ``n_min`` images."""
+    return cascade_masks(df, n_min, eps_str, 1)
