@@ -1,10 +1,11 @@
-"""Cost of ``--suite reliable`` against AutoAttack standard, side by side (issue 12, item 5).
+"""Cost and strength of ``--suite reliable`` (the newest version) against AutoAttack standard and version 1.
 
 For each zoo model, on the same first ``--n`` test images at eps = 8/255, in one process with the same thread
-count: AutoAttack standard (pyautoattack, every parameter fixed; BPTT gradient, the model's own) and the reliable
-cascade (robench.eval.cascade.RELIABLE). Reports robust accuracy (with the per-sample overlap: samples only one of
-them broke), wall time and process CPU time, and their ratios. Target: reliable robust accuracy <= AutoAttack's
-and wall time <= 1.0x AutoAttack's. The script asserts nothing; it writes its report to ``--out``.
+count: AutoAttack standard (pyautoattack, every parameter fixed; BPTT gradient, the model's own), the newest
+reliable protocol (its probe and adaptive part included) and version 1. Reports robust accuracy, the images only
+one side broke (the newest version against each of the others), wall time and process CPU time, and the ratios to
+AutoAttack. Target: newest robust accuracy <= AutoAttack's, no image broken only by AutoAttack, wall time <= 1.0x
+AutoAttack's. The script asserts nothing; it writes its report to ``--out`` after every model.
 
     .venv/bin/python benchmarks/bench_reliable.py --model fmnist-vgg11-lif-gn --model fmnist-vgg11-stable-gn --n 100
 """
@@ -24,10 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from robench.attacks import AttackSpec  # noqa: E402
-from robench.eval.cascade import RELIABLE, run_reliable  # noqa: E402
+from robench.eval.cascade import protocol, run_reliable  # noqa: E402
 from robench.eval.cell import clean_correct, run_cell  # noqa: E402
 from robench.eval.sweep import Target, load_data  # noqa: E402
+from robench.results.stats import decode_mask  # noqa: E402
 from robench.zoo import load  # noqa: E402
+
+SIDES = ("aa", "new", "v1")
 
 
 def timed(fn):
@@ -36,43 +40,59 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def measure(model_id: str, zoo: str, n: int, batch_size: int, seed: int) -> dict:
-    model, card = load(model_id, zoo)
+def cascade_mask(records, n: int) -> torch.Tensor:
+    whole = records[records["grad"] == "worst"].iloc[0]
+    return torch.from_numpy(decode_mask(whole["robust_mask"], n, int(whole["robust_count"])).copy())
+
+
+def measure(model_id: str, zoo: str, n: int, batch_size: int, seed: int, trust_code: bool) -> dict:
+    model, card = load(model_id, zoo, trust_code=trust_code)
     data, _ = load_data(card.dataset, None, n)
     model.eval()
     clean = clean_correct(model, data.x, data.y, batch_size)
-    aa_spec = AttackSpec("autoattack", eps=8 / 255, eps_str="8/255", version="standard")
-    aa, aa_wall, aa_cpu = timed(lambda: run_cell(model, aa_spec, "bptt", data.x, data.y, seed, batch_size,
-                                                 clean=clean))
     target = Target(card.id, card.sha256, model, card.dataset)
-    ev, rel_wall, rel_cpu = timed(lambda: run_reliable([target], data, None, seed=seed, batch_size=batch_size,
-                                                       device="cpu"))
-    worst = ev.records[ev.records["grad"] == "worst"].iloc[0]
-    from robench.results.stats import decode_mask
-
-    rel = torch.from_numpy(decode_mask(worst["robust_mask"], n, int(worst["robust_count"])).copy())
-    return {"model": model_id, "n": n, "clean": int(clean.sum()), "aa": int(aa.sum()), "rel": int(rel.sum()),
-            "only_aa_broke": int((rel & ~aa).sum()), "only_rel_broke": int((aa & ~rel).sum()),
-            "aa_wall": aa_wall, "aa_cpu": aa_cpu, "rel_wall": rel_wall, "rel_cpu": rel_cpu}
+    aa_spec = AttackSpec("autoattack", eps=8 / 255, eps_str="8/255", version="standard")
+    out = {"model": model_id, "n": len(data.x), "clean": int(clean.sum())}
+    masks = {}
+    masks["aa"], out["aa_wall"], out["aa_cpu"] = timed(
+        lambda: run_cell(model, aa_spec, "bptt", data.x, data.y, seed, batch_size, clean=clean))
+    for side, name in (("new", "reliable"), ("v1", "reliable-v1")):
+        ev, out[f"{side}_wall"], out[f"{side}_cpu"] = timed(
+            lambda name=name: run_reliable([target], data, None, protocol(name), seed=seed, batch_size=batch_size,
+                                           device="cpu"))
+        masks[side] = cascade_mask(ev.records, len(data.x))
+        if side == "new":
+            out["flags"] = str(ev.records[ev.records["grad"] == "worst"]["flags"].iloc[0])
+    for side in SIDES:
+        out[side] = int(masks[side].sum())
+    for other in ("aa", "v1"):  # images robust under the newest but broken by the other, and the reverse
+        out[f"only_{other}"] = int((masks["new"] & ~masks[other]).sum())
+        out[f"only_new_vs_{other}"] = int((masks[other] & ~masks["new"]).sum())
+    return out
 
 
 def report(rows: list[dict], argv: list[str]) -> str:
-    lines = ["# Cost of the reliable protocol against AutoAttack standard", "",
+    new = protocol("reliable")
+    pct = lambda r, k: f"{100 * r[k] / r['n']:.1f}"  # noqa: E731
+    lines = ["# Cost and strength of the reliable protocol against AutoAttack standard and version 1", "",
              f"Made by `.venv/bin/python benchmarks/bench_reliable.py {' '.join(argv)}` on "
              f"{time.strftime('%Y-%m-%d')}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
              f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}.",
-             f"eps = 8/255, the first n test images; the reliable cascade has {len(RELIABLE)} stages; AutoAttack "
-             "standard uses the BPTT gradient (the model's own surrogate).", "",
-             "| model | n | clean | AA standard robust | reliable robust | broken only by AA | broken only by "
-             "reliable | AA wall s | reliable wall s | wall ratio | AA CPU s | reliable CPU s | CPU ratio | "
-             "target met |", "|" + "---|" * 14]
+             f"eps = 8/255, the same first n test images for all three; `reliable` is version {new.version} "
+             f"({len(new.stages)} stages, probe and adaptive part included); AutoAttack standard uses the BPTT "
+             "gradient (the model's own surrogate). \"Only AA\" counts images AutoAttack broke and reliable "
+             "did not; \"only rel.\" the reverse (likewise against v1).", "",
+             "| model | n | clean | AA standard | reliable | reliable-v1 | only AA | only rel. (vs AA) | only v1 | "
+             "only rel. (vs v1) | AA wall s | rel. wall s | v1 wall s | rel./AA wall | AA CPU s | rel. CPU s | "
+             "v1 CPU s | rel./AA CPU | flags | target met |", "|" + "---|" * 20]
     for r in rows:
-        met = r["rel"] <= r["aa"] and r["rel_wall"] <= r["aa_wall"]
-        lines.append(f"| {r['model']} | {r['n']} | {100 * r['clean'] / r['n']:.1f} | {100 * r['aa'] / r['n']:.1f} | "
-                     f"{100 * r['rel'] / r['n']:.1f} | {r['only_aa_broke']} | {r['only_rel_broke']} | "
-                     f"{r['aa_wall']:.0f} | {r['rel_wall']:.0f} | {r['rel_wall'] / r['aa_wall']:.2f}x | "
-                     f"{r['aa_cpu']:.0f} | {r['rel_cpu']:.0f} | {r['rel_cpu'] / r['aa_cpu']:.2f}x | "
-                     f"{'yes' if met else '**no**'} |")
+        met = r["new"] <= r["aa"] and r["only_aa"] == 0 and r["new_wall"] <= r["aa_wall"]
+        lines.append(
+            f"| {r['model']} | {r['n']} | {pct(r, 'clean')} | {pct(r, 'aa')} | {pct(r, 'new')} | {pct(r, 'v1')} | "
+            f"{r['only_aa']} | {r['only_new_vs_aa']} | {r['only_v1']} | {r['only_new_vs_v1']} | "
+            f"{r['aa_wall']:.0f} | {r['new_wall']:.0f} | {r['v1_wall']:.0f} | {r['new_wall'] / r['aa_wall']:.2f}x | "
+            f"{r['aa_cpu']:.0f} | {r['new_cpu']:.0f} | {r['v1_cpu']:.0f} | {r['new_cpu'] / r['aa_cpu']:.2f}x | "
+            f"{r['flags'] if r['flags'] not in ('', 'nan') else '–'} | {'yes' if met else '**no**'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -84,13 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trust-code", action="store_true", help="let foreign zoo entries run their code")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "reliable.md"))
     a = p.parse_args(argv)
     if os.environ.get("ROBENCH_THREADS"):
         torch.set_num_threads(int(os.environ["ROBENCH_THREADS"]))
     rows = []
     for m in a.model:
-        rows.append(measure(m, a.zoo, a.n, a.batch_size, a.seed))
+        rows.append(measure(m, a.zoo, a.n, a.batch_size, a.seed, a.trust_code))
         text = report(rows, argv)
         Path(a.out).write_text(text)
         print(text, flush=True)

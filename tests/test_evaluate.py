@@ -184,3 +184,37 @@ def test_data_the_model_cannot_take_is_refused_before_any_cell(trained, tmp_path
         ev.evaluate([_target(model)], [AttackSpec("fgsm")], "bptt", ev.Data("tiny", x.repeat(1, 3, 1, 1), y), store,
                     device="cpu")
     assert not store.path.exists()
+
+
+class _Threshold(torch.nn.Module):
+    """No spiking neurons: class 1 when the mean pixel exceeds 0.5 (images at 0.45 are class 0 until pushed)."""
+
+    def forward(self, x):
+        s = (x.flatten(1).mean(1) - 0.5) * 10
+        return torch.stack([-s, s], 1)
+
+
+def _stub():
+    return (ev.Target("stub", "cd" * 32, _Threshold(), "stub"),
+            ev.Data("stub:test", torch.full((12, 1, 4, 4), 0.45), torch.zeros(12, dtype=torch.long)))
+
+
+def test_square_breaking_what_every_white_box_cell_missed_flags_its_row(tmp_path):
+    t, d = _stub()
+    store = ResultsStore(tmp_path / "r.csv")
+    blind = AttackSpec("blind", eps=0.1, attack=lambda x, y: x.clone())  # a white-box attack that finds nothing
+    out = ev.evaluate([t], [blind, AttackSpec("square", eps=0.1, queries=100)], "bptt", d, store, device="cpu",
+                      batch_size=16, check_models=False)
+    assert [f.name for f in out.findings] == ["gradient-masking"] and "square" in out.findings[0].message
+    stored = store.read().set_index("attack")
+    assert stored.loc["square", "flags"] == "gradient-masking" and stored.loc["blind", "flags"] in ("", "nan")
+    assert stored.loc["square", "robust_count"] < stored.loc["blind", "robust_count"]
+
+
+def test_a_path_that_does_not_apply_is_refused_before_any_cell(tmp_path):
+    t, d = _stub()
+    store = ResultsStore(tmp_path / "r.csv")
+    with pytest.raises(BadSpec, match="--grad rate on model stub: gradient path 'rate' needs spiking neurons"):
+        ev.evaluate([t], [AttackSpec("fgsm", eps=0.1)], "bptt,rate", d, store, device="cpu", batch_size=16,
+                    check_models=False)
+    assert not (tmp_path / "r.csv").exists()

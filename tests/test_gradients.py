@@ -68,7 +68,9 @@ def test_parse_and_set(tiny_model):
     assert parse_grad_mode("rate") is GradMode.rate
     set_grad_mode(tiny_model, "rate")
     assert get_grad_mode(tiny_model) == GradMode.rate
-    set_grad_mode(torch.nn.Linear(2, 2), "rate")  # a model without neurons is left as is
+    set_grad_mode(torch.nn.Linear(2, 2), "bptt")  # a model without neurons takes its own gradient only
+    with pytest.raises(BadSpec, match="'rate' needs spiking neurons.*paths for it: bptt"):
+        set_grad_mode(torch.nn.Linear(2, 2), "rate")  # never run under another path's name
 
 
 def test_forward_is_identical_in_both_modes_but_gradients_differ(tiny_model, tiny_data):

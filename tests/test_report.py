@@ -139,7 +139,7 @@ def test_stored_flags_become_findings(tmp_path):
     cascade = ResultsStore(tmp_path / "c.csv")  # a cascade flags its worst-case row only
     cascade.append([row(attack="reliable", grad="worst", flags="gradient-masking")])
     (f,) = stored_flags(cascade.read())
-    assert "(reliable worst case at 8/255, n=" in f.message and "Square stage broke samples" in f.message
+    assert "(reliable worst case at 8/255, n=" in f.message and "black-box attack (Square) broke samples" in f.message
 
 
 def test_inject_markdown_replaces_only_the_marked_block_and_refuses_a_document_without_it():
@@ -203,7 +203,14 @@ def test_cascade_rows_are_labelled_by_stage_and_the_table_transposes(records):
     whole = {"suite": "reliable", "version": 1, "stage": "all", "stages": 7}
     rows = [row(attack="reliable", params=stage, grad="arctan:a=4"), row(attack="reliable", params=whole,
                                                                          grad="worst")]
-    assert report.attack_labels(to_frame(rows)).tolist() == ["reliable 2: sa-pgd-100", "reliable"]
+    # version 1 rows are labelled reliable-v1; the newest version's rows (with the path they asked for) reliable
+    newest = report.newest_version("reliable")
+    assert newest is not None and newest >= 2
+    v2 = [{**stage, "version": newest, "digest": "abc", "path_requested": "probe:1"}, {**whole, "version": newest}]
+    rows += [row(attack="reliable", params=v2[0], grad="arctan:a=8"), row(attack="reliable", params=v2[1],
+                                                                          grad="worst")]
+    assert report.attack_labels(to_frame(rows)).tolist() == ["reliable-v1 2: sa-pgd-100", "reliable-v1",
+                                                             "reliable 2: sa-pgd-100", "reliable"]
     c = report.comparison(records)
     md = report.to_markdown(c.table, c, transpose=True)
     lines = md.splitlines()
@@ -217,3 +224,16 @@ def test_headline_keeps_clean_worst_case_and_each_attacks_worst_over_paths(recor
     cols = list(report.headline_view(report.comparison(df)).table.columns)
     assert cols[0] == "clean" and all(c.endswith("(worst)") for c in cols[1:])
     assert not any(c.startswith("reliable") for c in cols) and "pgd-10 (final) @ 8/255 (worst)" in cols
+
+
+def test_rows_the_first_protocol_wrote_still_read_and_are_labelled_v1(tmp_path):
+    """A copy of rows from results/reliable.csv, written before protocols were versioned files."""
+    old = Path(__file__).parent / "data" / "reliable-v1.csv"
+    df = ResultsStore(old).read()
+    labels = report.attack_labels(df).tolist()
+    assert labels[0] == "reliable-v1 1: pgd-best-50" and labels[-1] == "reliable-v1" and len(labels) == 8
+    c = report.comparison(df)
+    assert "reliable-v1 @ 8/255 (worst)" in c.table.columns
+    assert c.table["worst case"].iloc[0] == round(100 * df["robust_acc"].iloc[-1], 1)
+    out = report.write_report(df, tmp_path / "rep")
+    assert (tmp_path / "rep" / "table.md").read_text().count("reliable-v1") >= 8 and out

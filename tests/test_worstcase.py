@@ -136,3 +136,17 @@ def test_compare_into_a_readme_block(tmp_path, capsys):
     assert code == 0, err
     text = doc.read_text()
     assert "old" not in text and "| +10.0 [" in text and "# Paired" not in text and text.endswith("y\n")
+
+
+def test_black_box_breaks_every_white_box_cell_missed_are_gradient_masking(tmp_path, capsys):
+    white = cells()[:2]  # robust after both: 0, 1, 2, 3
+    ts = "2026-01-01T00:00:04"
+    sq = [mrow([0, 1, 2], "m1", "square", "none", ts)]  # breaks 3 (4 and 5 it missed)
+    found = report.masking_findings(to_frame(white + sq))
+    assert [(f.model, f.count, f.white) for f in found] == [("m1", 1, 2)] and "square" in found[0].message
+    assert report.masking_findings(to_frame(white + [mrow([0, 1, 2, 3], "m1", "square", "none", ts)])) == []
+    assert report.masking_findings(to_frame(sq)) == []  # nothing white-box to compare with
+    res = write(tmp_path, white + sq)  # no flag stored: the report finds it from the masks
+    code, out, err = run_main(capsys, ["report", "--results", str(res), "--out", str(tmp_path / "rep")])
+    assert code == 0 and "gradient-masking: m1: square" in " ".join(out.split()), err
+    assert "gradient-masking" in (tmp_path / "rep" / "findings.md").read_text()

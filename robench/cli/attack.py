@@ -31,7 +31,9 @@ def attack(
         "--attack", "-a", help=f"{help_text()}; repeatable or a,b (default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
                                               "noise; or the cascade reliable (the strongest honest number: "
-                                              "each stage attacks only what is still robust).")] = None,
+                                              "each stage attacks only what is still robust; its newest version), "
+                                              "reliable-v1 (an older version), or a protocol file FILE.toml.")]
+    = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
                                             "(default 8/255 in Linf, 1.0 in L2, 10 in L1, or the suite's own). "
                                             "For gaussian: sigma.")] = None,
@@ -46,11 +48,11 @@ def attack(
     encoding: Annotated[str | None, typer.Option(help="Input coding: direct or poisson (default: each model's "
                                                  "own; robench's models can be run either way, a foreign model "
                                                  "only as imported).")] = None,
-    grad: Annotated[str, typer.Option(help="Gradient paths, comma-separated: bptt, rate, both (= bptt,rate), "
+    grad: Annotated[str | None, typer.Option(help="Gradient paths, comma-separated: bptt, rate, both (= bptt,rate), "
                                       "triangle:w=W, sigmoid:k=K, arctan:a=A, rectangle:w=W, assg[:A=0.425], sweep "
                                       "(triangle w 0.5|2, sigmoid k 2|8, arctan a 1|4); a value list "
                                       "'triangle:w=0.5|1|2' (quoted) is a sweep. Several also record the "
-                                      "per-sample worst case.")] = "both",
+                                      "per-sample worst case. Default: both.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of test images (the first n).")] = 1000,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (fits the device's memory).")] = "auto",
     min_batches: Annotated[int, typer.Option(help="Cut every cell's (every cascade stage's) images into at least "
@@ -95,7 +97,7 @@ def attack(
     from ..dist import device_for, env_rank, parse_shard, session
     from ..eps import parse_one
     from ..errors import BadSpec
-    from ..eval.cascade import CASCADES
+    from ..eval.cascade import is_protocol, names, protocol
     from ..eval.sweep import evaluate, load_data, load_targets, parse_grads
     from ..results.shards import ShardFile, shard_path
     from ..results.store import ResultsStore
@@ -103,16 +105,17 @@ def attack(
     from ..snn.encoding import ENCODINGS
     from ..zoo import select
 
-    if suite is not None and suite not in SUITES and suite not in CASCADES:
-        raise BadSpec(f"unknown suite {suite!r}; choose from: {', '.join([*SUITES, *CASCADES])}")
+    if suite is not None and suite not in SUITES and not is_protocol(suite):
+        raise BadSpec(f"unknown suite {suite!r}; choose from: {', '.join([*SUITES, *names()])}")
     norm = check_norm(norm)
     if encoding is not None and encoding not in ENCODINGS:
         raise BadSpec(f"--encoding {encoding!r}; choose from: {', '.join(ENCODINGS)}")
-    if suite in CASCADES:
+    cascade = protocol(suite) if suite is not None and suite not in SUITES else None  # checked whole, up front
+    if cascade is not None:
         _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries,
-                               eot, draws, sampler)
+                               eot, draws, sampler, grad)
     step = parse_one(step_size, "--step-size", EPS_MAX[norm]) if step_size else None
-    specs = [] if suite in CASCADES else specs_from(attacks, suite, eps, norm, steps=steps, restarts=restarts,
+    specs = [] if cascade is not None else specs_from(attacks, suite, eps, norm, steps=steps, restarts=restarts,
                                                     random_start=random_start, version=aa_version,
                                                     queries=queries, step_size=step)
     _check_draws(eot, draws, sampler)
@@ -120,7 +123,7 @@ def attack(
         raise BadSpec(f"--min-batches {min_batches}; must be an integer >= 1")
     if min_batches > 1:
         specs = [replace(s, min_batches=min_batches) for s in specs]
-    grads = parse_grads(grad)
+    grads = parse_grads(grad or "both")
     if n < 1:
         raise BadSpec(f"--n {n}; must be an integer >= 1")
     if not 0 <= seed < 2**32:  # torch seeds overflow past 64 bits; the same range as `train --seed`
@@ -132,8 +135,8 @@ def attack(
     if part.is_shard and bs is None:
         raise BadSpec("--shard needs --batch-size N (not auto): the batches define the random draws, and every "
                       "shard, like the single run it reproduces, must cut the same ones")
-    if part.is_shard and (suite in CASCADES or save_adv is not None):
-        raise BadSpec(f"--shard does not apply to {'--suite ' + suite if suite in CASCADES else '--save-adv'}: its "
+    if part.is_shard and (cascade is not None or save_adv is not None):
+        raise BadSpec(f"--shard does not apply to {'--suite ' + suite if cascade else '--save-adv'}: its "
                       "stages re-split the still-robust images (or its files name whole cells); use torchrun")
     dev = device_for(resolve_device(device))
     cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
@@ -145,7 +148,7 @@ def attack(
 
         check_adv_dir(save_adv)
     targets = load_targets(cards, zoo, dataset, trust_code=trust_code, encoding=encoding)
-    if suite in CASCADES:
+    if cascade is not None:
         _check_cascade_targets(suite, targets, norm)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
@@ -153,8 +156,9 @@ def attack(
         if note and env_rank() == 0:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     with session(dev, part) as part, lazy_progress() as bar:
-        if suite in CASCADES:
-            ev = _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches)
+        if cascade is not None:
+            ev = _run_cascade(cascade, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches,
+                              save_adv)
         else:
             ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
                           force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part,
@@ -166,7 +170,8 @@ def attack(
         console.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
                       f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
     if save_adv is not None:
-        console.print(f"verified adversarial examples of {ev.ran} cell(s) -> {save_adv}", highlight=False,
+        what = "row(s) of the cascade" if cascade is not None else "cell(s)"
+        console.print(f"verified adversarial examples of {ev.ran} {what} -> {save_adv}", highlight=False,
                       soft_wrap=True)
 
 
@@ -221,23 +226,22 @@ def _check_cascade_options(suite: str, *given) -> None:
     from ..errors import BadSpec
 
     if any(v is not None and v != [] for v in given):
-        raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --steps, "
+        raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --grad, --steps, "
                       "--step-size, --restarts, --random-start, --aa-version, --queries, --eot, --draws and "
                       "--sampler")
 
 
-def _run_cascade(suite, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches=1):
-    """Each budget of ``--eps`` (default: the cascade's own 8/255) runs the whole cascade, resumably."""
+def _run_cascade(p, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches=1, save_adv=None):
+    """Each budget of ``--eps`` (default: the protocol's own 8/255) runs the whole cascade, resumably."""
     import pandas as pd
 
     from ..eps import parse_eps
-    from ..eval.cascade import cascade, retarget, run_reliable
+    from ..eval.cascade import run_reliable
 
-    stages = cascade(suite)
-    budgets = parse_eps(eps) if eps is not None else [(stages[0].spec.eps, stages[0].spec.eps_str)]
-    evs = [run_reliable(targets, data, store, retarget(stages, v, t), seed=seed, batch_size=bs, device=dev,
+    budgets = parse_eps(eps) if eps is not None else [p.eps]
+    evs = [run_reliable(targets, data, store, p.at(v, t), seed=seed, batch_size=bs, device=dev,
                         progress=_cascade_progress(bar) if part.writer else None, force=force, part=part,
-                        min_batches=min_batches)
+                        min_batches=min_batches, save_adv=save_adv)
            for v, t in budgets]
     ev = evs[0]
     for other in evs[1:]:

@@ -50,6 +50,7 @@ def report(
         comparison,
         headline_view,
         inject_markdown,
+        masking_findings,
         select,
         to_markdown,
         write_compare,
@@ -61,7 +62,9 @@ def report(
         raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
     df = ResultsStore(results).read() if results.is_file() else read_dir(results)
     df = select(df, model, attacks, dataset, eps, grad, n)
-    findings = [*stored_flags(df), *check_records(df)]
+    masked = masking_findings(df)  # computed from the masks: also across files and runs
+    findings = [*(f for f in stored_flags(df) if f.name != "gradient-masking" or f.model not in
+                  {m.model for m in masked}), *check_records(df), *masked]
     # check the markers and the models to compare before writing anything
     doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
     compared = compare_models(df, *compare) if compare else None

@@ -61,12 +61,14 @@ def file_name(row: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", parts)[:150] + f"_{digest}.safetensors"
 
 
-def write_adv(folder: str | Path, row: dict, outcome) -> Path:
+def write_adv(folder: str | Path, row: dict, outcome, extra: dict | None = None) -> Path:
     """Write ``outcome.x_adv`` / ``outcome.index`` (a :class:`robench.eval.cell.CellOutcome` run with
-    ``keep_adv``) and the cell ``row``'s key and counts into ``folder``; atomic (temporary file + rename)."""
+    ``keep_adv``) and the cell ``row``'s key and counts into ``folder``; atomic (temporary file + rename).
+    ``extra``: more metadata (the reliable cascade adds ``stage``: the run that broke each image, aligned with
+    ``index``)."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, **{k: row[k] for k in KEY}, "eps_str": row["eps_str"],
+    meta = {"format": FORMAT, **(extra or {}), **{k: row[k] for k in KEY}, "eps_str": row["eps_str"],
             "clean_count": int(row["clean_count"]), "robust_count": int(row["robust_count"])}
     tensors = {"x_adv": outcome.x_adv.float().contiguous(), "index": outcome.index.long().contiguous()}
     blob = st_save(tensors, metadata={"robench": json.dumps(meta, sort_keys=True, default=str)})

@@ -1,19 +1,27 @@
-"""The ``reliable`` protocol (EVALUATION.md §6): an AutoAttack-style cascade of attacks x gradient paths.
+"""The ``reliable`` protocol: an AutoAttack-style cascade of attacks x gradient paths, its stage list read from data.
 
-Every stage is data (:class:`Stage`: an :class:`AttackSpec` with every parameter fixed, a gradient path and a
-number of restarts). The cascade starts from the clean-correct samples; each stage attacks only the samples that
-are still robust, and a sample it breaks (with a verified adversarial example, see :func:`robench.eval.cell.run_cell`)
-stays broken. Each finished stage is stored at once as its own row: ``attack = reliable``, ``grad`` = the stage's
-path, ``params`` = the stage number and the stage's attack parameters, and the per-sample mask of the samples
-robust after stages 1..k. The last row (``grad = worst``, ``params.stage = "all"``) is the cascade's result.
-A rerun resumes from the first stage without a row (Ctrl-C or SIGKILL keep every finished stage).
+A protocol (:mod:`robench.eval.stagelist`, one versioned TOML file per version under ``eval/protocols/``) lists
+stages: an attack with every parameter fixed, a gradient path, a number of cascade-level restarts. The cascade
+starts from the clean-correct samples; each run of a stage attacks only the samples still robust, and a sample it
+breaks (with a verified adversarial example, :func:`robench.eval.cell.attack_cell`) stays broken. Every run is
+stored at once as its own row: ``attack = reliable``, ``grad`` = the path it really used, ``params`` = the
+protocol, its version, the run (``stage`` = ``3`` for stage 3, ``"3+1"`` for its next restart) and the attack's
+parameters, and the per-sample mask of the samples robust after every run so far. The last row (``grad = worst``,
+``params.stage = "all"``) is the cascade's result. A rerun resumes from the first run without a row (Ctrl-C or
+SIGKILL keep every finished run, in the adaptive part too: its decisions are replayed from the stored rows).
 
-Findings (kept in the rows' ``flags`` and returned): ``not-converged`` when the last white-box stage or the last
-restart of a stage still lowered robust accuracy by more than 1 point; ``gradient-masking`` when the black-box
-check (Square, last) broke a sample that every white-box stage missed.
+Version 2 adds, when its file asks for them: the path probe (:mod:`robench.eval.probe`; ``probe:K`` stages),
+substitution of paths that do not apply to the model (``params.path_requested``), and the adaptive part: after the
+last white-box stage, while the last run broke more than ``threshold`` * n, further restarts of the strongest
+white-box stage (at most ``cap``); after the black-box stage, while it breaks more than that, one further run per
+``square_queries`` budget. Findings (rows' ``flags``, and returned): ``gradient-masking`` when a black-box run broke
+samples every white-box run missed; ``not-converged`` when the cap (or the last query budget) stopped a part that
+was still breaking more than the threshold (version 1: when the last white-box stage or restart still lowered
+robust accuracy by more than 1 point).
 
 Examples:
-    >>> ev = run_reliable(targets, data, ResultsStore("results/reliable.csv"), seed=0)
+    >>> ev = run_reliable(targets, data, ResultsStore("results/reliable.csv"), seed=0)   # the newest version
+    >>> ev = run_reliable(targets, data, store, protocol("reliable-v1"))                 # the first
 """
 
 from __future__ import annotations
@@ -23,17 +31,22 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
-from ..attacks import AttackSpec
 from ..dist import WHOLE, Part, agree_min, share
-from ..errors import BadSpec
+from ..errors import BadSpec, RobenchError
 from ..results.findings import Finding
+from ..results.stats import decode_mask
 from ..results.store import ResultsStore, row_key
 from ..runtime import resolve_device
+from .adversarial import check_adv_dir, file_name, read_adv, write_adv
+from .probe import probe_paths, rank, resolve
+from .stagelist import Protocol, Stage, is_protocol, load, names, retarget
 from .sweep import (
     Cell,
+    CellOutcome,
     Data,
     Evaluation,
     Target,
@@ -48,50 +61,37 @@ from .sweep import (
 )
 from .sweep import clean_correct as _clean_correct
 
+__all__ = ["CONVERGED_PT", "Protocol", "Stage", "cascade", "findings", "is_protocol", "names", "protocol",
+           "retarget", "run_reliable", "stage_params", "stage_seed", "whole_params"]
+
 SUITE = "reliable"
-VERSION = 1  # bump when the stages change: rows of another version are other cells
-CONVERGED_PT = 0.01  # a last stage or restart that still breaks more than 1 point of n: not converged
+CONVERGED_PT = 0.01  # version 1: a last stage or restart that still breaks more than 1 point of n: not converged
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One stage of a cascade: ``spec`` through gradient path ``grad``, ``restarts`` times (each restart a new
-    seed, on the samples still robust). ``white_box = False`` marks the black-box masking check."""
-
-    spec: AttackSpec
-    grad: str
-    restarts: int = 1
-    white_box: bool = True
-
-    def params(self, k: int) -> dict:
-        return {"suite": SUITE, "version": VERSION, "stage": k, "attack": self.spec.name,
-                "stage_restarts": self.restarts, **self.spec.params()}
+def protocol(name: str = SUITE) -> Protocol:
+    """A protocol by name (``reliable`` = its newest version, ``reliable-v1``) or ``.toml`` file; checked whole."""
+    return load(name)
 
 
-def _e8(name: str, **kw) -> AttackSpec:
-    return AttackSpec(name, eps=8 / 255, eps_str="8/255", **kw)
+def cascade(name: str) -> list[Stage]:
+    """The stages of protocol ``name`` (see :func:`protocol`)."""
+    return list(protocol(name).stages)
 
 
-# The stages, cheapest strong first, each breaking samples the earlier ones missed on the shipped zoo (README,
-# "The reliable protocol", from results/evidence.csv via scripts/choose_stages.py): best-iterate PGD through a
-# sharp arctan surrogate breaks most; SA-PGD through sharp triangle and arctan surrogates, best-iterate PGD through
-# ASSG and the rate gradient, and SA-PGD through the training surrogate add what the first one missed; Square
-# (black box) last is the gradient-masking check.
-RELIABLE: list[Stage] = [
-    Stage(_e8("pgd-best", steps=50, step_size=2 / 255), "arctan:a=4"),
-    Stage(_e8("sa-pgd", steps=100), "triangle:w=0.5"),
-    Stage(_e8("sa-pgd", steps=100), "arctan:a=4"),
-    Stage(_e8("pgd-best", steps=50, step_size=2 / 255), "assg:A=0.425"),
-    Stage(_e8("pgd-best", steps=50, step_size=2 / 255), "rate"),
-    Stage(_e8("sa-pgd", steps=100), "bptt"),
-    Stage(_e8("square", queries=1000), "none", white_box=False),
-]
-CASCADES: dict[str, list[Stage]] = {SUITE: RELIABLE}
+def _as_protocol(stages: Protocol | Sequence[Stage] | None) -> Protocol:
+    if stages is None:
+        return protocol()
+    if isinstance(stages, Protocol):
+        return stages
+    stages = tuple(stages)
+    if not stages:
+        raise BadSpec("a cascade needs at least one stage")
+    return Protocol(SUITE, 1, stages)  # a hand-made list: version 1 rows (no probe, no adaptive part)
 
 
 @dataclass(frozen=True)
 class _Label:
-    """What a results row needs of an attack (name, budget, parameters): a cascade stage's or the whole's."""
+    """What a results row needs of an attack (name, budget, parameters): a cascade run's or the whole's."""
 
     name: str
     eps: float
@@ -102,61 +102,304 @@ class _Label:
         return json.dumps(dict(self.extra), sort_keys=True)
 
 
-def cascade(name: str) -> list[Stage]:
-    if name not in CASCADES:
-        raise BadSpec(f"unknown cascade {name!r}; choose from: {', '.join(CASCADES)}")
-    return list(CASCADES[name])
-
-
-def retarget(stages: Sequence[Stage], eps: float, eps_str: str) -> list[Stage]:
-    """The same stages at another budget (step sizes given in absolute units scale with it)."""
-    out = []
-    for s in stages:
-        step = None if s.spec.step_size is None else s.spec.step_size * eps / s.spec.eps
-        out.append(replace(s, spec=replace(s.spec, eps=eps, eps_str=eps_str, step_size=step)))
-    return out
-
-
-def stage_seed(seed: int, model_sha: str, k: int, restart: int) -> int:
-    """A stage's seed from the run's seed, the model and the stage (never from the batch or the process)."""
-    h = hashlib.sha256(f"{seed}:{model_sha}:{SUITE}:{VERSION}:{k}:{restart}".encode()).digest()
+def stage_seed(seed: int, model_sha: str, k: int | str, restart: int, suite: str = SUITE, version: int = 1) -> int:
+    """A run's seed from the run's seed, the model, the protocol and the stage (never the batch or the process)."""
+    h = hashlib.sha256(f"{seed}:{model_sha}:{suite}:{version}:{k}:{restart}".encode()).digest()
     return int.from_bytes(h[:4], "little")
 
 
-def _cells(t: Target, d: Data, stages: Sequence[Stage], seed: int) -> list[Cell]:
-    eps, eps_str = stages[0].spec.eps, stages[0].spec.eps_str
-    cells = [Cell(t.id, t.sha256, d.name, len(d.x), _Label(SUITE, eps, eps_str, s.params(k)), s.grad, seed)
-             for k, s in enumerate(stages, 1)]
-    whole = {"suite": SUITE, "version": VERSION, "stage": "all", "stages": len(stages),
-             **({"min_batches": mb} if (mb := stages[0].spec.min_batches) > 1 else {})}
-    return cells + [Cell(t.id, t.sha256, d.name, len(d.x), _Label(SUITE, eps, eps_str, whole), "worst", seed)]
+def _head(p: Protocol) -> dict:
+    return {"suite": p.name, "version": p.version, **({"digest": p.digest()} if p.version >= 2 else {})}
 
 
-def _stored_mask(row: dict, n: int) -> torch.Tensor:
-    from ..results.stats import decode_mask
+def stage_params(p: Protocol, k: int, stage: Stage, restart: int = 0, asked: str | None = None) -> dict:
+    """The ``params`` of a stage's row: run ``k`` (``"k+r"`` for restart r), the attack's parameters, and the path
+    the stage asked for when another ran (``path_requested``)."""
+    return {**_head(p), "stage": k if restart == 0 else f"{k}+{restart}", "attack": stage.spec.name,
+            "stage_restarts": stage.restarts, **stage.spec.params(), **({"path_requested": asked} if asked else {})}
 
-    return torch.from_numpy(decode_mask(row["robust_mask"], n, int(row["robust_count"])).copy())
+
+def whole_params(p: Protocol) -> dict:
+    """The ``params`` of the cascade's result row (``grad = worst``)."""
+    mb = p.stages[0].spec.min_batches
+    return {**_head(p), "stage": "all", "stages": len(p.stages), **({"min_batches": mb} if mb > 1 else {})}
 
 
+# ------------------------------------------------------------------------------------------------ one model
+@dataclass
+class _Run:
+    """One finished run of a stage: its label (``3``, ``3+1``), how many it broke, the robust count after it."""
+
+    label: str
+    stage: Stage
+    broke: int
+    after: int
+    secs: float
+
+
+@dataclass
+class _Model:
+    """Everything one model's cascade needs, and what it has done so far."""
+
+    t: Target
+    d: Data
+    p: Protocol
+    stored: dict
+    store: ResultsStore | None
+    seed: int
+    bs: int
+    dev: torch.device
+    emit: Callable[[dict], None]
+    force: bool
+    part: Part
+    clean: torch.Tensor  # bool [n] on the CPU
+    save_adv: Path | None = None
+    rows: list = field(default_factory=list)
+    runs: list = field(default_factory=list)
+    bad: list = field(default_factory=list)
+    keys: list = field(default_factory=list)  # every row this run produced or read back, in run order
+    adv: dict = field(default_factory=dict)  # image index -> (x_adv [C, H, W], run label), with --save-adv
+    adv_from: dict | None = None  # the last resumed run's cell, whose file holds the examples so far
+    ranking: list | None = None  # the probe's ranking, once probed
+    probe_secs: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return len(self.d.x)
+
+    def cell(self, params: dict, grad: str) -> Cell:
+        eps, eps_str = self.p.eps
+        return Cell(self.t.id, self.t.sha256, self.d.name, self.n, _Label(self.p.name, eps, eps_str, params), grad,
+                    self.seed)
+
+    def attack(self, params: dict, stage: Stage, grad: str, seed: int, robust: torch.Tensor, todo: torch.Tensor,
+               flags: Callable[[int], list[str]] = lambda broke: [], cumulative: bool = True) -> torch.Tensor:
+        """Attack images ``todo`` (still robust in ``robust``) once, or read the stored row; store the row; return
+        the new robust mask (bool [n], CPU). ``flags(broke)``: extra flags for the row."""
+        cell = self.cell(params, grad)
+        self.keys.append(cell.key)
+        old = None if self.force else self.stored.get(cell.key)
+        if old is not None and old.get("robust_mask"):
+            after = torch.from_numpy(decode_mask(old["robust_mask"], self.n, int(old["robust_count"])).copy())
+            self._done(params, stage, grad, int(robust.sum()) - int(after.sum()), after, float(old["seconds"]),
+                       True, cumulative)
+            if cumulative:
+                self.adv_from = {**cell.stub(), "params": cell.spec.params_json()}
+            return after
+        t0 = time.perf_counter()
+        after = robust.clone()
+        invalid = 0
+        self.emit({"kind": "batch", "model": self.t.id, "stage": params["stage"], "restart": 0, "todo": len(todo)})
+        if len(todo):
+            out = attack_cell(self.t.model, stage.spec, grad, self.d.x[todo.to(self.dev)], self.d.y[todo.to(self.dev)],
+                              seed, self.bs, self.dev, torch.ones(len(todo), dtype=torch.bool),
+                              keep_adv=self.save_adv is not None, part=self.part)
+            after[todo[~out.correct]] = False
+            invalid = out.invalid
+            if out.x_adv is not None:
+                self._keep_adv(todo[out.index], out.x_adv, str(params["stage"]), cumulative)
+        secs = time.perf_counter() - t0
+        broke = int(robust.sum()) - int(after.sum())
+        if invalid:
+            self.bad.append(invalid_finding(cell, invalid))
+        row = make_row(cell, after, self.clean, secs, self.dev, ";".join(f for f in [*flags(broke),
+                                                                                row_flags([], grad, invalid)] if f))
+        self._write(row, after, cumulative)
+        self._done(params, stage, grad, broke, after, secs, False, cumulative)
+        if not cumulative:
+            self.probe_secs += secs
+        return after
+
+    def _done(self, params: dict, stage: Stage, grad: str, broke: int, after: torch.Tensor, secs: float,
+              resumed: bool, cumulative: bool) -> None:
+        if cumulative:
+            self.runs.append(_Run(str(params["stage"]), stage, broke, int(after.sum()), secs))
+        self.emit({"kind": "stage", "model": self.t.id, "stage": params["stage"], "of": len(self.p.stages),
+                   "attack": stage.spec.name, "grad": grad, "robust_acc": float(after.float().mean()),
+                   "resumed": resumed})
+
+    def _keep_adv(self, index: torch.Tensor, x_adv: torch.Tensor, label: str, cumulative: bool) -> None:
+        if cumulative:
+            self._load_adv()
+            for i, x in zip(index.tolist(), x_adv, strict=True):
+                self.adv[i] = (x, label)
+
+    def _load_adv(self) -> None:
+        """Resuming with --save-adv: the examples of the runs before come from the last resumed run's file."""
+        if self.adv_from is None:
+            return
+        row, self.adv_from = self.adv_from, None
+        try:
+            f = read_adv(self.save_adv / file_name(row))
+        except RobenchError:
+            raise BadSpec(f"--save-adv {str(self.save_adv)!r} lacks the examples of the stored runs of {self.t.id}; "
+                          "rerun with --force to redo its cascade (or without --save-adv)") from None
+        labels = f.meta.get("stage", ["?"] * len(f.index))
+        self.adv = {int(i): (x, str(s)) for i, x, s in zip(f.index.tolist(), f.x_adv, labels, strict=True)}
+
+    def _write(self, row: dict, after: torch.Tensor, cumulative: bool) -> None:
+        self.rows += keep_rows([row], self.store, set(self.stored), self.force)
+        if self.save_adv is None or not self.part.writer:
+            return
+        if cumulative:
+            self._load_adv()
+            idx = sorted(self.adv)
+            x = torch.stack([self.adv[i][0] for i in idx]) if idx else torch.zeros(0, *self.d.x.shape[1:])
+            out = CellOutcome(after, x_adv=x, index=torch.tensor(idx, dtype=torch.long))
+            write_adv(self.save_adv, row, out, {"stage": [self.adv[i][1] for i in idx]})
+
+
+
+def _run_model(m: _Model) -> list[Finding]:
+    p = m.p
+    ranking = _ranking(m)
+    robust = m.clean.clone()
+    white = [i for i, s in enumerate(p.stages) if s.white_box]
+    for i, stage in enumerate(p.stages):
+        grad, asked = resolve(stage, ranking, m.t.model)
+        for r in range(stage.restarts):
+            robust = _stage_run(m, i + 1, r, stage, grad, asked, robust)
+        if p.adaptive is not None and white and i == white[-1]:
+            robust = _more_restarts(m, robust)
+    if p.adaptive is not None:
+        robust = _escalate(m, robust)
+    found = m.bad + (_adaptive_findings(m) if p.adaptive is not None else
+                     findings(m.t.id, _history(m), int(m.clean.sum()), m.n))
+    whole = m.cell(whole_params(p), "worst")
+    m.keys.append(whole.key)
+    if m.force or whole.key not in m.stored:
+        secs = m.probe_secs + sum(r.secs for r in m.runs)
+        m._write(make_row(whole, robust, m.clean, secs, m.dev, ";".join(dict.fromkeys(f.name for f in found))), robust,
+                 True)
+    return found
+
+
+def _stage_run(m: _Model, k: int, r: int, stage: Stage, grad: str, asked: str | None, robust: torch.Tensor
+               ) -> torch.Tensor:
+    params = stage_params(m.p, k, stage, r, asked)
+    seed = stage_seed(m.seed, m.t.sha256, k, r, m.p.name, m.p.version)
+    black = lambda broke: ["gradient-masking"] if broke and not stage.white_box else []  # noqa: E731
+    return m.attack(params, stage, grad, seed, robust, robust.nonzero().flatten(), black)
+
+
+def _probe(m: _Model) -> list[str]:
+    """Every applicable probe path on the first ``images`` images (a row each); the ranking."""
+    pr = m.p.probe
+    first = min(pr.images, m.n)
+    todo = m.clean[:first].nonzero().flatten()
+    broke = {}
+    stage = Stage(pr.spec, "probe")
+    for path in probe_paths(m.t.model, pr.paths):
+        params = {**_head(m.p), "stage": "probe", "images": first, "attack": pr.spec.name, **pr.spec.params()}
+        seed = stage_seed(m.seed, m.t.sha256, "probe", 0, m.p.name, m.p.version)
+        after = m.attack(params, stage, path, seed, m.clean, todo, cumulative=False)
+        broke[path] = int(m.clean.sum()) - int(after.sum())
+    return rank(broke, pr.paths)
+
+
+def _more_restarts(m: _Model, robust: torch.Tensor) -> torch.Tensor:
+    """Further restarts of the strongest white-box stage while the last white-box run broke more than the
+    threshold, at most ``cap``."""
+    ad, runs = m.p.adaptive, [r for r in m.runs if r.stage.white_box]
+    if not runs or runs[-1].broke <= ad.threshold * m.n:
+        return robust
+    per_stage: dict[str, int] = {}
+    for r in runs:
+        per_stage[r.label.split("+")[0]] = per_stage.get(r.label.split("+")[0], 0) + r.broke
+    k = int(max(per_stage, key=lambda s: (per_stage[s], -int(s))))
+    stage = m.p.stages[k - 1]
+    grad, asked = resolve(stage, _ranking(m), m.t.model)
+    for j in range(ad.cap):
+        robust = _stage_run(m, k, stage.restarts + j, stage, grad, asked, robust)
+        if m.runs[-1].broke <= ad.threshold * m.n:
+            break
+    return robust
+
+
+def _ranking(m: _Model) -> list[str]:
+    """The probe's ranking (probed once per model; empty when no stage asks for it)."""
+    if m.ranking is None:
+        m.ranking = _probe(m) if m.p.probe is not None and any(s.probe_rank for s in m.p.stages) else []
+    return m.ranking
+
+
+def _escalate(m: _Model, robust: torch.Tensor) -> torch.Tensor:
+    """One further run of the last black-box stage per ``square_queries`` budget while the last black-box run
+    broke more than the threshold."""
+    ad = m.p.adaptive
+    black = [i for i, s in enumerate(m.p.stages) if not s.white_box]
+    if not black or not ad.square_queries:
+        return robust
+    k = black[-1] + 1
+    stage = m.p.stages[k - 1]
+    for j, q in enumerate(ad.square_queries):
+        if m.runs[-1].stage.white_box or m.runs[-1].broke <= ad.threshold * m.n:
+            break
+        bigger = replace(stage, spec=replace(stage.spec, queries=q))
+        robust = _stage_run(m, k, stage.restarts + j, bigger, "none", None, robust)
+    return robust
+
+
+def _history(m: _Model) -> list[tuple]:
+    """Version 1's history: (stage, robust after, secs, broken by its last restart or None) per stage."""
+    out, by = [], {}
+    for r in m.runs:
+        by.setdefault(r.label.split("+")[0], []).append(r)
+    for runs in by.values():
+        out.append((runs[-1].stage, runs[-1].after, sum(r.secs for r in runs),
+                    runs[-1].broke if len(runs) > 1 else None))
+    return out
+
+
+def _adaptive_findings(m: _Model) -> list[Finding]:
+    ad, out, mid = m.p.adaptive, [], m.t.id
+    extra = [r for r in m.runs if "+" in r.label and int(r.label.split("+")[1]) >= r.stage.restarts]
+    for white in (True, False):
+        mine = [r for r in extra if r.stage.white_box is white]
+        if not mine or mine[-1].broke <= ad.threshold * m.n:
+            continue
+        full = len(mine) >= (ad.cap if white else len(ad.square_queries))
+        if full:
+            out.append(Finding("not-converged", f"{mid}: the last of {len(mine)} extra run(s) of {_name(mine[-1])} "
+                               f"still broke {mine[-1].broke} samples ({100 * mine[-1].broke / m.n:.1f} pt), "
+                               f"more than the threshold; the cap stopped it", model=mid))
+    masked = sum(r.broke for r in m.runs if not r.stage.white_box)
+    if masked:
+        out.append(Finding("gradient-masking", f"{mid}: the black-box stage broke {masked} samples that every "
+                           "white-box run missed", model=mid))
+    return out
+
+
+def _name(run: _Run) -> str:
+    s = run.stage.spec
+    budget = f"-{s.steps}" if s.steps else (f"-{s.queries}" if s.queries else "")
+    return f"{s.name}{budget} (stage {run.label})"
+
+
+# ---------------------------------------------------------------------------------------------- the cascade
 def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], store: ResultsStore | None = None,
-                 stages: Sequence[Stage] | None = None, seed: int = 0, batch_size: int | None = None,
+                 stages: Protocol | Sequence[Stage] | None = None, seed: int = 0, batch_size: int | None = None,
                  device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None,
-                 force: bool = False, part: Part = WHOLE, min_batches: int = 1) -> Evaluation:
-    """Run the cascade on every model; store each stage as it finishes; resume from the first missing stage.
+                 force: bool = False, part: Part = WHOLE, min_batches: int = 1,
+                 save_adv: str | Path | None = None) -> Evaluation:
+    """Run the cascade on every model; store each run as it finishes; resume from the first missing run.
 
-    ``part``: a torchrun rank; every stage re-splits the still-robust images over the ranks (rank 0 writes).
-    ``min_batches``: cut every stage's still-robust images into at least this many global batches, so that many
-    ranks share even the last stages (recorded in the rows' params when > 1; the numbers depend on it, not on K).
+    ``stages``: a :class:`Protocol` (default: the newest ``reliable``), or a list of :class:`Stage` (version 1
+    rows, no probe, no adaptive part). ``part``: a torchrun rank; every run re-splits the still-robust images over
+    the ranks (rank 0 writes). ``min_batches``: cut every run's images into at least this many global batches
+    (recorded in the rows' params when > 1). ``save_adv``: a folder that gets, per run, the verified adversarial
+    examples of every image broken so far (metadata ``stage``: the run that broke each), so ``robench verify-adv``
+    can confirm every row, the cascade's result included.
 
-    ``progress`` gets ``{"kind": "start", "total"}``, then per stage ``{"kind": "stage", ...}`` and one
-    ``{"kind": "batch", "done", "todo"}`` per restart.
+    ``progress`` gets ``{"kind": "start", "total"}``, then per run ``{"kind": "batch", ...}`` and
+    ``{"kind": "stage", ...}``.
     """
-    stages = list(stages if stages is not None else RELIABLE)
-    if not stages:
-        raise BadSpec("a cascade needs at least one stage")
+    p = _as_protocol(stages)
     if min_batches != 1:
-        stages = [replace(s, spec=replace(s.spec, min_batches=min_batches)) for s in stages]
+        p = replace(p, stages=tuple(replace(s, spec=replace(s.spec, min_batches=min_batches)) for s in p.stages))
     dev = resolve_device(str(device))
+    if save_adv is not None:
+        check_adv_dir(save_adv)
     data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}
     for t in models:
@@ -165,70 +408,34 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
                    {row_key(r): r for r in store.read().to_dict("records")}, part)
     store = store if part.writer else None
     emit = progress or (lambda ev: None)
-    emit({"kind": "start", "total": len(models) * len(stages)})
-    new_rows, findings, groups = [], [], []
+    emit({"kind": "start", "total": len(models) * len(p.stages)})
+    new_rows, found, keys = [], [], []
     for t in models:
-        cells = _cells(t, on_dev[t.dataset], stages, seed)
-        groups.append(cells)
-        rows, found = _run_model(t, on_dev[t.dataset], stages, cells, stored, store, seed, batch_size, dev, emit,
-                                 force, part)
-        new_rows += rows
-        findings += found
-    done = {row_key(r) for r in new_rows}
-    records = collect_records([c for cells in groups for c in cells], new_rows, store)
-    return Evaluation(records, ran=len(new_rows), skipped=sum(len(c) for c in groups) - len(new_rows),
-                      findings=findings, new=done)
+        d = on_dev[t.dataset]
+        model = t.model.to(dev).eval()
+        bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)
+        clean = _clean_correct(model, d.x, d.y, bs, part).cpu()
+        m = _Model(t, d, p, stored, store, seed, bs, dev, emit, force, part, clean,
+                   None if save_adv is None else Path(save_adv))
+        found += _run_model(m)
+        new_rows += m.rows
+        keys += m.keys
+    records = collect_records([_Key(k) for k in dict.fromkeys(keys)], new_rows, store)
+    return Evaluation(records, ran=len(new_rows), skipped=len(set(keys)) - len(new_rows), findings=found,
+                      new={row_key(r) for r in new_rows})
 
 
-def _run_model(t: Target, d: Data, stages: Sequence[Stage], cells: list[Cell], stored: dict,
-               store: ResultsStore | None, seed: int, batch_size: int | None, dev: torch.device, emit,
-               force: bool, part: Part = WHOLE) -> tuple[list[dict], list[Finding]]:
-    model = t.model.to(dev).eval()
-    bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)
-    clean = _clean_correct(model, d.x, d.y, bs, part)
-    robust, rows, history, secs_total, bad = clean.clone().cpu(), [], [], 0.0, []
-    for k, (stage, cell) in enumerate(zip(stages, cells, strict=False), 1):
-        old = stored.get(cell.key)
-        if old is not None and old.get("robust_mask"):
-            robust = _stored_mask(old, len(d.x))
-            history.append((stage, int(robust.sum()), float(old["seconds"]), None))
-            secs_total += float(old["seconds"])
-            emit({"kind": "stage", "model": t.id, "stage": k, "of": len(stages), "attack": stage.spec.name,
-                  "grad": stage.grad, "robust_acc": float(robust.float().mean()), "resumed": True})
-            continue
-        t0 = time.perf_counter()
-        last_restart, invalid = 0, 0
-        for r in range(stage.restarts):
-            idx = robust.nonzero().flatten()
-            emit({"kind": "batch", "model": t.id, "stage": k, "restart": r, "todo": len(idx)})
-            if len(idx) == 0:
-                break
-            out = attack_cell(model, stage.spec, stage.grad, d.x[idx.to(dev)], d.y[idx.to(dev)],
-                              stage_seed(seed, t.sha256, k, r), bs, dev, torch.ones(len(idx), dtype=torch.bool),
-                              part=part)
-            ok, invalid = out.correct, invalid + out.invalid
-            last_restart = int((~ok).sum())
-            robust[idx[~ok]] = False
-        secs = time.perf_counter() - t0
-        secs_total += secs
-        history.append((stage, int(robust.sum()), secs, last_restart if stage.restarts > 1 else None))
-        if invalid:
-            bad.append(invalid_finding(cell, invalid))
-        rows += keep_rows([make_row(cell, robust, clean.cpu(), secs, dev, row_flags([], cell.grad, invalid))], store,
-                      set(stored), force)
-        emit({"kind": "stage", "model": t.id, "stage": k, "of": len(stages), "attack": stage.spec.name,
-              "grad": stage.grad, "robust_acc": float(robust.float().mean()), "resumed": False})
-    found = bad + findings(t.id, history, int(clean.sum()), len(d.x))
-    whole = cells[-1]
-    if force or whole.key not in stored:
-        flags = ";".join(f.name for f in found)
-        rows += keep_rows([make_row(whole, robust, clean.cpu(), secs_total, dev, flags)], store, set(stored), force)
-    return rows, found
+@dataclass(frozen=True)
+class _Key:
+    """A row's key where :func:`robench.eval.sweep.collect_records` expects a cell."""
+
+    key: tuple
 
 
+# ---------------------------------------------------------------------------------------------- findings
 def findings(model_id: str, history: Sequence[tuple], clean: int, n: int) -> list[Finding]:
-    """``not-converged`` and ``gradient-masking`` from a cascade's history ``(stage, robust after, secs,
-    broken by its last restart or None)``."""
+    """Version 1's ``not-converged`` and ``gradient-masking`` from a cascade's history ``(stage, robust after,
+    secs, broken by its last restart or None)``."""
     out: list[Finding] = []
     counts = [clean] + [h[1] for h in history]
     white = [i for i, h in enumerate(history) if h[0].white_box]
@@ -236,20 +443,20 @@ def findings(model_id: str, history: Sequence[tuple], clean: int, n: int) -> lis
         i = white[-1]
         drop = (counts[i] - counts[i + 1]) / max(n, 1)
         if drop > CONVERGED_PT:
-            out.append(Finding("not-converged", f"{model_id}: the last white-box stage ({_name(history[i][0])}) still "
-                               f"lowered robust accuracy by {100 * drop:.1f} pt", model=model_id))
+            out.append(Finding("not-converged", f"{model_id}: the last white-box stage ({_v1name(history[i][0])}) "
+                               f"still lowered robust accuracy by {100 * drop:.1f} pt", model=model_id))
     for stage, _, _, last in history:
         if last is not None and last / max(n, 1) > CONVERGED_PT:
-            out.append(Finding("not-converged", f"{model_id}: the last restart of {_name(stage)} still broke "
+            out.append(Finding("not-converged", f"{model_id}: the last restart of {_v1name(stage)} still broke "
                                f"{last} samples ({100 * last / n:.1f} pt)", model=model_id))
     for i, (stage, *_rest) in enumerate(history):
         if not stage.white_box and counts[i + 1] < counts[i]:
-            out.append(Finding("gradient-masking", f"{model_id}: {_name(stage)} (black box) broke "
+            out.append(Finding("gradient-masking", f"{model_id}: {_v1name(stage)} (black box) broke "
                                f"{counts[i] - counts[i + 1]} samples that every white-box stage missed",
                                model=model_id))
     return out
 
 
-def _name(stage: Stage) -> str:
+def _v1name(stage: Stage) -> str:
     steps = f"-{stage.spec.steps}" if stage.spec.steps else ""
     return f"{stage.spec.name}{steps} ({stage.grad})"

@@ -180,12 +180,13 @@ DOC = {
     "zero-grad": "many samples had an all-zero input gradient (gradient masking)",
     "invalid-adv": "adversarial example(s) failed verification (not finite, outside [0, 1] or the eps-ball) and "
                    "were counted robust",
-    "gradient-masking": "the black-box Square stage broke samples that every white-box stage missed (the "
+    "gradient-masking": "a black-box attack (Square) broke samples that every white-box attack missed (the "
                         "gradients are partly masked there; the worst case counts them broken)",
     "eot-masking": "robust accuracy fell by more than 5 points when the attack averaged more draws per step "
                    "(masking by randomness)",
-    "not-converged": "the last stage or restart still lowered robust accuracy by more than 1 point (a longer "
-                     "attack may go lower)",
+    "not-converged": "the cascade stopped while still breaking samples (reliable v2: the cap on extra restarts "
+                     "stopped a run that broke more than the threshold; v1: the last stage or restart lowered "
+                     "robust accuracy by more than 1 point): a longer attack may go lower",
 }
 
 

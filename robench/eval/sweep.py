@@ -39,8 +39,9 @@ from ..results.findings import Finding
 from ..results.shards import shard_fields
 from ..results.stats import encode_mask
 from ..results.store import COLUMNS, Key, ResultsStore, row_key, to_frame
+from ..results.worstcase import masking
 from ..runtime import now, resolve_device, versions
-from ..snn.paths import parse_paths
+from ..snn.paths import parse_paths, path_applies
 from .cell import (  # noqa: F401 (the cell's names, re-exported: a sweep's callers run single cells too)
     CPU_CAP,
     CUDA_CAP,
@@ -208,6 +209,8 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
     for t in models:
         check_fits(t, on_dev[t.dataset])
+        if any(not s.gradient_free for s in specs):
+            _check_paths(t, grads)
     groups = plan(models, stochastic_specs(models, specs, eot, draws, sampler), grads, on_dev, seed)
     # cells already stored: key -> (robust_mask, seconds); a group whose worst-case row is missing reuses them
     done = share({} if (store is None or force or not part.writer) else _stored_outcomes(store), part)
@@ -225,8 +228,27 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
             new_rows += rows
             findings += found
     records = collect_records([c for g in groups for c in [*g.cells, *g.single]], new_rows, store)
+    if not part.is_shard:  # a shard's masks cover its own images only
+        records, masked = flag_masking(records, store)
+        findings += masked
     return Evaluation(records, ran=total, skipped=sum(len(g.cells) for g in groups) - len(new_rows),
                       findings=findings, new={row_key(r) for r in new_rows})
+
+
+def flag_masking(records: pd.DataFrame, store: ResultsStore | None) -> tuple[pd.DataFrame, list[Finding]]:
+    """``gradient-masking`` on every gradient-free cell (Square) that broke images every white-box cell of the run
+    missed (:func:`robench.results.worstcase.masking`): added to those rows' flags, in the store too, and returned
+    as findings."""
+    found = masking(records)
+    fixed = []
+    for m in found:
+        flags = [f for f in str(records.at[m.index, "flags"]).split(";") if f and f != "nan"]
+        if "gradient-masking" not in flags:
+            records.at[m.index, "flags"] = ";".join([*flags, "gradient-masking"])
+            fixed.append(records.loc[m.index].to_dict())
+    if store is not None and fixed:
+        store.append(fixed, replace=True)  # the same cells, their flags completed
+    return records, [Finding(m.name, m.message, model=m.model) for m in found]
 
 
 def check_fits(t: Target, d: Data) -> None:
@@ -240,6 +262,15 @@ def check_fits(t: Target, d: Data) -> None:
         raise BadSpec(f"model {t.id} does not take {d.name} images {tuple(d.x.shape[1:])}: {first}") from None
     if len(d.y) and int(d.y.max()) >= k:
         raise BadSpec(f"model {t.id} has {k} classes, but {d.name} labels go up to {int(d.y.max())}")
+
+
+def _check_paths(t: Target, grads: Sequence[str]) -> None:
+    """Refuse, before any cell runs, a gradient path that does not apply to the model (never run it under that
+    path's name with another gradient)."""
+    for g in grads:
+        why = path_applies(t.model, g)
+        if why is not None:
+            raise BadSpec(f"--grad {g} on model {t.id}: {why}")
 
 
 def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device, batch_size: int | None,

@@ -36,6 +36,7 @@ from .seeds import seeds_markdown
 from .stats import wilson
 from .store import read_dir
 from .worstcase import (
+    Masked,
     WorstCase,
     breakdown_frame,
     breakdown_markdown,
@@ -43,6 +44,7 @@ from .worstcase import (
     compare,
     compare_markdown,
     mask_note,
+    masking,
     plot_breakdown,
     worst_cases,
 )
@@ -51,6 +53,9 @@ __all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown"
            "write_report", "compare_models", "write_compare"]
 
 GRAD_ORDER = ("bptt", "rate", "worst", "none")
+# the protocol files (data, never imported): a cascade's rows of its newest version are labelled by its bare name
+PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "eval" / "protocols"
+UNLABELLED = ("path_requested",)  # params a label never shows: the grad column says which path ran
 ROW = ("model", "dataset", "n")
 
 
@@ -106,14 +111,15 @@ def attack_labels(df: pd.DataFrame) -> pd.Series:
     """A short label per row: ``pgd-10 (final)`` (final-iterate attacks say so), ``pgd-best-50``, ``apgd-ce-10``,
     ``square-5000``, ``autoattack-standard``; parameters that still differ between rows of the same label are
     appended (``pgd-10 (final) step=1/255``)."""
-    params = df["params"].map(json.loads)
+    params = df["params"].map(lambda t: {k: v for k, v in json.loads(t).items() if k not in UNLABELLED})
 
     def base(attack: str, p: dict) -> str:
-        if "suite" in p:  # a cascade's stage row (``reliable 1/7: pgd-best-50``) or its whole (``reliable``)
+        if "suite" in p:  # a cascade's stage row (``reliable 1: pgd-best-50``) or its whole (``reliable``)
+            suite = suite_label(p["suite"], p.get("version"))
             if p.get("stage") == "all":
-                return p["suite"]
+                return suite
             inner = {k: v for k, v in p.items() if k not in ("suite", "stage", "attack")}
-            return f"{p['suite']} {p['stage']}: {base(p['attack'], inner)}"
+            return f"{suite} {p['stage']}: {base(p['attack'], inner)}"
         if attack == "autoattack":
             return f"autoattack-{p.get('version', '?')}" + (f"-{p['steps']}" if "steps" in p else "")
         label = f"{attack}-{p['steps']}" if "steps" in p else (f"{attack}-{p['queries']}" if "queries" in p
@@ -137,6 +143,21 @@ def attack_labels(df: pd.DataFrame) -> pd.Series:
                              f"{_k255(params[i][k]) if k == 'step_size' else params[i].get(k)}" for k in varying)
             labels[i] = f"{label} {extra}"
     return labels
+
+
+def newest_version(suite: str, folder: Path = PROTOCOL_DIR) -> int | None:
+    """The newest shipped version of protocol ``suite`` (from its files' names), None when none ships."""
+    found = [int(f.stem.rsplit("-v", 1)[1]) for f in folder.glob(f"{suite}-v*.toml")
+             if f.stem.rsplit("-v", 1)[1].isdigit()]
+    return max(found, default=None)
+
+
+def suite_label(suite: str, version: object) -> str:
+    """A cascade's label: ``reliable`` for rows of its newest version, ``reliable-v1`` for an older one."""
+    newest = newest_version(suite)
+    if newest is None or version is None or int(version) == newest:
+        return suite
+    return f"{suite}-v{version}"
 
 
 def _step_ratio(df: pd.DataFrame, params: pd.Series, rows: pd.Index) -> float | None:
@@ -225,7 +246,7 @@ def headline_view(c: Comparison) -> Comparison:
     attack its worst case over gradient paths (``(worst)`` columns, a cascade's result among them); single-path
     columns and a cascade's stage columns are left out."""
     keep = [col for col in c.table.columns if col == "clean" or col.startswith(("worst case", "cells", "seeds"))
-            or (col.endswith("(worst)") and not col.startswith(tuple(f"{s} " for s in CASCADE_LABELS)))]
+            or (col.endswith("(worst)") and not _is_cascade(col))]
     keep = [col for col in keep if not _is_stage(col)]
     return replace(c, table=c.table[keep], lo=c.lo[keep], hi=c.hi[keep])
 
@@ -233,9 +254,16 @@ def headline_view(c: Comparison) -> Comparison:
 CASCADE_LABELS = ("reliable",)
 
 
+def _is_cascade(col: str) -> bool:
+    """A column of a cascade, any version (``reliable ...``, ``reliable-v1 ...``)."""
+    head = col.split(" ", 1)[0]
+    return any(head == s or head.startswith(f"{s}-v") for s in CASCADE_LABELS)
+
+
 def _is_stage(col: str) -> bool:
-    """A cascade stage's column (``reliable 3: sa-pgd-100 @ ...``), not the cascade's result (``reliable @ ...``)."""
-    return any(col.startswith(f"{s} ") and not col.startswith(f"{s} @") for s in CASCADE_LABELS)
+    """A cascade stage's column (``reliable 3: sa-pgd-100 @ ...``, ``reliable-v1 3: ...``), not the cascade's result
+    (``reliable @ ...``, ``reliable-v1 @ ...``)."""
+    return _is_cascade(col) and not col.startswith(f"{col.split(' ', 1)[0]} @")
 
 
 def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -396,6 +424,12 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[objec
     if seeds_md is not None:
         paths["seeds"] = out / "seeds.md"
     return paths
+
+
+def masking_findings(df: pd.DataFrame) -> list[Masked]:
+    """``gradient-masking`` for every gradient-free cell (Square) that broke images every white-box cell on the
+    same images missed (:func:`robench.results.worstcase.masking`), in any kind of run."""
+    return masking(df, attack_labels(df)) if len(df) else []
 
 
 def compare_models(df: pd.DataFrame, a: str, b: str) -> str:

@@ -111,6 +111,55 @@ def worst_cases(df: pd.DataFrame, labels: pd.Series) -> list[WorstCase]:
     return out
 
 
+@dataclass(frozen=True)
+class Masked:
+    """A gradient-free cell (``grad = none``, e.g. Square) that broke ``count`` images every white-box cell on the
+    same images left robust: row ``index`` of the table, for model ``model`` at ``eps_str`` over ``n`` images."""
+
+    index: object
+    model: str
+    attack: str
+    eps_str: str
+    n: int
+    count: int
+    white: int  # how many white-box cells it was compared with
+
+    @property
+    def name(self) -> str:
+        return "gradient-masking"
+
+    @property
+    def message(self) -> str:
+        return (f"{self.model}: {self.attack} (black box) broke {self.count} of {self.n} images at eps "
+                f"{self.eps_str} that every one of the {self.white} white-box cell(s) on the same images missed: the "
+                "gradients are partly masked there, and gradient attacks alone overstate robustness")
+
+    def line(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+def masking(df: pd.DataFrame, labels: pd.Series | None = None) -> list[Masked]:
+    """Every gradient-free cell that broke images every white-box cell missed, per model x images x eps: the
+    per-sample AND of the white-box cells' masks against the black-box cell's (noise and rows without a mask are
+    left out). ``labels`` names each row's attack (default: the ``attack`` column)."""
+    d = _eligible(df)
+    d = d[d["robust_mask"].astype(str) != ""] if "robust_mask" in d else d.iloc[0:0]
+    d = d.assign(_budget=[budget_label(p, e) for p, e in zip(d["params"], d["eps_str"], strict=True)])
+    out = []
+    for key, g in d.groupby(GROUP, sort=True):
+        black = g["grad"] == "none"
+        if not black.any() or black.all():
+            continue
+        white = np.logical_and.reduce(masks(g[~black]))
+        for i, m in zip(g.index[black], masks(g[black]), strict=True):
+            k = int((white & ~m).sum())
+            if k:
+                r = g.loc[i]
+                name = str(labels.loc[i]) if labels is not None else str(r["attack"])
+                out.append(Masked(i, str(r["model"]), name, str(key[5]), int(r["n"]), k, int((~black).sum())))
+    return out
+
+
 def _pct(v: float) -> float:
     return round(100 * v, 1)
 

@@ -37,7 +37,8 @@ from .surrogates import ASSG_A_RANGE, SURROGATES, AssgState
 from .swap import restore_surrogates, slot_paths, swap_surrogates, swapped
 
 __all__ = ["GradMode", "GradPath", "PATHS", "PRESETS", "grad_mode", "set_grad_mode", "get_grad_mode",
-           "parse_grad_mode", "parse_path", "parse_paths", "reset_path_state", "rate_slope"]
+           "parse_grad_mode", "parse_path", "parse_paths", "reset_path_state", "rate_slope", "path_applies",
+           "applicable"]
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,32 @@ def _number(text: str) -> float | None:
 
 
 def check_supported(model: nn.Module, path: GradPath) -> None:
-    """A model holding neurons of its own (an adapted SpikingJelly or snnTorch model) says through its
-    ``check_grad_mode(key)`` method whether ``path`` applies to all of them; it raises a one-line BadSpec if not."""
+    """Raise a one-line BadSpec when ``path`` does not apply to ``model``. A model holding neurons of its own (an
+    adapted SpikingJelly or snnTorch model) says so through its ``check_grad_mode(key)`` method; a model with no
+    spiking neuron robench can see into (a plain CNN, a plain-torch SNN) takes ``bptt`` only, its own gradient:
+    any other path would silently be that same gradient under another name."""
     check = getattr(model, "check_grad_mode", None)
     if callable(check):
         check(path.key)
+        return
+    slots = getattr(model, "surrogate_slots", None)
+    if path.key != "bptt" and not spiking_neurons(model) and not (callable(slots) and slots()):
+        raise BadSpec(f"gradient path {path.key!r} needs spiking neurons robench can see into; this "
+                      f"{type(model).__name__} has none, so only bptt (its own gradient) applies; paths for it: bptt")
+
+
+def path_applies(model: nn.Module, path: str | GradPath) -> str | None:
+    """None when gradient path ``path`` applies to every spiking neuron of ``model``, else the reason (one line)."""
+    try:
+        check_supported(model, _as_path(path))
+    except BadSpec as e:
+        return str(e)
+    return None
+
+
+def applicable(model: nn.Module, paths: Sequence[str | GradPath]) -> list[str]:
+    """The keys of ``paths`` that apply to ``model``, in order."""
+    return [p.key for p in map(_as_path, paths) if path_applies(model, p) is None]
 
 
 def _expand(item: str, label: str) -> list[GradPath]:
