@@ -209,8 +209,8 @@ def _as_path(mode: str | GradMode | GradPath) -> GradPath:
 
 def set_grad_mode(model: nn.Module, mode: str | GradMode | GradPath) -> None:
     """Set the gradient path on every spiking neuron of ``model``, and swap the surrogate of every foreign neuron
-    that offers it (:mod:`robench.snn.swap`; ``bptt`` puts the framework's own back). A model without neurons is
-    left as is."""
+    that offers it (:mod:`robench.snn.swap`; ``bptt`` puts the framework's own back). A model without neurons takes
+    ``bptt`` only (its own gradient); any other path is refused (:func:`check_supported`)."""
     path = _as_path(mode)
     check_supported(model, path)
     swap_surrogates(model, path, [])
