@@ -170,9 +170,9 @@ def attack(
         console.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
                       f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
     if save_adv is not None:
-        what = "row(s) of the cascade" if cascade is not None else "cell(s)"
-        console.print(f"verified adversarial examples of {ev.ran} {what} -> {save_adv}", highlight=False,
-                      soft_wrap=True)
+        what = ("every run of the cascade, cumulative (the cascade's own file: grad worst)" if cascade is not None
+                else f"{ev.ran} cell(s)")
+        console.print(f"verified adversarial examples of {what} -> {save_adv}", highlight=False, soft_wrap=True)
 
 
 @app.command("verify-adv")

@@ -26,45 +26,28 @@ Examples:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..dist import WHOLE, Part, agree_min, share
-from ..errors import BadSpec, RobenchError
+from ..errors import BadSpec
 from ..results.findings import Finding
-from ..results.stats import decode_mask
 from ..results.store import ResultsStore, row_key
 from ..runtime import resolve_device
-from .adversarial import check_adv_dir, file_name, read_adv, write_adv
+from .adversarial import check_adv_dir
+from .cell import auto_batch_size
+from .cell import clean_correct as _clean_correct
 from .probe import probe_paths, rank, resolve
+from .runs import SUITE, ModelRuns, Run, protocol_head, stage_params, stage_seed, whole_params
 from .stagelist import Protocol, Stage, is_protocol, load, names, retarget
-from .sweep import (
-    Cell,
-    CellOutcome,
-    Data,
-    Evaluation,
-    Target,
-    attack_cell,
-    auto_batch_size,
-    check_fits,
-    collect_records,
-    invalid_finding,
-    keep_rows,
-    make_row,
-    row_flags,
-)
-from .sweep import clean_correct as _clean_correct
+from .sweep import Data, Evaluation, Target, check_fits, collect_records, make_row
 
 __all__ = ["CONVERGED_PT", "Protocol", "Stage", "cascade", "findings", "is_protocol", "names", "protocol",
            "retarget", "run_reliable", "stage_params", "stage_seed", "whole_params"]
 
-SUITE = "reliable"
 CONVERGED_PT = 0.01  # version 1: a last stage or restart that still breaks more than 1 point of n: not converged
 
 
@@ -89,168 +72,7 @@ def _as_protocol(stages: Protocol | Sequence[Stage] | None) -> Protocol:
     return Protocol(SUITE, 1, stages)  # a hand-made list: version 1 rows (no probe, no adaptive part)
 
 
-@dataclass(frozen=True)
-class _Label:
-    """What a results row needs of an attack (name, budget, parameters): a cascade run's or the whole's."""
-
-    name: str
-    eps: float
-    eps_str: str
-    extra: Mapping = field(default_factory=dict)
-
-    def params_json(self) -> str:
-        return json.dumps(dict(self.extra), sort_keys=True)
-
-
-def stage_seed(seed: int, model_sha: str, k: int | str, restart: int, suite: str = SUITE, version: int = 1) -> int:
-    """A run's seed from the run's seed, the model, the protocol and the stage (never the batch or the process)."""
-    h = hashlib.sha256(f"{seed}:{model_sha}:{suite}:{version}:{k}:{restart}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
-
-
-def _head(p: Protocol) -> dict:
-    return {"suite": p.name, "version": p.version, **({"digest": p.digest()} if p.version >= 2 else {})}
-
-
-def stage_params(p: Protocol, k: int, stage: Stage, restart: int = 0, asked: str | None = None) -> dict:
-    """The ``params`` of a stage's row: run ``k`` (``"k+r"`` for restart r), the attack's parameters, and the path
-    the stage asked for when another ran (``path_requested``)."""
-    return {**_head(p), "stage": k if restart == 0 else f"{k}+{restart}", "attack": stage.spec.name,
-            "stage_restarts": stage.restarts, **stage.spec.params(), **({"path_requested": asked} if asked else {})}
-
-
-def whole_params(p: Protocol) -> dict:
-    """The ``params`` of the cascade's result row (``grad = worst``)."""
-    mb = p.stages[0].spec.min_batches
-    return {**_head(p), "stage": "all", "stages": len(p.stages), **({"min_batches": mb} if mb > 1 else {})}
-
-
-# ------------------------------------------------------------------------------------------------ one model
-@dataclass
-class _Run:
-    """One finished run of a stage: its label (``3``, ``3+1``), how many it broke, the robust count after it."""
-
-    label: str
-    stage: Stage
-    broke: int
-    after: int
-    secs: float
-
-
-@dataclass
-class _Model:
-    """Everything one model's cascade needs, and what it has done so far."""
-
-    t: Target
-    d: Data
-    p: Protocol
-    stored: dict
-    store: ResultsStore | None
-    seed: int
-    bs: int
-    dev: torch.device
-    emit: Callable[[dict], None]
-    force: bool
-    part: Part
-    clean: torch.Tensor  # bool [n] on the CPU
-    save_adv: Path | None = None
-    rows: list = field(default_factory=list)
-    runs: list = field(default_factory=list)
-    bad: list = field(default_factory=list)
-    keys: list = field(default_factory=list)  # every row this run produced or read back, in run order
-    adv: dict = field(default_factory=dict)  # image index -> (x_adv [C, H, W], run label), with --save-adv
-    adv_from: dict | None = None  # the last resumed run's cell, whose file holds the examples so far
-    ranking: list | None = None  # the probe's ranking, once probed
-    probe_secs: float = 0.0
-
-    @property
-    def n(self) -> int:
-        return len(self.d.x)
-
-    def cell(self, params: dict, grad: str) -> Cell:
-        eps, eps_str = self.p.eps
-        return Cell(self.t.id, self.t.sha256, self.d.name, self.n, _Label(self.p.name, eps, eps_str, params), grad,
-                    self.seed)
-
-    def attack(self, params: dict, stage: Stage, grad: str, seed: int, robust: torch.Tensor, todo: torch.Tensor,
-               flags: Callable[[int], list[str]] = lambda broke: [], cumulative: bool = True) -> torch.Tensor:
-        """Attack images ``todo`` (still robust in ``robust``) once, or read the stored row; store the row; return
-        the new robust mask (bool [n], CPU). ``flags(broke)``: extra flags for the row."""
-        cell = self.cell(params, grad)
-        self.keys.append(cell.key)
-        old = None if self.force else self.stored.get(cell.key)
-        if old is not None and old.get("robust_mask"):
-            after = torch.from_numpy(decode_mask(old["robust_mask"], self.n, int(old["robust_count"])).copy())
-            self._done(params, stage, grad, int(robust.sum()) - int(after.sum()), after, float(old["seconds"]),
-                       True, cumulative)
-            if cumulative:
-                self.adv_from = {**cell.stub(), "params": cell.spec.params_json()}
-            return after
-        t0 = time.perf_counter()
-        after = robust.clone()
-        invalid = 0
-        self.emit({"kind": "batch", "model": self.t.id, "stage": params["stage"], "restart": 0, "todo": len(todo)})
-        if len(todo):
-            out = attack_cell(self.t.model, stage.spec, grad, self.d.x[todo.to(self.dev)], self.d.y[todo.to(self.dev)],
-                              seed, self.bs, self.dev, torch.ones(len(todo), dtype=torch.bool),
-                              keep_adv=self.save_adv is not None, part=self.part)
-            after[todo[~out.correct]] = False
-            invalid = out.invalid
-            if out.x_adv is not None:
-                self._keep_adv(todo[out.index], out.x_adv, str(params["stage"]), cumulative)
-        secs = time.perf_counter() - t0
-        broke = int(robust.sum()) - int(after.sum())
-        if invalid:
-            self.bad.append(invalid_finding(cell, invalid))
-        row = make_row(cell, after, self.clean, secs, self.dev, ";".join(f for f in [*flags(broke),
-                                                                                row_flags([], grad, invalid)] if f))
-        self._write(row, after, cumulative)
-        self._done(params, stage, grad, broke, after, secs, False, cumulative)
-        if not cumulative:
-            self.probe_secs += secs
-        return after
-
-    def _done(self, params: dict, stage: Stage, grad: str, broke: int, after: torch.Tensor, secs: float,
-              resumed: bool, cumulative: bool) -> None:
-        if cumulative:
-            self.runs.append(_Run(str(params["stage"]), stage, broke, int(after.sum()), secs))
-        self.emit({"kind": "stage", "model": self.t.id, "stage": params["stage"], "of": len(self.p.stages),
-                   "attack": stage.spec.name, "grad": grad, "robust_acc": float(after.float().mean()),
-                   "resumed": resumed})
-
-    def _keep_adv(self, index: torch.Tensor, x_adv: torch.Tensor, label: str, cumulative: bool) -> None:
-        if cumulative:
-            self._load_adv()
-            for i, x in zip(index.tolist(), x_adv, strict=True):
-                self.adv[i] = (x, label)
-
-    def _load_adv(self) -> None:
-        """Resuming with --save-adv: the examples of the runs before come from the last resumed run's file."""
-        if self.adv_from is None:
-            return
-        row, self.adv_from = self.adv_from, None
-        try:
-            f = read_adv(self.save_adv / file_name(row))
-        except RobenchError:
-            raise BadSpec(f"--save-adv {str(self.save_adv)!r} lacks the examples of the stored runs of {self.t.id}; "
-                          "rerun with --force to redo its cascade (or without --save-adv)") from None
-        labels = f.meta.get("stage", ["?"] * len(f.index))
-        self.adv = {int(i): (x, str(s)) for i, x, s in zip(f.index.tolist(), f.x_adv, labels, strict=True)}
-
-    def _write(self, row: dict, after: torch.Tensor, cumulative: bool) -> None:
-        self.rows += keep_rows([row], self.store, set(self.stored), self.force)
-        if self.save_adv is None or not self.part.writer:
-            return
-        if cumulative:
-            self._load_adv()
-            idx = sorted(self.adv)
-            x = torch.stack([self.adv[i][0] for i in idx]) if idx else torch.zeros(0, *self.d.x.shape[1:])
-            out = CellOutcome(after, x_adv=x, index=torch.tensor(idx, dtype=torch.long))
-            write_adv(self.save_adv, row, out, {"stage": [self.adv[i][1] for i in idx]})
-
-
-
-def _run_model(m: _Model) -> list[Finding]:
+def _run_model(m: ModelRuns) -> list[Finding]:
     p = m.p
     ranking = _ranking(m)
     robust = m.clean.clone()
@@ -269,12 +91,12 @@ def _run_model(m: _Model) -> list[Finding]:
     m.keys.append(whole.key)
     if m.force or whole.key not in m.stored:
         secs = m.probe_secs + sum(r.secs for r in m.runs)
-        m._write(make_row(whole, robust, m.clean, secs, m.dev, ";".join(dict.fromkeys(f.name for f in found))), robust,
+        m.write(make_row(whole, robust, m.clean, secs, m.dev, ";".join(dict.fromkeys(f.name for f in found))), robust,
                  True)
     return found
 
 
-def _stage_run(m: _Model, k: int, r: int, stage: Stage, grad: str, asked: str | None, robust: torch.Tensor
+def _stage_run(m: ModelRuns, k: int, r: int, stage: Stage, grad: str, asked: str | None, robust: torch.Tensor
                ) -> torch.Tensor:
     params = stage_params(m.p, k, stage, r, asked)
     seed = stage_seed(m.seed, m.t.sha256, k, r, m.p.name, m.p.version)
@@ -282,7 +104,7 @@ def _stage_run(m: _Model, k: int, r: int, stage: Stage, grad: str, asked: str | 
     return m.attack(params, stage, grad, seed, robust, robust.nonzero().flatten(), black)
 
 
-def _probe(m: _Model) -> list[str]:
+def _probe(m: ModelRuns) -> list[str]:
     """Every applicable probe path on the first ``images`` images (a row each); the ranking."""
     pr = m.p.probe
     first = min(pr.images, m.n)
@@ -290,14 +112,14 @@ def _probe(m: _Model) -> list[str]:
     broke = {}
     stage = Stage(pr.spec, "probe")
     for path in probe_paths(m.t.model, pr.paths):
-        params = {**_head(m.p), "stage": "probe", "images": first, "attack": pr.spec.name, **pr.spec.params()}
+        params = {**protocol_head(m.p), "stage": "probe", "images": first, "attack": pr.spec.name, **pr.spec.params()}
         seed = stage_seed(m.seed, m.t.sha256, "probe", 0, m.p.name, m.p.version)
         after = m.attack(params, stage, path, seed, m.clean, todo, cumulative=False)
         broke[path] = int(m.clean.sum()) - int(after.sum())
     return rank(broke, pr.paths)
 
 
-def _more_restarts(m: _Model, robust: torch.Tensor) -> torch.Tensor:
+def _more_restarts(m: ModelRuns, robust: torch.Tensor) -> torch.Tensor:
     """Further restarts of the strongest white-box stage while the last white-box run broke more than the
     threshold, at most ``cap``."""
     ad, runs = m.p.adaptive, [r for r in m.runs if r.stage.white_box]
@@ -316,14 +138,14 @@ def _more_restarts(m: _Model, robust: torch.Tensor) -> torch.Tensor:
     return robust
 
 
-def _ranking(m: _Model) -> list[str]:
+def _ranking(m: ModelRuns) -> list[str]:
     """The probe's ranking (probed once per model; empty when no stage asks for it)."""
     if m.ranking is None:
         m.ranking = _probe(m) if m.p.probe is not None and any(s.probe_rank for s in m.p.stages) else []
     return m.ranking
 
 
-def _escalate(m: _Model, robust: torch.Tensor) -> torch.Tensor:
+def _escalate(m: ModelRuns, robust: torch.Tensor) -> torch.Tensor:
     """One further run of the last black-box stage per ``square_queries`` budget while the last black-box run
     broke more than the threshold."""
     ad = m.p.adaptive
@@ -340,7 +162,7 @@ def _escalate(m: _Model, robust: torch.Tensor) -> torch.Tensor:
     return robust
 
 
-def _history(m: _Model) -> list[tuple]:
+def _history(m: ModelRuns) -> list[tuple]:
     """Version 1's history: (stage, robust after, secs, broken by its last restart or None) per stage."""
     out, by = [], {}
     for r in m.runs:
@@ -351,7 +173,7 @@ def _history(m: _Model) -> list[tuple]:
     return out
 
 
-def _adaptive_findings(m: _Model) -> list[Finding]:
+def _adaptive_findings(m: ModelRuns) -> list[Finding]:
     ad, out, mid = m.p.adaptive, [], m.t.id
     extra = [r for r in m.runs if "+" in r.label and int(r.label.split("+")[1]) >= r.stage.restarts]
     for white in (True, False):
@@ -370,7 +192,7 @@ def _adaptive_findings(m: _Model) -> list[Finding]:
     return out
 
 
-def _name(run: _Run) -> str:
+def _name(run: Run) -> str:
     s = run.stage.spec
     budget = f"-{s.steps}" if s.steps else (f"-{s.queries}" if s.queries else "")
     return f"{s.name}{budget} (stage {run.label})"
@@ -415,7 +237,7 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
         model = t.model.to(dev).eval()
         bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)
         clean = _clean_correct(model, d.x, d.y, bs, part).cpu()
-        m = _Model(t, d, p, stored, store, seed, bs, dev, emit, force, part, clean,
+        m = ModelRuns(t, d, p, stored, store, seed, bs, dev, emit, force, part, clean,
                    None if save_adv is None else Path(save_adv))
         found += _run_model(m)
         new_rows += m.rows
