@@ -60,8 +60,9 @@ def _fraction(v: float) -> str:
 def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str) -> str:
     lines = [f"# {line}" if line else "#" for line in why.splitlines()]
     lines += ['name = "reliable"', "version = 2", 'eps = "8/255"', "",
-              "[probe]", f"paths = {_toml_value(PROBE_PATHS)}", f'attack = "{PROBE_ATTACK}"',
-              f"steps = {probe_steps}", f"images = {probe_images}", "",
+              "[probe]", "paths = [" + ",\n         ".join(_toml_value(g) for g in PROBE_PATHS) + "]",
+              f'attack = "{PROBE_ATTACK}"', f"steps = {probe_steps}", 'step_size = "2/255"',
+              f"images = {probe_images}", "",
               "[adaptive]", "threshold = 0.005", "cap = 4", "square_queries = [10000, 20000]", ""]
     for c in stages:
         p = json.loads(c.params)
