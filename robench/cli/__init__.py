@@ -15,7 +15,8 @@ import typer
 from ..errors import RobenchError
 from .common import NAME_RE, app, err_console  # noqa: F401  (NAME_RE: kept importable from robench.cli)
 
-for _module in ("train", "attack", "report", "zoo", "data"):  # each registers its commands on `app`, in -h order
+# each registers its commands on `app`, in -h order
+for _module in ("train", "attack", "report", "leaderboard", "zoo", "data"):
     import_module(f".{_module}", __name__)
 
 
