@@ -2,8 +2,9 @@
 
 Models (n = 20 images, clean 18): ``m-a`` has a v1 and a v2 cascade at L-inf 8/255 (25 % and 20 %), a v2 cascade
 at L2 0.5 and AutoAttack standard; ``m-b`` (40 %) and its seed ``m-b-s1`` (30 %) a v2 cascade; ``m-c`` only PGD;
-``m-d`` only Gaussian noise (no threat model, so no index row). Cards exist for ``m-a``, ``m-b`` and ``m-z`` (no
-results). The v2 ranking at L-inf: m-b, m-b-s1, m-a; m-c has no rank.
+``m-d`` only Gaussian noise (no threat model, so no index row); ``m-e`` only a v1 cascade (50 %). Cards exist for
+``m-a``, ``m-b`` and ``m-z`` (no results). The v2 ranking at L-inf: m-b, m-b-s1, m-a; then, unranked, m-e (it has
+a v1 result) and m-c.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def make_inputs(root: Path) -> tuple[Path, Path, Path]:
             *cascade("m-a", 2, 9, norm="L2", eps=0.5, eps_str="0.5"),
             row("m-a", "autoattack", aa, "bptt", 7), row("m-a", "autoattack", aa, "rate", 8),
             row("m-a", "autoattack", aa, "worst", 6),
-            *cascade("m-b", 2, 8), *cascade("m-b-s1", 2, 6),
+            *cascade("m-b", 2, 8), *cascade("m-b-s1", 2, 6), *cascade("m-e", 1, 10),
             row("m-c", "pgd", {"norm": "Linf", "steps": 10}, "bptt", 11),
             row("m-c", "pgd", {"norm": "Linf", "steps": 10}, "bptt", 15, 2 / 255, "2/255"),
             row("m-d", "gaussian", {}, "none", 16, 0.1, "0.1")]

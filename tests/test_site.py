@@ -36,11 +36,12 @@ def test_index_has_one_row_per_model_and_threat_model_ranked_by_the_newest_proto
     page = _board(site)
     got = [(r["data-model"], r["data-norm"], r["cells"]["rank"]) for r in page.rows]
     assert got == [("m-a", "L2", "1"), ("m-b", "Linf", "1"), ("m-b-s1", "Linf", "2"), ("m-a", "Linf", "3"),
-                   ("m-c", "Linf", "")]  # m-d has Gaussian noise only; m-z no results
+                   ("m-e", "Linf", ""), ("m-c", "Linf", "")]  # m-d has Gaussian noise only; m-z no results
     linf = {r["data-model"]: r["cells"] for r in page.rows if r["data-norm"] == "Linf"}
     assert len(linf) == len({r["data-model"] for r in page.rows if r["data-norm"] == "Linf"})
     assert linf["m-b"]["robust"] == "40.0000" and linf["m-a"]["robust"] == "20.0000"
     assert linf["m-a"]["reliable-v1"] == "25.0000"  # the older protocol's column
+    assert linf["m-e"]["reliable-v1"] == "50.0000" and linf["m-e"]["robust"] == ""  # not ranked against v2
     assert linf["m-a"]["autoattack"] == "30.0000"  # AutoAttack standard, its worst case over paths
     assert linf["m-b"]["seeds"] == linf["m-b-s1"]["seeds"] == "35.0000" and linf["m-a"]["seeds"] == ""
     assert linf["m-a"]["clean"] == "90.0000" and linf["m-c"]["robust"] == ""
@@ -48,7 +49,7 @@ def test_index_has_one_row_per_model_and_threat_model_ranked_by_the_newest_proto
     assert linf["m-c"]["arch"] == ""  # no card
     text = site.index.read_text()
     assert "35.0 ± 7.1" in text and "gradient-masking" in text and GENERATOR in text
-    assert "m-z" in text  # the zoo entry without results is listed, with a page
+    assert 'href="models/m-z.html"' in text and 'href="models/m-d.html"' in text  # no result to rank: listed
 
 
 def test_every_column_has_a_sort_key_on_every_row(site):
@@ -69,7 +70,7 @@ def test_every_column_has_a_sort_key_on_every_row(site):
 
 def test_links_resolve_to_files_in_the_site_and_nothing_is_loaded_from_outside(site):
     pages = [site.index, *site.pages]
-    assert {p.name for p in site.pages} == {f"{m}.html" for m in ("m-a", "m-b", "m-b-s1", "m-c", "m-d", "m-z")}
+    assert {p.name for p in site.pages} == {f"{m}.html" for m in ("m-a", "m-b", "m-b-s1", "m-c", "m-d", "m-e", "m-z")}
     for p in pages:
         page = Page(p.read_text())
         assert not page.stylesheets and all("src" not in s for s in page.scripts)
@@ -124,7 +125,7 @@ def test_cli_writes_the_site(inputs, tmp_path, capsys):
     code, out, err = run_main(capsys, ["leaderboard", "--results", str(results), "--zoo", str(zoo), "--adv", str(adv),
                                        "--out", str(tmp_path / "lb")])
     assert code == 0, err
-    assert "4 ranked entries" in out and "6 model pages" in out
+    assert "4 ranked entries" in out and "7 model pages" in out
     assert (tmp_path / "lb" / "index.html").is_file()
 
 

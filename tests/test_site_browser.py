@@ -58,14 +58,14 @@ def _robust(page: Page) -> list[float | None]:
 def test_sort_and_filter_from_the_query_string(site):
     url = site.index.as_uri()
     plain = dom(url)
-    assert len(plain.rows) == 5 and all("hidden" not in r for r in plain.rows)
+    assert len(plain.rows) == 6 and all("hidden" not in r for r in plain.rows)
     up, down = dom(url + "?sort=robust"), dom(url + "?sort=-robust")
-    assert _robust(up) == [20.0, 30.0, 40.0, 45.0, None]  # missing values last either way
-    assert _robust(down) == [45.0, 40.0, 30.0, 20.0, None]
+    assert _robust(up) == [20.0, 30.0, 40.0, 45.0, None, None]  # missing values last either way
+    assert _robust(down) == [45.0, 40.0, 30.0, 20.0, None, None]
     assert 'data-sorted="robust"' in chromium("--dump-dom", url + "?sort=robust")
     linf = dom(url + "?norm=Linf&sort=model")
     shown = [r["data-model"] for r in linf.rows if "hidden" not in r]
-    assert shown == ["m-a", "m-b", "m-b-s1", "m-c"]  # the L2 row is hidden, the rest sorted by id
+    assert shown == ["m-a", "m-b", "m-b-s1", "m-c", "m-e"]  # the L2 row is hidden, the rest sorted by id
 
 
 class DevTools:
@@ -132,18 +132,19 @@ def test_clicking_headers_sorts_and_the_filter_menus_filter(site):
     tools = DevTools()
     try:
         tools.open(site.index.as_uri())
-        assert tools.js("document.querySelectorAll('#board tbody tr').length") == 5
-        assert tools.js(ORDER) == ["m-a/L2", "m-b/Linf", "m-b-s1/Linf", "m-a/Linf", "m-c/Linf"]  # by rank
+        assert tools.js("document.querySelectorAll('#board tbody tr').length") == 6
+        ranked = ["m-a/L2", "m-b/Linf", "m-b-s1/Linf", "m-a/Linf", "m-e/Linf", "m-c/Linf"]
+        assert tools.js(ORDER) == ranked
         tools.js("document.querySelector('th[data-key=\"robust\"]').click()")  # numbers: best first
-        assert tools.js(ORDER) == ["m-a/L2", "m-b/Linf", "m-b-s1/Linf", "m-a/Linf", "m-c/Linf"]
+        assert tools.js(ORDER) == ranked
         assert tools.js("document.querySelector('th[data-key=\"robust\"]').getAttribute('aria-sort')") == "descending"
         tools.js("document.querySelector('th[data-key=\"robust\"]').click()")
-        assert tools.js(ORDER) == ["m-a/Linf", "m-b-s1/Linf", "m-b/Linf", "m-a/L2", "m-c/Linf"]
+        assert tools.js(ORDER) == ["m-a/Linf", "m-b-s1/Linf", "m-b/Linf", "m-a/L2", "m-e/Linf", "m-c/Linf"]
         tools.js("document.querySelector('th[data-key=\"model\"]').click()")  # text: A to Z first
         assert tools.js(ORDER)[:3] == ["m-a/Linf", "m-a/L2", "m-b/Linf"]  # a stable sort keeps ties
         tools.js("const s = document.getElementById('f-norm'); s.value = 'L2'; s.dispatchEvent(new Event('change'))")
         assert tools.js(ORDER) == ["m-a/L2"]
-        assert tools.js("document.getElementById('shown').textContent") == "1 of 5 entries shown"
+        assert tools.js("document.getElementById('shown').textContent") == "1 of 6 entries shown"
         tools.open((site.out / "models" / "m-a.html").as_uri())
         assert tools.js("document.querySelectorAll('h3').length") == 3  # three cascade runs
         assert tools.js("document.querySelector('img.curves').naturalWidth") > 100  # the SVG loaded from file://

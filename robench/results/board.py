@@ -236,7 +236,7 @@ def make_board(df: pd.DataFrame, cards: Mapping[str, dict], adv: Mapping[tuple, 
             _autoattack(rows), str(head.summary["flags"]) if head else "",
             str((head.summary if head else rows.loc[rows["timestamp"].idxmax()])["timestamp"])[:10],
             cards.get(model)))
-    _rank(entries)
+    _rank(entries, versions)
     _seed_spread(entries)
     rows_by_model = {m: g.drop(columns=[c for c in g.columns if c.startswith("_")]) for m, g in df.groupby("model")}
     by_model: dict[str, list[Cascade]] = {}
@@ -245,10 +245,14 @@ def make_board(df: pd.DataFrame, cards: Mapping[str, dict], adv: Mapping[tuple, 
     return Board(entries, versions, rows_by_model, by_model, dict(cards), dict(adv or {}))
 
 
-def _rank(entries: list[Entry]) -> None:
+def _rank(entries: list[Entry], versions: list[str]) -> None:
     """Rank within each threat model by the headline (higher robust accuracy first, then higher clean); entries
-    without a headline keep no rank and sort after the ranked ones, by model id."""
-    entries.sort(key=lambda e: (e.threat, e.robust is None, -(e.robust.acc if e.robust else 0),
+    without a headline keep no rank and sort after the ranked ones, by their newest older version, then by id."""
+
+    def older(e: Entry) -> float:
+        return next((-e.older[v].acc for v in versions[1:] if v in e.older), 1.0)
+
+    entries.sort(key=lambda e: (e.threat, e.robust is None, -(e.robust.acc if e.robust else 0), older(e),
                                 -(e.clean.acc if e.clean else 0), e.model))
     k, last = 0, None
     for e in entries:

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataNotFound, UsageError
-from .board import Acc, Board, Cascade, Entry, describe, find_adv, make_board, read_cards
+from .board import Acc, Board, Cascade, Entry, describe, find_adv, make_board, read_cards, sort_version
 from .report import attack_labels
 from .seeds import split_seed
 from .site_curves import plot_curves
@@ -230,8 +230,8 @@ def index_html(board: Board, df: pd.DataFrame) -> str:
                    + (' class="num"' if t == "num" else "") + (f' title="{_e(tip)}"' if tip else "")
                    + f">{_e(h)}</th>" for k, h, t, tip in cols)
     body = "\n".join(_entry_row(board, e) for e in board.entries)
-    unevaluated = sorted(set(board.cards) - {e.model for e in board.entries})
-    extra = ("<h2>Zoo entries without a ranked result</h2><p>" + ", ".join(
+    unevaluated = sorted((set(board.cards) | set(board.rows)) - {e.model for e in board.entries})
+    extra = ("<h2>Other models (no adversarial result to rank)</h2><p>" + ", ".join(
         f'<a href="models/{_e(slug(m))}.html">{_e(m)}</a>' for m in unevaluated) + "</p>") if unevaluated else ""
     version = board.versions[0] if board.versions else "?"
     newest = str(df["timestamp"].max())[:10]
@@ -332,7 +332,8 @@ def model_html(board: Board, model: str, files: dict) -> str:
     entries = [e for e in board.entries if e.model == model]
     parts = [f'<p><a href="../index.html">← leaderboard</a></p><h1>{_e(model)}</h1>']
     if entries:
-        heads = "".join(f"<th class=\"num\">{h}</th>" for h in ("n", "clean %", "robust % (headline)"))
+        head = f"robust % (reliable v{board.versions[0]})" if board.versions else "robust %"
+        heads = "".join(f"<th class=\"num\">{h}</th>" for h in ("n", "clean %", head))
         older = "".join(f"<th class=\"num\">reliable-v{v} %</th>" for v in board.versions[1:])
         body = "".join(f"<tr><td>{_e(e.dataset)}</td><td>{_e(e.norm)} {_e(e.eps_str)}</td><td class=\"num\">{e.n}"
                        f"</td>{_acc_cell('clean', e.clean)}{_acc_cell('robust', e.robust, e.flags)}"
@@ -349,7 +350,7 @@ def model_html(board: Board, model: str, files: dict) -> str:
     rows = board.rows.get(model)
     if rows is not None:
         labels = attack_labels(rows)
-        runs = sorted(board.cascades.get(model, []), key=lambda c: (c.version, c.n), reverse=True)
+        runs = sorted(board.cascades.get(model, []), key=lambda c: (sort_version(c.version), c.n), reverse=True)
         parts += ["<h2>Per-stage breakdown of the cascade</h2>", *(_cascade_html(c) for c in runs)] if runs \
             else []
         if "svg" in files:
