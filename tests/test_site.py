@@ -157,3 +157,18 @@ def test_a_model_id_that_is_not_a_file_name_gets_a_safe_page_name():
     assert slug("fmnist-vgg11-lif-gn") == "fmnist-vgg11-lif-gn"
     odd = slug("../My Model/<x>")
     assert "/" not in odd and "<" not in odd and not odd.startswith(".") and odd != slug("../My Model/<y>")
+
+
+def test_a_single_draw_row_of_a_stochastic_model_is_never_the_headline():
+    from site_data import cascade, row
+
+    from robench.results import to_frame
+    from robench.results.board import make_board
+
+    naive = row("m-p", "reliable", {"suite": "reliable", "version": 2, "stage": "all", "stages": 2, "draws": 1},
+                "worst", 1, ts="2026-01-03T00:00:00+00:00")
+    aa = {"norm": "Linf", "version": "standard"}
+    board = make_board(to_frame([*cascade("m-p", 2, 7), naive, row("m-p", "autoattack", aa, "worst", 9),
+                                 row("m-p", "autoattack", {**aa, "draws": 1}, "worst", 2)]), {})
+    (e,) = board.entries
+    assert (e.robust.count, e.autoattack.count) == (7, 9)

@@ -4,7 +4,8 @@ An entry is a model evaluated on one dataset under one threat model (norm and bu
 robust accuracy of the newest ``reliable`` protocol version in the results (the cascade's ``stage = all`` row:
 a sample counts only if it survived every stage), with its Wilson 95% interval; older protocol versions get a
 column each (``reliable-v1``), AutoAttack standard another (its worst case over gradient paths). Where several
-runs compete, the one on the most images wins, then the newest. Several training seeds of one recipe
+runs compete, the one on the most images wins, then the newest; a stochastic model's single-draw rows (``draws =
+1``) are shown on its page, never as its headline. Several training seeds of one recipe
 (``<id>-s<k>``, :mod:`robench.results.seeds`) add the mean and sample standard deviation of their headlines.
 Cards come from the zoo folder's ``<id>.json`` files, read as plain JSON; adversarial-example files (``attack
 --save-adv``) are matched to their rows through the cell key in their safetensors metadata. Pandas, numpy and
@@ -153,6 +154,11 @@ def _params(df: pd.DataFrame) -> pd.Series:
     return df["params"].map(json.loads)
 
 
+def single_draw(params: Mapping) -> bool:
+    """A stochastic model's single-draw row (``draws = 1``): the naive number stored beside the averaged one."""
+    return params.get("draws") == 1
+
+
 def sort_version(v: str) -> tuple:
     return (0, int(v), "") if v.isdigit() else (1, 0, v)
 
@@ -163,7 +169,7 @@ def cascades(df: pd.DataFrame) -> list[Cascade]:
     params = _params(df)
     runs: dict[tuple, Cascade] = {}
     for (i, r), p in zip(df.iterrows(), params, strict=True):
-        if "suite" not in p or r["attack"] != p["suite"]:
+        if "suite" not in p or r["attack"] != p["suite"] or single_draw(p):
             continue
         key = (r["model"], r["sha256"], r["dataset"], int(r["n"]), float(r["eps"]), int(r["seed"]),
                p["suite"], str(p.get("version", "1")))
@@ -195,7 +201,8 @@ def _autoattack(rows: pd.DataFrame) -> Acc | None:
     """AutoAttack standard on the most images: its worst case over paths when stored, else its single path,
     else the lowest of its paths (an upper bound of their worst case, said in the note)."""
     p = _params(rows) if len(rows) else pd.Series(dtype=object)
-    aa = rows[(rows["attack"] == "autoattack") & p.map(lambda d: d.get("version") == "standard").astype(bool)]
+    standard = p.map(lambda d: d.get("version") == "standard" and not single_draw(d)).astype(bool)
+    aa = rows[(rows["attack"] == "autoattack") & standard]
     if aa.empty:
         return None
     aa = aa[aa["n"] == aa["n"].max()]
