@@ -146,8 +146,9 @@ def test_cli_missing_results_or_adv_folder_is_one_error_line(inputs, tmp_path, c
     assert not (tmp_path / "lb").exists()
 
 
-def test_the_site_needs_no_torch():
-    code = "import sys, robench.results.site, robench.cli.leaderboard; sys.exit('torch' in sys.modules)"
+def test_the_site_needs_no_torch_and_sets_no_plotting_state():
+    code = ("import sys, robench.results.site, robench.cli.leaderboard; "
+            "sys.exit('torch' in sys.modules or 'matplotlib.pyplot' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 

@@ -8,8 +8,8 @@ runs compete, the one on the most images wins, then the newest; a stochastic mod
 1``) are shown on its page, never as its headline. Several training seeds of one recipe
 (``<id>-s<k>``, :mod:`robench.results.seeds`) add the mean and sample standard deviation of their headlines.
 Cards come from the zoo folder's ``<id>.json`` files, read as plain JSON; adversarial-example files (``attack
---save-adv``) are matched to their rows through the cell key in their safetensors metadata. Pandas, numpy and
-safetensors' numpy reader only, never torch.
+--save-adv``) are matched to their rows through the cell key in their safetensors metadata. Pandas and the standard
+library only, never torch.
 
 Examples:
     >>> board = make_board(read_dir("results"), read_cards("zoo"), find_adv(["adv"]))
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from safetensors import SafetensorError, safe_open
 
+from ..attack_meta import NOISE
 from ..errors import DataNotFound, IntegrityError
+from ..io import header_metadata
 from .seeds import split_seed
 from .stats import wilson
-from .store import NOISE, row_key
+from .store import row_key
 
 ADV_FORMAT = "robench-adversarial/1"  # the format tag ``attack --save-adv`` writes into its files' metadata
 DEFAULT_NORM = "Linf"  # rows written before the norm was recorded are L-inf
@@ -140,11 +141,12 @@ def find_adv(folders: Iterable[str | Path]) -> dict[tuple, Path]:
             raise DataNotFound(f"--adv {str(d)!r} is not a folder of adversarial-example files")
         for p in sorted(d.glob("*.safetensors")):
             try:
-                with safe_open(str(p), framework="numpy") as f:
-                    meta = json.loads((f.metadata() or {}).get("robench", "null"))
+                with open(p, "rb") as f:
+                    size = f.read(8)
+                    meta = header_metadata(size + f.read(min(int.from_bytes(size, "little"), 1 << 24)))
                 if isinstance(meta, dict) and meta.get("format") == ADV_FORMAT:
                     found[row_key(meta)] = p
-            except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError):
                 continue  # not ours, or truncated: nothing to link
     return found
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataNotFound, UsageError
+from ..io import existing_base, unwritable
 from .board import Acc, Board, Cascade, Entry, describe, find_adv, make_board, read_cards, sort_version
 from .report import attack_labels
 from .seeds import split_seed
@@ -62,14 +63,10 @@ def check_out(out: str | Path) -> Path:
         if any(out.iterdir()) and not (index.is_file() and GENERATOR in index.read_text(errors="replace")[:2000]):
             raise UsageError(f"--out {str(out)!r} holds files that are not a robench leaderboard; pass a new or "
                              "empty folder")
-    base = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
-    try:  # a real probe: permission bits say nothing for root, and /proc or a read-only mount refuse anyway
-        if not base.is_dir():
-            raise NotADirectoryError(str(base))
-        os.rmdir(tempfile.mkdtemp(prefix=".robench-probe-", dir=base))
-    except OSError:
-        raise UsageError(f"--out {str(out)!r}: {str(base)!r} is not a writable folder; pass a folder you can "
-                         "write") from None
+    why = unwritable(out.parent)  # the new site is built beside out, then renamed into its place
+    if why:
+        raise UsageError(f"--out {str(out)!r}: {str(existing_base(out.parent))!r} is not a writable folder ({why}); "
+                         "pass a folder you can write")
     return out
 
 

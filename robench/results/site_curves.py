@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib import colormaps, rc_context
+from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..attack_meta import NOISE
+from .board import DEFAULT_NORM, Acc, cascades, sort_version
+from .report import attack_labels
 
-from .board import DEFAULT_NORM, Acc, cascades, sort_version  # noqa: E402
-from .report import attack_labels  # noqa: E402
-from .store import NOISE  # noqa: E402
+SVG = {"svg.hashsalt": "robench", "svg.fonttype": "none"}  # stable ids, text as text: the same rows, the same file
 
 
 def _series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -54,10 +54,9 @@ def plot_curves(rows: pd.DataFrame, path: str | Path) -> Path | None:
     if not series:
         return None
     panels = sorted({p for p, _ in series}, key=lambda p: (p == "noise", p))
-    plt.rcParams["svg.hashsalt"] = "robench"  # stable ids: the same results give the same file
-    plt.rcParams["svg.fonttype"] = "none"
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 2.6, 3.6), squeeze=False)
-    colors, markers = plt.get_cmap("tab20"), "os^Dv<>pPX*h"
+    fig = Figure(figsize=(4.4 * len(panels) + 2.6, 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    colors, markers = colormaps["tab20"], "os^Dv<>pPX*h"
     for ax, panel in zip(axes[0], panels, strict=True):
         for i, ((_, label), g) in enumerate((k, g) for k, g in series.items() if k[0] == panel):
             eps, acc = [0.0, *g["eps"]], [g["clean"].iloc[0] / g["n"].iloc[0], *(g["count"] / g["n"])]
@@ -89,6 +88,6 @@ def plot_curves(rows: pd.DataFrame, path: str | Path) -> Path | None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    with rc_context(SVG):
+        fig.savefig(path, format="svg", metadata={"Date": None})
     return path
