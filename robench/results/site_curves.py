@@ -89,5 +89,5 @@ def plot_curves(rows: pd.DataFrame, path: str | Path) -> Path | None:
     fig.tight_layout()
     path = Path(path)
     with rc_context(SVG):
-        fig.savefig(path, format="svg", metadata={"Date": None})
+        fig.savefig(path, format="svg", metadata={"Date": None}, bbox_inches="tight")
     return path
