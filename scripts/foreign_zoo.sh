@@ -20,7 +20,8 @@ for id in $IDS; do
     *) echo "Error: unknown foreign entry $id" >&2; exit 2 ;;
   esac
   w="runs/$id.pt"
-  [ -f "$w" ] || $PY examples/train_foreign.py --net "$net" --kwargs "$kw" --sigma 8/255 --out "$w" || exit 1
+  [ -f "$w" ] || $PY examples/train_foreign.py --net "$net" --kwargs "$kw" --sigma 8/255 --out "$w" || { rc=1; continue; }
   [ -f "zoo/$id.json" ] || $R zoo import "$w" --id "$id" --trust-code $imp --kwargs "$kw" --code-path . -T 4 \
-    --dataset fashion-mnist --n 10000 || exit 1
+    --dataset fashion-mnist --n 10000 || rc=1
 done
+exit "${rc:-0}"

@@ -159,3 +159,18 @@ def test_the_import_says_which_paths_apply(mod, tmp_path, monkeypatch):
     model, _ = load("e1", tmp_path / "zoo", trust_code=True)
     g_bptt, _ = input_grad(model, "bptt", x, y)
     assert not torch.allclose(input_grad(model, "sigmoid:k=16", x, y)[0], g_bptt)
+
+
+def test_a_rare_spike_flip_at_the_threshold_is_accepted_and_said_more_is_refused():
+    from robench.errors import IntegrityError
+    from robench.zoo.checks_foreign import _match
+
+    orig = torch.randn(2000, 10)
+    adapted = orig.clone()
+    adapted[7, 3] += 0.15  # one image: a spike flipped
+    adapted[9] += 1e-6  # another: float rounding
+    model = type("M", (), {"describe": lambda self: "mapped"})()
+    assert "on 1999 of 2000 images; 1 differ by up to 0.15" in _match(orig, adapted, model)
+    adapted[100:103, 0] += 0.15  # 4 of 2000 > 0.1 %
+    with pytest.raises(IntegrityError, match="on 4 of 2000 images: the neuron mapping is not exact"):
+        _match(orig, adapted, model)

@@ -24,6 +24,7 @@ from .adapters import STEP_MODES, ForeignModel, OutputError
 from .foreign import ForeignSpec
 
 ROUNDING = 1e-4  # largest |difference| of logits, relative to their scale, still called float rounding
+FLIP_SHARE = 0.001  # share of images whose logits may differ more (a spike at the threshold flipped by rounding)
 GRAD_IMAGES = 32  # images whose input gradient is checked
 ZERO_GRAD_MAX = 0.5  # more than this fraction of all-zero input gradients is refused
 
@@ -58,13 +59,21 @@ def zero_grad_fraction(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 
 def _match(orig: Tensor, adapted: Tensor, adapter: ForeignModel) -> str:
+    """How the adapted model's logits ``[N, K]`` match the original's: bitwise, to float rounding, or to float
+    rounding on all but at most ``FLIP_SHARE`` of the images (a spike exactly at the threshold can flip when the
+    membrane is computed in another order, e.g. SpikingJelly's ``v + (x - v) / tau`` and ``tau' v + x / tau``)."""
     if torch.equal(orig, adapted):
         return "bitwise"
-    diff = float((orig - adapted).abs().max())
+    per_image = (orig - adapted).abs().amax(1)
+    diff = float(per_image.max())
     scale = max(1.0, float(orig.abs().max()))
-    if diff <= ROUNDING * scale:
+    off = int((per_image > ROUNDING * scale).sum())
+    if off == 0:
         return f"to float rounding (max |difference| {diff:.2g})"
-    raise IntegrityError(f"the adapted model's logits differ from the original's by up to {diff:.3g} on "
+    if off <= FLIP_SHARE * len(orig):
+        return (f"to float rounding on {len(orig) - off} of {len(orig)} images; {off} differ by up to {diff:.3g} "
+                f"(at most {FLIP_SHARE:.1%} may: a spike at the threshold can flip with the membrane's rounding)")
+    raise IntegrityError(f"the adapted model's logits differ from the original's by up to {diff:.3g} on {off} of "
                          f"{len(orig)} images: the neuron mapping is not exact for this model ({adapter.describe()})")
 
 
