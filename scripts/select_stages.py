@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--v1", help="results file with reliable rows of version 1 and 2 (their first n images compared)")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--eps", default="8/255")
-    ap.add_argument("--probe-images", type=int, default=32)
+    ap.add_argument("--probe-images", type=int, default=64)
     ap.add_argument("--threshold", type=float, default=0.005)
     ap.add_argument("--model", action="append", help="choose on these models only (default: every model)")
     ap.add_argument("--write", action="store_true", help="write robench/eval/protocols/reliable-v2.toml")
@@ -121,7 +121,7 @@ def main() -> None:
                f"({a.evidence}, images 0-{half - 1} of {len(mx.models)} models) and proven on images {half}-{a.n - 1};"
                f"\nthe table is benchmarks/selection.md. probe:K = the K-th best path of this model's probe.")
         dest = ROOT / "robench" / "eval" / "protocols" / "reliable-v2.toml"
-        dest.write_text(stage_toml(chosen.stages, 10, a.probe_images, why))
+        dest.write_text(stage_toml(chosen.stages, PROBE_PARAMS["steps"], a.probe_images, why))
         print(f"-> {dest}")
 
 
