@@ -34,7 +34,7 @@ def test_the_shipped_file_has_three_seeds_of_six_recipes():
     assert len(ids) == len(set(ids)) == 23
     (r,) = pick(load_recipes(SHIPPED), ["fmnist-vgg11-stable-gn-poisson"])
     job = job_from_options(r.options, r.command())
-    assert job.model.encoding == "poisson" and job.train.epochs == 2
+    assert job.model.encoding == "poisson" and job.train.epochs == 1
     assert r.command().endswith("--alpha 1.0 --encoding poisson")
 
 
