@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.." || exit 1
 export ROBENCH_THREADS="${ROBENCH_THREADS:-1}"
 R="${ROBENCH:-.venv/bin/robench}"
 OUT="${OUT:-results}"
-N="${N:-200}"
+N="${N:-100}"
 IDS="fmnist-vgg11-lif-gn-poisson fmnist-vgg11-stable-gn-poisson"
 set -e
 [ -n "$NO_TRAIN" ] || $R zoo build $IDS
