@@ -23,6 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from robench.eval.stagelist import load as load_protocol  # noqa: E402
 from robench.results.selection import (  # noqa: E402
     Choice,
     cascade_masks,
@@ -96,7 +97,7 @@ def main() -> None:
     chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
     rel = ResultsStore(a.v1).read() if a.v1 else None
     v1 = cascade_masks(rel, a.n, a.eps, 1) if rel is not None else None
-    v2 = cascade_masks(rel, a.n, a.eps, 2) if rel is not None else None
+    v2 = cascade_masks(rel, a.n, a.eps, 2, load_protocol("reliable").digest()) if rel is not None else None
     picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. cost": cost,
                            **{m.removeprefix("fmnist-"): g for m, g in gain.items()}}
                           for i, (c, gain, cost) in enumerate(zip(chosen.stages, chosen.gains, chosen.cost,

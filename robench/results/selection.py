@@ -249,17 +249,19 @@ def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe
     return pd.DataFrame(out)
 
 
-def cascade_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255", version: int = 1) -> dict[str, np.ndarray]:
-    """The masks of the reliable cascade's result rows (``grad = worst``, ``stage = all``) of one protocol version,
-    run on at least ``n_min`` images (rows without a version are version 1)."""
+def cascade_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255", version: int = 1,
+                  digest: str | None = None) -> dict[str, np.ndarray]:
+    """The masks of the reliable cascade's result rows (``grad = worst``, ``stage = all``) of one protocol version
+    (and, given ``digest``, of that stage list only), run on at least ``n_min`` images (rows without a version are
+    version 1); of several rows of one model, the last one written."""
     df = df[(df["attack"] == "reliable") & (df["grad"] == "worst") & (df["eps_str"] == eps_str)
             & (df["n"].astype(int) >= n_min) & (df["robust_mask"] != "")]
     out: dict[str, np.ndarray] = {}
     for r in df.to_dict("records"):
         p = json.loads(r["params"])
-        if int(p.get("version", 1)) != version or p.get("stage") != "all":
+        if int(p.get("version", 1)) != version or p.get("stage") != "all" or digest not in (None, p.get("digest")):
             continue
-        out.setdefault(r["model"], decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"])))
+        out[r["model"]] = decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"]))
     return out
 
 
