@@ -1,4 +1,4 @@
-"""LIF / DLIF neurons against hand-computed values (PAPER.md §1, §4), on both engines."""
+"""LIF / DLIF neurons against hand-computed values (docs/method.md §2, §5), on both engines."""
 
 from __future__ import annotations
 

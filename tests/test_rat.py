@@ -1,4 +1,4 @@
-"""The `rat` recipe (PAPER.md §3): the orthogonality step by hand, its options, a tiny training, resume and card."""
+"""The `rat` recipe (docs/method.md §4): the orthogonality step by hand, its options, a tiny training, resume, card."""
 
 from __future__ import annotations
 

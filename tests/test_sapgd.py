@@ -1,4 +1,4 @@
-"""SA-PGD (EVALUATION.md §3): schedule, start, update rule, budget at every iterate, eps = 0, seeding, strength."""
+"""SA-PGD (docs/evaluation.md §3): schedule, start, update rule, budget at every iterate, eps = 0, seeding, strength."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MPPD regulariser, robust loss, recipes, TrainConfig checks and exact resume (PAPER.md §2, §3)."""
+"""MPPD regulariser, robust loss, recipes, TrainConfig checks and exact resume (docs/method.md §3, §4)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_gaussian_is_x_plus_sigma_noise_not_clipped(tiny_model, tiny_data):
     cfg = TrainConfig(recipe="gaussian", sigma=0.2)
     xp = RECIPES.get("gaussian")(tiny_model, x, y, cfg)
     noise = (xp - x) / 0.2
-    assert xp.min() < 0 and xp.max() > 1  # not clipped to [0, 1] (PAPER.md §3)
+    assert xp.min() < 0 and xp.max() > 1  # not clipped to [0, 1] (docs/method.md §4)
     assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1
 
 

@@ -3,7 +3,7 @@
 - ``fgsm``, ``pgd`` and ``bim`` come from torchattacks. ``pgd`` and ``bim`` return their **final iterate**
   (kept as they are for comparability with papers; the report labels them ``(final)``).
 - ``pgd-best`` (:mod:`.iterate`) and ``sa-pgd`` (:mod:`.sapgd`) are robench's own: every iterate is checked and
-  a sample misclassified at any verified iterate keeps it (EVALUATION.md §3).
+  a sample misclassified at any verified iterate keeps it (docs/evaluation.md §3).
 - ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR, ``min(9, K - 1)`` targets), ``square`` (black box, L-inf)
   and ``autoattack`` (versions ``standard``, ``rand`` and ``custom`` = APGD-CE + APGD-T) are the official code
   (pyautoattack, :mod:`.autoattack`); the single attacks restart in robench's loop.
@@ -312,7 +312,7 @@ def _autoattack(spec: AttackSpec, model: nn.Module) -> AttackFn:
 # ---------------------------------------------------------------------------------------- suites as data
 _E8 = dict(eps=8 / 255, eps_str="8/255")
 SUITES: dict[str, list[AttackSpec]] = {
-    # PAPER.md §4: FGSM; PGD (steps, step size) = (7, 2.55/255), (10, 2/255), (20, 1/255), (40, 0.5/255);
+    # docs/method.md §6: FGSM; PGD (steps, step size) = (7, 2.55/255), (10, 2/255), (20, 1/255), (40, 0.5/255);
     # APGD-CE and APGD-DLR with 10 steps; all at eps = 8/255
     "paper": [
         AttackSpec("fgsm", **_E8),
@@ -321,7 +321,7 @@ SUITES: dict[str, list[AttackSpec]] = {
         AttackSpec("apgd-dlr", **_E8, steps=10),
     ],
     "quick": [AttackSpec("fgsm", **_E8), AttackSpec("pgd", **_E8, steps=10, step_size=2 / 255)],
-    # PAPER.md §4: PGD-10 sweeps over larger budgets, step eps/4
+    # docs/method.md §6: PGD-10 sweeps over larger budgets, step eps/4
     "pgd-sweep": [AttackSpec("pgd", eps=k / 255, eps_str=f"{k}/255", steps=10, step_size=k / 4 / 255)
                   for k in range(10, 101, 10)],  # re-targeted with --eps through RETARGET below
     "autoattack": [AttackSpec("autoattack", **_E8, version="standard")],
@@ -331,7 +331,7 @@ DEFAULT_ATTACKS = ("fgsm", "pgd")
 
 
 def _pgd_sweep_at(eps: float, eps_str: str) -> AttackSpec:
-    """PGD-10 with step eps/4 (PAPER.md §4), at any budget (eps = 0 keeps the default step: nothing moves)."""
+    """PGD-10 with step eps/4 (docs/method.md §6), at any budget (eps = 0 keeps the default step: nothing moves)."""
     return AttackSpec("pgd", eps=eps, eps_str=eps_str, steps=10, step_size=eps / 4 if eps > 0 else None)
 
 

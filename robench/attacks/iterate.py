@@ -1,4 +1,4 @@
-"""Best-iterate tracking (EVALUATION.md §3), the restart loop shared by robench's own attacks, and ``pgd-best``.
+"""Best-iterate tracking (docs/evaluation.md §3), the restart loop shared by robench's own attacks, and ``pgd-best``.
 
 torchattacks' PGD and BIM return their final iterate; on spiking networks sign steps swing across the decision
 boundary, so a sample misclassified at some step is often classified correctly again at the last one. An attack
@@ -24,7 +24,7 @@ from .norms import dist, normalise, project, slack, uniform_start
 
 __all__ = ["BestIterate", "PGDBest", "input_grad", "project", "reset_path_state", "restart_seed", "run_restarts"]
 
-TOL = 1e-6  # float rounding allowed on the budget (EVALUATION.md §4)
+TOL = 1e-6  # float rounding allowed on the budget (docs/evaluation.md §4)
 
 
 class BestIterate:

@@ -1,4 +1,4 @@
-"""SA-PGD (EVALUATION.md §3): APGD's start and step schedule with an Adam-like step on a normalised gradient.
+"""SA-PGD (docs/evaluation.md §3): APGD's start and step schedule with an Adam-like step on a normalised gradient.
 
 Written by hand: no attack library ships it. Every iterate is checked and a misclassified one is kept
 (:class:`~robench.attacks.iterate.BestIterate`); broken samples stop being updated.
@@ -43,7 +43,7 @@ def surface_start(x: Tensor, eps: float, norm: str = "Linf") -> Tensor:
 
 
 class SAPGD:
-    """SA-PGD: sign-free, Adam-like L-inf attack with APGD's start and schedule (EVALUATION.md §3).
+    """SA-PGD: sign-free, Adam-like L-inf attack with APGD's start and schedule (docs/evaluation.md §3).
 
     Update, per sample and restart, from ``x_0`` = :func:`surface_start`, ``m_0 = v_0 = 0``, ``eta = eps``::
 

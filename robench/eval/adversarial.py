@@ -1,6 +1,6 @@
 """Adversarial-example files: a cell's verified examples, written so anyone can re-check a claim.
 
-``robench attack --save-adv DIR`` writes one safetensors file per cell run (EVALUATION.md §5), holding
+``robench attack --save-adv DIR`` writes one safetensors file per cell run (docs/evaluation.md §5), holding
 
 - ``x_adv`` ``[m, C, H, W]`` float32 in [0, 1]: the verified adversarial examples of the m broken samples;
 - ``index`` ``[m]`` int64: their indices into the first ``n`` images of the dataset;

@@ -6,7 +6,7 @@ accuracy never exceeds clean accuracy. The worst case over gradient paths (``gra
 paths' vectors (``grad`` holds a path's canonical key, e.g. ``bptt`` or ``sigmoid:k=4``). A gradient-free attack
 (``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
 example is verified before its sample counts as broken (:mod:`robench.eval.verify`); an invalid one counts as robust
-and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (EVALUATION.md §5), and
+and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (docs/evaluation.md §5), and
 ``save_adv`` writes each cell run's verified examples (:mod:`robench.eval.adversarial`).
 
 One cell (one attack x gradient path on a batch, verified) is :mod:`robench.eval.cell`; this module plans the

@@ -1,4 +1,4 @@
-"""Verification of adversarial examples (EVALUATION.md §4): nothing counts as broken unless robench checked it.
+"""Verification of adversarial examples (docs/evaluation.md §4): nothing counts as broken unless robench checked it.
 
 An example ``x_adv`` of a clean image ``x`` breaks its sample only when it is *valid* (every value finite and in
 [0, 1], and ``||x_adv - x||_p <= eps + 1e-6`` in the norm the attack claims: L-inf, L2, or L1 with a further 1e-6

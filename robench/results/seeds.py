@@ -3,9 +3,10 @@
 Zoo ids that differ only by a ``-s<k>`` suffix are seeds of one recipe (``zoo/recipes.toml``: seed 0 keeps the
 id, seed k is ``<id>-s<k>``). For every recipe with two or more seeds in the results, each column of the
 comparison table gets its mean, sample standard deviation and range over seeds. Two recipes A and B are compared
-per seed on the same images with the paired interval of EVALUATION.md §7 (:func:`robench.results.stats.paired`, from
-the per-sample ``robust_mask`` column), and over seeds with the mean difference and a Student-t 95% interval
-across the per-seed differences. Needs pandas, numpy and scipy only (never torch).
+per seed on the same images with the paired interval of docs/evaluation.md §7
+(:func:`robench.results.stats.paired`, from the per-sample ``robust_mask`` column), and over seeds with the mean
+difference and a Student-t 95% interval across the per-seed differences. Needs pandas, numpy and scipy only
+(never torch).
 
 Examples:
     >>> split_seed("fmnist-vgg11-lif-gn-s2")
@@ -162,8 +163,8 @@ def comparison_markdown(a: str, b: str, per_seed: pd.DataFrame, overall: pd.Data
     cols = sorted((c for c in t.columns if c.startswith("seed ")), key=lambda c: int(c.split()[1]))
     t = t[[*cols, "over seeds (t 95%)"]]
     head = (f"## {a} minus {b} (percentage points)\n\nPer seed: the paired difference on the same images with its "
-            "95% interval (EVALUATION.md §7); over seeds: the mean of the per-seed differences with a Student-t "
-            "95% interval across seeds.")
+            "95% interval (docs/evaluation.md §7); over seeds: the mean of the per-seed differences with a "
+            "Student-t 95% interval across seeds.")
     return head + "\n\n" + t.to_markdown(colalign=("left", *("right",) * len(t.columns)), disable_numparse=True)
 
 

@@ -200,7 +200,7 @@ def _merge_cell(key: Key, by_label: dict, count: int) -> dict:
                seconds=round(sum(float(r["seconds"]) for r in parts), 3),
                device=",".join(dict.fromkeys(str(r["device"]) for r in parts)),
                flags=_merge_flags(str(r["flags"]) for r in parts))
-    if "robust_mask" in COLUMNS:  # the per-sample mask column of EVALUATION.md §5, when the schema has it
+    if "robust_mask" in COLUMNS:  # the per-sample mask column of docs/evaluation.md §5, when the schema has it
         out["robust_mask"] = encode_mask(correct)
     return out
 

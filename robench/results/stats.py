@@ -2,7 +2,7 @@
 
 A cell's per-sample outcome is a boolean mask over its first n images (``True`` = still robust). It is stored
 in the results column ``robust_mask`` as lowercase hex of ``numpy.packbits(mask, bitorder="little")``
-(EVALUATION.md §5), so it decodes with three lines of numpy::
+(docs/evaluation.md §5), so it decodes with three lines of numpy::
 
     raw = np.frombuffer(bytes.fromhex(row["robust_mask"]), dtype=np.uint8)
     mask = np.unpackbits(raw, bitorder="little")[: row["n"]].astype(bool)

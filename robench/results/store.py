@@ -3,7 +3,7 @@
 A results file is a CSV with at least :data:`COLUMNS`. Accuracies are fractions in [0, 1] (formatted only when
 rendered); ``params`` and ``versions`` are JSON with sorted keys; ``grad`` is a gradient path's canonical key
 (``bptt``, ``rate``, ``sigmoid:k=4``, ... see :mod:`robench.snn.pathkeys`), ``worst`` (the per-sample AND over the
-paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome (EVALUATION.md §5;
+paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sample outcome (docs/evaluation.md §5;
 :func:`robench.results.stats.decode_mask`): lowercase hex of ``packbits(mask, bitorder="little")`` over the first n
 images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no mask"), and a
 mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell; a rerun skips

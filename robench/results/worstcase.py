@@ -1,7 +1,7 @@
 """The pointwise worst case over every stored cell, its breakdown by attack, and paired model comparisons.
 
 Per model x dataset x n x budget, a sample is robust only if it stayed robust in *every* cell run on the same
-images (all attacks, all gradient paths): the AND of their ``robust_mask`` columns (EVALUATION.md §5). A budget is
+images (all attacks, all gradient paths): the AND of their ``robust_mask`` columns (docs/evaluation.md §5). A budget is
 eps in one threat model (:func:`budget_label`: the ``norm`` in ``params``, L-inf when absent, and for a stochastic
 model the number of ``draws`` that decide a verdict): an L2 cell never joins an L-inf one. Left out: rows
 with ``grad = worst`` (already ANDs), ``grad = none`` (gradient-free noise, whose eps is a sigma), and rows

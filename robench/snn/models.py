@@ -1,4 +1,4 @@
-"""Architecture registry and the SNN model contract (DESIGN.md "Contracts").
+"""Architecture registry and the SNN model contract (docs/evaluation.md, "The model contract").
 
 ``model(x)`` takes images ``[B, C, H, W]`` in ``[0, 1]`` and returns logits ``[B, K]``: the output layer's values
 averaged over the T time steps. Normalisation and input coding live inside the model: ``direct`` (the image at
@@ -39,7 +39,7 @@ class ModelConfig:
 
     Arguments:
         arch: a name from ``ARCHS`` (``vgg5``, ``vgg11``, ``wrn16``).
-        neuron: ``lif`` or ``stable`` (DLIF, PAPER.md §1).
+        neuron: ``lif`` or ``stable`` (DLIF, docs/method.md §2).
         T: time steps; width: channel multiplier; fc: classifier width (None: the arch's paper value).
         in_channels, image_size, num_classes, mean, std: from the dataset.
         tau, v_th, gamma: leak, threshold, surrogate half-width.
@@ -205,7 +205,7 @@ class SNN(nn.Module):
         return self.head(self.body(x)).mean(0)  # [B, K]
 
     def last_neuron(self) -> SpikingNeuron:
-        """The last spiking layer: where the MPPD regulariser reads its currents (PAPER.md §2)."""
+        """The last spiking layer: where the MPPD regulariser reads its currents (docs/method.md §3)."""
         return spiking_neurons(self)[-1]
 
 
@@ -255,7 +255,7 @@ def vgg5(cfg: ModelConfig) -> SNN:
 
 @ARCHS.register("vgg11")
 def vgg11(cfg: ModelConfig) -> SNN:
-    """VGG-11 of PAPER.md §1: conv 64, pool, 128, 256, pool, 512x3, pool, 512x2, linear fc, fc, classes."""
+    """VGG-11 of docs/method.md §1: conv 64, pool, 128, 256, pool, 512x3, pool, 512x2, linear fc, fc, classes."""
     return _vgg(cfg, *VGG_LAYOUTS["vgg11"])
 
 

@@ -1,6 +1,6 @@
-"""Spiking neurons over T time steps: LIF and the stable DLIF neuron (PAPER.md §1), their training surrogate,
-and the engines behind every gradient path (``bptt``, ``rate`` of PAPER.md §4, the attack-time surrogates and
-ASSG of EVALUATION.md §2; the registry and syntax live in :mod:`robench.snn.paths`).
+"""Spiking neurons over T time steps: LIF and the stable DLIF neuron (docs/method.md §2), their training surrogate,
+and the engines behind every gradient path (``bptt``, ``rate`` of docs/method.md §5, the attack-time surrogates and
+ASSG of docs/evaluation.md §2; the registry and syntax live in :mod:`robench.snn.paths`).
 
 A neuron takes the multi-step input current ``I`` of shape ``[T, B, ...]`` and returns spikes of the same
 shape. Per element, for t = 1..T, starting from rest (u = 0) on every call::
@@ -60,7 +60,7 @@ class _SurrogateSpike(torch.autograd.Function):
 
 
 class Triangle(nn.Module):
-    """Heaviside forward, triangle surrogate backward with half-width ``gamma`` (PAPER.md §1)."""
+    """Heaviside forward, triangle surrogate backward with half-width ``gamma`` (docs/method.md §2)."""
 
     def __init__(self, gamma: float = 1.0) -> None:
         super().__init__()
@@ -75,7 +75,7 @@ class Triangle(nn.Module):
 
 # ------------------------------------------------------------------------------------------- rate slope
 def rate_slope(ibar: Tensor, tau: float, v_th: float = 1.0, gamma: float = 0.2) -> Tensor:
-    """Slope of the piecewise-linear rate function of the mean input current (PAPER.md §4).
+    """Slope of the piecewise-linear rate function of the mean input current (docs/method.md §5).
 
     With ``x = ibar / v_th``: ``gamma`` for ``0 <= x < 1 - tau``; ``(1 - gamma + gamma*tau) / (tau + 1)`` for
     ``1 - tau <= x <= 2``; 0 elsewhere; divided by ``v_th`` (the rate is per unit of threshold).
@@ -360,7 +360,7 @@ def _reference(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor]:
 
 # -------------------------------------------------------------------------------------------- neuron
 class SpikingNeuron(nn.Module):
-    """Multi-step LIF neuron (``stable=False``) or stable DLIF neuron (``stable=True``), PAPER.md §1.
+    """Multi-step LIF neuron (``stable=False``) or stable DLIF neuron (``stable=True``), docs/method.md §2.
 
     Arguments:
         T: number of time steps (the length of the gains of a DLIF neuron).

@@ -1,6 +1,6 @@
 """Gradient-path keys: the torch-free syntax shared by the path registry and the results schema.
 
-A gradient path is written ``name`` or ``name:param=value`` (EVALUATION.md §2), e.g. ``bptt``, ``rate``,
+A gradient path is written ``name`` or ``name:param=value`` (docs/evaluation.md §2), e.g. ``bptt``, ``rate``,
 ``triangle:w=0.5``, ``sigmoid:k=4``, ``arctan:a=2``, ``rectangle:w=1``, ``assg:A=0.425``. Its canonical *key*
 (what the results' ``grad`` column stores) writes every parameter out, numbers in their shortest exact form
 (``repr`` of the float, ``4.0`` as ``4``), so the same path always has the same key. This module imports

@@ -1,10 +1,10 @@
-"""Gradient paths (EVALUATION.md §2): how the input gradient crosses every spiking layer, switchable on any
+"""Gradient paths (docs/evaluation.md §2): how the input gradient crosses every spiking layer, switchable on any
 robench model without rebuilding it. The forward pass is always the exact SNN.
 
 Registered paths (:data:`PATHS`), written ``name`` or ``name:param=value``:
 
 - ``bptt``: BPTT with the model's own training surrogate (triangle, half-width ``gamma``);
-- ``rate``: the rate-gradient approximation of PAPER.md §4;
+- ``rate``: the rate-gradient approximation of docs/method.md §5;
 - ``triangle:w=W``, ``sigmoid:k=K``, ``arctan:a=A``, ``rectangle:w=W``: BPTT with another surrogate at attack
   time (:mod:`robench.snn.surrogates`), its width or sharpness required;
 - ``assg[:A=0.425]``: the adaptive arctan surrogate (ASSG), A in [0.35, 0.49].
@@ -72,7 +72,7 @@ class PathKind:
 
 PATHS: Registry[PathKind] = Registry("gradient path")
 PATHS.add("bptt", PathKind("bptt", help="the model's own training surrogate"))
-PATHS.add("rate", PathKind("rate", help="rate gradient (PAPER.md §4)"))
+PATHS.add("rate", PathKind("rate", help="rate gradient (docs/method.md §5)"))
 for _name in SURROGATES:
     PATHS.add(_name, PathKind(_name, SURROGATES.get(_name).param, help=f"{_name} surrogate"))
 PATHS.add("assg", PathKind("assg", "A", 0.425, help=f"adaptive arctan, A in {list(ASSG_A_RANGE)}"))

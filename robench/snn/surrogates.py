@@ -1,17 +1,17 @@
-"""Surrogate derivatives of the Heaviside spike, chosen at attack time (EVALUATION.md §2), and the adaptive
+"""Surrogate derivatives of the Heaviside spike, chosen at attack time (docs/evaluation.md §2), and the adaptive
 ASSG statistics.
 
 Each surrogate is a pure backward function of ``x = h - v_th`` with one shape parameter, and a small frozen
 class holding that parameter (registered in :data:`SURROGATES`)::
 
-    triangle   max(0, w - |x|) / w^2                 (w = gamma = 1: the training surrogate, PAPER.md §1)
+    triangle   max(0, w - |x|) / w^2                 (w = gamma = 1: the training surrogate, docs/method.md §2)
     sigmoid    k s(kx) (1 - s(kx))                   (s the logistic function)
     arctan     (a / 2) / (1 + (pi a x / 2)^2)
     rectangle  1[|x| < w / 2] / w
 
 Each integrates to 1 over x, and each class also has the primitive (the smooth step it differentiates), used
 by the float64 finite-difference tests. :class:`AssgState` holds the per-element running statistics of the
-adaptive arctan surrogate (ASSG, EVALUATION.md §2).
+adaptive arctan surrogate (ASSG, docs/evaluation.md §2).
 """
 
 from __future__ import annotations

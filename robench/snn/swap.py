@@ -1,4 +1,4 @@
-"""Attack-time surrogates for spiking neurons that robench does not simulate itself (EVALUATION.md §2).
+"""Attack-time surrogates for spiking neurons that robench does not simulate itself (docs/evaluation.md §2).
 
 A SpikingJelly or snnTorch neuron that does not map onto robench's :class:`~robench.snn.neurons.SpikingNeuron`
 keeps its own dynamics, but its framework exposes the spike function it fires through: SpikingJelly's

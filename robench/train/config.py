@@ -1,4 +1,4 @@
-"""The training configuration: every option of ``robench train`` with its defaults and checks (PAPER.md §3).
+"""The training configuration: every option of ``robench train`` with its defaults and checks (docs/method.md §4).
 
 Torch-free, so the zoo checks a card's recipe against it without loading any training code; the recipes
 themselves (the perturbed inputs) and the loop are :mod:`robench.train.loop`.
@@ -13,14 +13,14 @@ from ..errors import BadSpec, UnknownName
 
 # the recipes, in the order the help and errors list them, with the short name entry ids use
 RECIPE_SHORT = {"clean": "clean", "gaussian": "gn", "fgsm-at": "at", "pgd-at": "pgdat", "rat": "rat"}
-RAT_BETA = {"wrn16": 0.004}  # the orthogonality strength per arch (PAPER.md §3); others: RAT_BETA_DEFAULT
+RAT_BETA = {"wrn16": 0.004}  # the orthogonality strength per arch (docs/method.md §4); others: RAT_BETA_DEFAULT
 RAT_BETA_DEFAULT = 0.001  # VGG-5, VGG-11
 WEIGHT_DECAY = 5e-4  # every recipe but rat, which trains without it
 
 
 @dataclass
 class TrainConfig:
-    """One CLI flag per field; defaults follow PAPER.md §3 except the epoch count.
+    """One CLI flag per field; defaults follow docs/method.md §4 except the epoch count.
 
     Arguments:
         recipe: ``clean``, ``gaussian``, ``fgsm-at``, ``pgd-at`` or ``rat`` (fgsm-at plus the orthogonality step).

@@ -63,7 +63,7 @@ def train(
     progress: Progress | None = None,
     part: Part = WHOLE,
 ) -> TrainResult:
-    """Train ``model`` in place with SGD + cosine (PAPER.md §3); checkpoint into ``run_dir`` if given.
+    """Train ``model`` in place with SGD + cosine (docs/method.md §4); checkpoint into ``run_dir`` if given.
 
     ``part``: this rank of a torchrun job: the loss runs under DistributedDataParallel, each epoch's order comes
     from a ``DistributedSampler`` (for one process it is the order a single run uses), the recipe's noise and

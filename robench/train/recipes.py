@@ -1,4 +1,4 @@
-"""Training recipes (PAPER.md §3) and the MPPD regulariser (PAPER.md §2): what the loop adds to each batch.
+"""Training recipes (docs/method.md §4) and the MPPD regulariser (docs/method.md §3): what the loop adds to each batch.
 
 A recipe gives the perturbed input ``x'`` of a batch (None: clean training). Loss with a perturbed input:
 ``kappa * CE(f(x), y) + (1 - kappa) * CE(f(x'), y) + alpha * V`` where ``V`` is the mean square of the simplified
@@ -32,7 +32,7 @@ def _clean(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor |
 
 @RECIPES.register("gaussian")
 def _gaussian(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | None:
-    return x + cfg.sigma * torch.randn_like(x)  # not clipped, as in the reference (PAPER.md §3)
+    return x + cfg.sigma * torch.randn_like(x)  # not clipped, as in the reference (docs/method.md §4)
 
 
 def _eval_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -70,7 +70,7 @@ def _rat(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> Tensor | N
 
 def orthogonal_retraction(w: Tensor, beta: float) -> Tensor:
     """``(1 + beta) W - beta W W^T W`` for ``W`` of shape ``[out, in]``: one step that pulls the rows of ``W``
-    toward an orthonormal set (the Parseval-network retraction used by SNN-RAT, PAPER.md §3)."""
+    toward an orthonormal set (the Parseval-network retraction used by SNN-RAT, docs/method.md §4)."""
     return (1 + beta) * w - beta * (w @ w.t()) @ w
 
 
@@ -98,14 +98,14 @@ def mppd_sequence(delta_current: Tensor, tau: float) -> Tensor:
 
 
 def mppd_penalty(clean_current: Tensor, perturbed_current: Tensor, tau: float) -> Tensor:
-    """``V = mean_{t, elements} (du[t])^2`` with the clean currents detached (PAPER.md §2)."""
+    """``V = mean_{t, elements} (du[t])^2`` with the clean currents detached (docs/method.md §3)."""
     return mppd_sequence(perturbed_current - clean_current.detach(), tau).pow(2).mean()
 
 
 def robust_loss(
     model: SNN, x: Tensor, x_pert: Tensor | None, y: Tensor, kappa: float, alpha: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The training loss of PAPER.md §2. Returns (loss, clean logits, MPPD value)."""
+    """The training loss of docs/method.md §3. Returns (loss, clean logits, MPPD value)."""
     neuron = model.last_neuron()
     neuron.record = alpha > 0
     try:

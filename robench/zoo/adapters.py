@@ -1,8 +1,8 @@
 """Adapters that make a SpikingJelly, snnTorch or plain PyTorch model honour robench's model contract.
 
-The contract (DESIGN.md "Contracts"): ``model(x)`` takes images ``[B, C, H, W]`` in ``[0, 1]`` and returns logits
-``[B, K]``; no state survives between calls; eval is deterministic. :class:`ForeignModel` wraps the user's network
-without editing it:
+The contract (docs/evaluation.md, "The model contract"): ``model(x)`` takes images ``[B, C, H, W]`` in
+``[0, 1]`` and returns logits ``[B, K]``; no state survives between calls; eval is deterministic.
+:class:`ForeignModel` wraps the user's network without editing it:
 
 - state is reset inside every forward (before and after), by walking every module, nested ones included (snnTorch
   1.0's ``utils.reset`` misses neurons inside containers);
