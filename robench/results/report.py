@@ -335,7 +335,7 @@ def plot_curves(df: pd.DataFrame, path: str | Path) -> Path:
     """Accuracy (%) vs eps, one line per model, one panel per attack x gradient mode; clean accuracy at eps = 0."""
     d = df.assign(row=_row_labels(df), label=attack_labels(df))
     panels = sorted({(lab, g) for lab, g in zip(d["label"], d["grad"], strict=True)},
-                    key=lambda p: (_attack_order(p[0]), GRAD_ORDER.index(p[1]) if p[1] in GRAD_ORDER else 9))
+                    key=lambda p: (_attack_order(p[0]), GRAD_ORDER.index(p[1]) if p[1] in GRAD_ORDER else 9, p))
     rows_ = sorted(d["row"].unique())
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
