@@ -13,7 +13,7 @@ from torch import nn
 import robench.attacks.autoattack as aa_mod
 import robench.snn.paths
 from robench.attacks import ATTACKS, AttackSpec, BestIterate, OfficialAttack, build
-from robench.attacks.iterate import reset_path_state, restart_seed, run_restarts
+from robench.attacks.iterate import restart_seed, run_restarts
 from robench.errors import BadSpec, IntegrityError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only contend
@@ -62,7 +62,7 @@ def test_tracker_trusts_attack_logits_only_to_pick_candidates():
 
 def test_restarts_attack_only_the_samples_still_robust_and_reset_the_path(monkeypatch):
     resets = []
-    monkeypatch.setattr(robench.snn.paths, "reset_path_state", lambda m: resets.append(m), raising=False)
+    monkeypatch.setattr(robench.snn.paths, "reset_path_state", lambda m: resets.append(m))
     model = MeanModel()
     x, y = torch.full((4, 1, 2, 2), 0.45), torch.tensor([0, 0, 0, 1])  # sample 3 is wrong from the start
     seen = []
@@ -76,11 +76,6 @@ def test_restarts_attack_only_the_samples_still_robust_and_reset_the_path(monkey
     adv = run_restarts(model, x, y, 0.2, 5, attempt)
     assert seen == [[0, 1, 2], [1, 2], [2]] and len(resets) == 3 and resets[0] is model
     assert (robust(model, adv, y) == torch.tensor([False, False, False, False])).all()
-
-
-def test_reset_path_state_is_optional(monkeypatch):
-    monkeypatch.delattr(robench.snn.paths, "reset_path_state", raising=False)
-    reset_path_state(MeanModel())  # the path registry without per-attack state: nothing to do
 
 
 def test_restart_seeds_start_at_the_cell_seed_and_differ():

@@ -100,12 +100,10 @@ def input_grad(model: nn.Module, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tens
 
 
 def reset_path_state(model: nn.Module) -> None:
-    """Reset the per-attack state of the model's gradient path (ASSG statistics) when the path registry has any."""
+    """Reset the per-attack state of the model's gradient path (ASSG statistics); a no-op for stateless paths."""
     from ..snn import paths
 
-    reset = getattr(paths, "reset_path_state", None)
-    if reset is not None:
-        reset(model)
+    paths.reset_path_state(model)
 
 
 def restart_seed(base: int, restart: int) -> int:
