@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from fmnist_files import write_idx
 
 from robench.data import DATASETS, check_images, load, load_subset, make_subset, read_idx
 from robench.errors import BadSpec, DataNotFound, IntegrityError, UnknownName
@@ -38,9 +39,7 @@ def test_limit_keeps_the_first_images():
 
 # ------------------------------------------------------------------------------------------------- IDX
 def _write_idx(path, arr: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
+    write_idx(path, torch.from_numpy(arr))
 
 
 def _fake_fmnist(d, prefix: str = "train", n: int = 5) -> np.ndarray:
