@@ -119,6 +119,7 @@ def _rank_worker(rank: int, world: int, init: str, model, x, y, out: str) -> Non
     tdist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_masks_identical_for_one_and_two_ranks_and_for_shards(env, tmp_path, one_thread):
     _, _, model, x, y = env
     x, y = x[:40], y[:40]  # 3 or 4 global batches of 8 initially correct images
@@ -268,6 +269,7 @@ def _errors(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("Error")]
 
 
+@pytest.mark.slow
 def test_torchrun_attack_killed_rank_then_resume_equals_one_process(env, tmp_path, capsys, one_thread):
     data, zoo, *_ = env
     opts = ("--eps", "2/255,4/255,8/255", "--steps", "3")
@@ -287,6 +289,7 @@ def test_torchrun_attack_killed_rank_then_resume_equals_one_process(env, tmp_pat
     assert _rows(csv) == _rows(tmp_path / "one" / "results.csv")
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_training_writes_one_entry_and_resumes(env, tmp_path):
     data = env[0]
     args = ["train", "--data-dir", str(data), "--arch", "vgg5", "--width", "0.125", "-T", "2", "--fc", "32",

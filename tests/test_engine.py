@@ -218,6 +218,7 @@ def test_flat_views_round_trip_every_layout():
     assert torch.equal(neurons._flat(g, order)[0], flat)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not neurons.compiler_found(), reason="torch.compile's CPU backend needs a C++ compiler")
 @pytest.mark.parametrize("layout", ["cl", "nchw", "expanded"])
 def test_compiled_kernels_match_the_reference(layout):

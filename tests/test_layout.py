@@ -190,6 +190,7 @@ def test_every_module_that_claims_to_be_torch_free_is():
     assert run.returncode == 0, run.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_importing_sets_no_global_state(monkeypatch):
     """No matplotlib backend or pyplot at import (the report draws on Figure objects), and torch.compile is
     chosen when a neuron first runs, from ROBENCH_COMPILE, not when the module is imported."""

@@ -92,6 +92,7 @@ KILLS = {"mid-epoch": (("step", 7, "KILL"), (1, 2)), "mid-checkpoint-write": (("
          "ctrl-c": (("step", 7, "INT"), (1, 2))}
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_same_weights(tmp_path, fmnist):
     opts = [*TRAIN, "--data-dir", str(fmnist)]
     ref = _robench([*opts, "--zoo", "ref/zoo", "--runs", "ref/runs"], tmp_path)

@@ -116,6 +116,7 @@ def _main(args: list[str]) -> tuple[int, str]:
     return e.value.code, out.getvalue()
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_keeps_finished_cells_and_a_rerun_does_only_the_rest(place, tmp_path, one_thread):
     stopped = {name: _robench(_attack_args(place, tmp_path / name), stop) for name, (stop, _, _) in STOPS.items()}
     code, _ = _main(_attack_args(place, tmp_path / "ref"))  # the uninterrupted sweep, meanwhile
