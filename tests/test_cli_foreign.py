@@ -47,7 +47,12 @@ def test_import_attack_and_a_changed_code_file(place, capsys):
               "--out", str(tmp / "res"), "--trust-code"]
     code, out, _ = run_main(capsys, attack)
     assert code in (0, None) and "e1" in out
-    with open(root / "tinynets.py", "a") as f:
+    with open(root / "tinynets.py", "a") as f:  # the original: the entry runs its own copy in the zoo
+        f.write("\n# edited\n")
+    code, out, _ = run_main(capsys, [*attack, "--name", "original-edited"])
+    assert code in (0, None) and "e1" in out
+    (snapshot,) = (tmp / "zoo" / "code").glob("*/tinynets.py")
+    with open(snapshot, "a") as f:
         f.write("\n# edited\n")
     code, _, err = run_main(capsys, [*attack, "--name", "again"])
     assert code == 1 and "tinynets.py" in one_line(err) and "changed since the entry was imported" in err

@@ -336,7 +336,7 @@ def model_from(card: Card, tensors: dict[str, torch.Tensor], zoo_dir: Path | str
                           f"{declared!r}; a foreign model's coding is its own (import it with --encoding {encoding} "
                           "if its forward samples)")
         what = f"zoo entry {card.id!r}"
-        return build(card.model, tensors, Path(zoo_dir).resolve().parent, trust_code, what).eval()
+        return build(card.model, tensors, zoo_dir, trust_code, what).eval()
     model = build_model(card.model_config, **({"encoding": encoding} if encoding is not None else {}))
     fit_weights(model, tensors, f"zoo entry {card.id!r}", card.arch)
     return model.eval()

@@ -2,17 +2,19 @@
 
 The card's ``model`` is a :class:`ForeignSpec`: the framework and its version, the entry point
 ``package.module:function`` and its keyword arguments, the file that defines it with its sha256, T, the step mode
-and the encoding. Building such a model runs that file, so it needs an explicit opt-in on every load: the
-``--trust-code`` flag (``trust_code=True``) AND the environment variable ``ROBENCH_TRUST_CODE=1``. An entry imported
-with encoding ``poisson`` declares that its forward pass samples (rate-coded input spikes drawn from torch's
-generator): robench then evaluates it with averaged draws (:mod:`robench.snn.encoding`); randomness that is not
-declared is refused at import. Without both,
-or when the file's sha256 differs from the card's, loading is refused in one line naming the file. The bytes that
-are hashed are the bytes that run (no second read).
+and the encoding. Importing copies that file into the zoo folder (``code/<first 16 hex of its sha256>/<module
+path>.py``, the spec's ``snapshot``), and loading runs the copy: a zoo folder can be moved, archived and shared as a
+unit. Entries imported before snapshots existed run the file where it was imported from. Building such a model
+runs that file, so it needs an explicit opt-in on every load: the ``--trust-code`` flag (``trust_code=True``)
+AND the environment variable ``ROBENCH_TRUST_CODE=1``. Without both, or when the file's sha256 differs from the
+card's, loading is refused in one line naming the file. The bytes that are hashed are the bytes that run (no
+second read). An entry imported with encoding ``poisson`` declares that its forward pass samples (rate-coded input
+spikes drawn from torch's generator): robench then evaluates it with averaged draws (:mod:`robench.snn.encoding`);
+randomness that is not declared is refused at import.
 
 Examples:
     >>> spec = resolve_entry("examples.sj_vgg:build", "examples/..", framework="spikingjelly", T=4, ...)
-    >>> model = build(spec, tensors, base=".", trust_code=True)     # a ForeignModel
+    >>> model = build(spec, tensors, zoo_dir="zoo", trust_code=True)     # a ForeignModel
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class ForeignSpec:
     encoding: str = "direct"
     framework_version: str = ""
     output: str = ""  # the logits in a tuple (index) or dict (key) the network returns; "" = one tensor
+    snapshot: str = ""  # the copy of the code inside the zoo folder (relative to it); "" before snapshots existed
 
-    LATER: ClassVar[dict] = {"output": ""}  # fields added after the first cards: what their absence means
+    LATER: ClassVar[dict] = {"output": "", "snapshot": ""}  # fields added after the first cards: what absence means
 
     def __post_init__(self) -> None:
         FRAMEWORKS.get(self.framework)
@@ -69,6 +72,8 @@ class ForeignSpec:
             (self.step_mode in STEP_MODES, f"--step-mode {self.step_mode!r}; choose from: {', '.join(STEP_MODES)}"),
             (self.encoding in ENCODINGS, f"encoding {self.encoding!r}; choose from: {', '.join(ENCODINGS)}"),
             (re.fullmatch(r"[0-9a-f]{64}", self.code_sha256), "code_sha256 must be 64 hex digits"),
+            (self.snapshot in ("", snapshot_dir(self.code_sha256)),
+             f"snapshot {self.snapshot!r}; must be {snapshot_dir(self.code_sha256)!r} (the code's sha256) or empty"),
             (all(isinstance(v, int) and v >= 1 for v in (self.in_channels, self.image_size, self.num_classes)),
              "in_channels, image_size and num_classes must be integers >= 1"),
             (isinstance(self.output, str) and len(self.output) <= 100 and self.output.isprintable(),
@@ -88,6 +93,15 @@ class ForeignSpec:
     @property
     def function(self) -> str:
         return self.entry.partition(":")[2]
+
+    @property
+    def snapshot_file(self) -> str:
+        """The code file's path inside the snapshot folder: the module's dotted path."""
+        return self.module.replace(".", "/") + ".py"
+
+
+def snapshot_dir(code_sha256: str) -> str:
+    return f"code/{code_sha256[:16]}"
 
 
 def trusted(trust_code: bool) -> bool:
@@ -157,8 +171,13 @@ def call_entry(fn: Callable[..., nn.Module], spec: ForeignSpec) -> nn.Module:
     return net
 
 
-def code_path(spec: ForeignSpec, base: Path) -> tuple[Path, Path | None]:
-    """The code file and the folder to put on sys.path, from a card's spec (``base``: the zoo folder's parent)."""
+def code_path(spec: ForeignSpec, zoo_dir: Path | str) -> tuple[Path, Path | None]:
+    """The code file and the folder to put on sys.path, from a card's spec: the snapshot inside ``zoo_dir``, or for
+    an entry imported before snapshots, the original file (``code_root`` relative to the zoo folder's parent)."""
+    if spec.snapshot:
+        root = Path(zoo_dir) / spec.snapshot
+        return root / spec.snapshot_file, root
+    base = Path(zoo_dir).resolve().parent
     if not spec.code_root:
         return Path(spec.code_file), None
     root = Path(spec.code_root)
@@ -169,7 +188,7 @@ def code_path(spec: ForeignSpec, base: Path) -> tuple[Path, Path | None]:
 def code_hash_ok(spec: ForeignSpec | dict, zoo_dir: Path | str) -> str:
     """Check a card's code file against its sha256 without running it; returns what was checked (one line)."""
     spec = spec if isinstance(spec, ForeignSpec) else ForeignSpec(**spec)
-    path, _ = code_path(spec, Path(zoo_dir).resolve().parent)
+    path, _ = code_path(spec, zoo_dir)
     if not path.is_file():
         raise IntegrityError(f"its code file {str(path)!r} is missing")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -179,11 +198,28 @@ def code_hash_ok(spec: ForeignSpec | dict, zoo_dir: Path | str) -> str:
     return f"code {path.name} sha256 {digest[:12]} matches; not run (--trust-code with {TRUST_ENV}=1 builds it)"
 
 
-def build(spec: ForeignSpec | dict, tensors: dict, base: Path | str, trust_code: bool = False,
+def write_snapshot(blob: bytes, spec: ForeignSpec, zoo_dir: Path | str) -> Path | None:
+    """Copy the code that ran at import (``blob``, whose sha256 is ``spec.code_sha256``) into the zoo folder and
+    set ``spec.snapshot``; returns the file when this call created it (so a failed import can remove it)."""
+    spec.snapshot = snapshot_dir(spec.code_sha256)
+    path, _ = code_path(spec, zoo_dir)
+    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == spec.code_sha256:
+        return None  # another entry already carries this code
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise IntegrityError(f"cannot write the code snapshot {str(path)!r}: {e.strerror or e}") from None
+    return path
+
+
+def build(spec: ForeignSpec | dict, tensors: dict, zoo_dir: Path | str, trust_code: bool = False,
           what: str = "this zoo entry") -> ForeignModel:
     """The adapted model of a card's spec with ``tensors`` loaded (strict): opt-in, code hash and shapes checked."""
     spec = spec if isinstance(spec, ForeignSpec) else ForeignSpec(**spec)
-    path, root = code_path(spec, Path(base))
+    path, root = code_path(spec, zoo_dir)
     require_trust(trust_code, path, what)
     if not path.is_file():
         raise IntegrityError(f"{what}: its code file {str(path)!r} is missing")

@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import pickle
@@ -28,7 +29,16 @@ from ..runtime import now, versions
 from ..snn.models import ModelConfig, build_model
 from . import Card, check_new, fit_weights, save, validate_id
 from .adapters import FRAMEWORKS
-from .foreign import FOREIGN, ForeignSpec, call_entry, entry_function, module_file, require_trust, run_code
+from .foreign import (
+    FOREIGN,
+    ForeignSpec,
+    call_entry,
+    entry_function,
+    module_file,
+    require_trust,
+    run_code,
+    write_snapshot,
+)
 
 WRAPPER_KEYS = ("state_dict", "model")  # common checkpoint layouts: {"state_dict": {...}, "epoch": ...}
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel and torch.compile wrappers
@@ -193,8 +203,17 @@ def import_foreign(weights: Path | str, framework: str, entry: str, x: torch.Ten
     spec.code_file = path.relative_to(root).as_posix() if root is not None else str(path)
     spec.framework_version = fw.version()
     result = check_import(net.eval(), spec, x, y)
+    blob = path.read_bytes()  # the bytes that ran, copied into the zoo so that the folder carries its own code
+    if hashlib.sha256(blob).hexdigest() != digest:
+        raise IntegrityError(f"{str(path)!r} changed while it was being imported; import it again")
+    created = write_snapshot(blob, spec, zoo_dir)
     card = Card(id=entry_id, arch=FOREIGN, model=spec.to_dict(), dataset=info.name,
                 metrics={"clean_acc": result.clean_acc, "n_test": len(y)},
                 versions={**versions(), spec.framework: spec.framework_version}, created=now(), command=command,
                 notes=f"imported from {Path(weights).name}; {result.note}")
-    return save(net, card, zoo_dir, overwrite=overwrite)
+    try:
+        return save(net, card, zoo_dir, overwrite=overwrite)
+    except IntegrityError:
+        if created is not None:
+            created.unlink(missing_ok=True)
+        raise
