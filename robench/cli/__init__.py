@@ -61,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(getattr(e, "exit_code", 2))
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
         ctx = getattr(e, "ctx", None)
-        where = f" ({ctx.command_path})" if ctx is not None else ""
-        err_console.print(f"[red]Error{where}:[/] {' '.join(msg.split())}", highlight=False, soft_wrap=True)
+        where = f"{ctx.command_path}: " if ctx is not None else ""  # every error line starts with "Error:"
+        from rich.markup import escape
+
+        err_console.print(f"[red]Error:[/] {escape(where + ' '.join(msg.split()))}", highlight=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", 2))
     except OSError as e:
         if debug:
