@@ -24,3 +24,8 @@ def test_usage_errors_of_the_parser_start_with_error_colon(capsys, args, words):
     code, _, err = run_main(capsys, args)
     line = one_line(err)
     assert code == 2 and line.startswith("Error: ") and all(w in line for w in words), line
+
+
+def test_zoo_list_never_prints_none(capsys):
+    code, out, _ = run_main(capsys, ["zoo", "list", "--zoo", str(ZOO)])
+    assert code in (0, None) and "fmnist-sjvgg-lif-clean" in out and "None" not in out

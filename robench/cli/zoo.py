@@ -31,6 +31,11 @@ def _fmt_acc(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
+def _cell(v: object) -> str:
+    """A table cell: "-" for a value the entry does not have (an imported model has no width, epochs, recipe)."""
+    return "-" if v is None or v == "" else str(v)
+
+
 @zoo_app.command("list")
 def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--format")] = Format.table):
     """List zoo entries."""
@@ -48,7 +53,7 @@ def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--f
             t.add_column(col, justify="right" if col in ("T", "width", "alpha", "epochs", "clean_acc") else "left",
                          no_wrap=col in ("id", "clean_acc"))  # never cut the id (other commands take it)
         for r in rows:
-            t.add_row(*[_fmt_acc(r[k]) if k == "clean_acc" else str(r[k]) for k in cols])
+            t.add_row(*[_fmt_acc(r[k]) if k == "clean_acc" else _cell(r[k]) for k in cols])
         console.print(t)
     for p in problems:
         err_console.print(f"[yellow]warning:[/] {p}")
