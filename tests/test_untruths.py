@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import one_line, run_main
+from test_cli_train import _fake_load
+from test_recipes import TINY_TOML
+
+import robench.train.job
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
 
@@ -24,6 +28,23 @@ def test_usage_errors_of_the_parser_start_with_error_colon(capsys, args, words):
     code, _, err = run_main(capsys, args)
     line = one_line(err)
     assert code == 2 and line.startswith("Error: ") and all(w in line for w in words), line
+
+
+def test_zoo_build_dry_run_marks_entries_already_present(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(robench.train.job, "load_data", _fake_load)
+    f, zoo = tmp_path / "r.toml", tmp_path / "zoo"
+    f.write_text(TINY_TOML)
+    args = ["zoo", "build", "tiny-rat", "--recipes", str(f), "--zoo", str(zoo), "--runs", str(tmp_path / "runs"),
+            "--device", "cpu"]
+    assert run_main(capsys, args)[0] == 0
+    code, out, _ = run_main(capsys, ["zoo", "build", "--recipes", str(f), "--zoo", str(zoo), "--dry-run"])
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 2
+    assert "present" in lines[0] and "tiny-rat" in lines[0] and "tiny-rat-s1" not in lines[0]
+    assert not lines[0].startswith("robench train")
+    assert lines[1].startswith("robench train") and "--id tiny-rat-s1" in lines[1]
+    code, out, _ = run_main(capsys, ["zoo", "build", "--recipes", str(f), "--zoo", str(zoo), "--dry-run", "--force"])
+    assert [ln.startswith("robench train") for ln in out.strip().splitlines()] == [True, True]
 
 
 def test_zoo_list_never_prints_none(capsys):

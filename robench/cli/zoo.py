@@ -174,7 +174,8 @@ def zoo_build(
     runs: Annotated[Path, typer.Option(help="Folder for resumable run state.")] = Path("runs"),
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option(help="Retrain entries already in the zoo.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the training commands only.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the training commands only; entries already in the zoo are "
+                                          "marked present.")] = False,
     device: DeviceOpt = "auto",
 ):
     """Retrain the shipped zoo (or some entries) from its recipes file; resumable."""
@@ -188,11 +189,11 @@ def zoo_build(
         opts = {**r.options, "device": device, **({"data_dir": data_dir} if data_dir else {})}
         jobs.append((r, job_from_options(opts, r.command())))
     for r, job in jobs:
+        if r.id in entry_ids(zoo) and not force:
+            console.print(f"[dim]{'present' if dry_run else 'skip'}[/] {r.id}: already in {zoo} (--force retrains)")
+            continue
         if dry_run:
             console.print(r.command(), soft_wrap=True)
-            continue
-        if r.id in entry_ids(zoo) and not force:
-            console.print(f"[dim]skip[/] {r.id}: already in {zoo} (--force retrains)")
             continue
         with lazy_progress() as bar:
             card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=train_progress(bar, r.id))
