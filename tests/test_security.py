@@ -119,7 +119,8 @@ def test_import_writes_a_normal_entry(tmp_path, capsys, fm_model, layout):
     model, card = load("mine", zoo)
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(model(x), fm_model(x))
-    assert card.notes == f"imported from {f.name}" and card.recipe == {} and card.clean_acc is None
+    assert card.notes == f"imported from {f.name}" and card.recipe == {} and 0 <= card.clean_acc <= 1
+    assert card.metrics["n_test"] >= 1  # measured at import, as a framework import does
     assert card.device == "cpu" and card.versions["torch"] and card.model["T"] == 2
     assert verify(zoo) == [("mine", True, f"ok (sha256 {card.sha256[:12]})")]
 

@@ -7,13 +7,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import one_line, run_main
 from test_cli_train import _fake_load
 from test_recipes import TINY_TOML
 
 import robench.train.job
+from robench.snn.models import ModelConfig, build_model
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
+
+
+def test_a_plain_state_dict_import_measures_and_records_clean_accuracy(tmp_path, capsys):
+    from robench.zoo import read_card
+
+    cfg = ModelConfig(arch="vgg5", neuron="lif", T=2, width=0.125, fc=16)  # Fashion-MNIST shapes
+    torch.manual_seed(0)
+    torch.save(build_model(cfg).state_dict(), tmp_path / "w.pt")
+    code, out, err = run_main(capsys, ["zoo", "import", str(tmp_path / "w.pt"), "--id", "mine", "--arch", "vgg5",
+                                       "-T", "2", "--width", "0.125", "--fc", "16", "--n", "20", "--zoo",
+                                       str(tmp_path / "zoo")])
+    assert code in (0, None), err
+    card = read_card(tmp_path / "zoo", "mine")
+    assert card.metrics["n_test"] == 20 and 0 <= card.metrics["clean_acc"] <= 1
+    assert f"clean acc {100 * card.metrics['clean_acc']:.2f}" in out
 
 
 @pytest.mark.parametrize("args, words", [

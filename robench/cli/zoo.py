@@ -133,14 +133,22 @@ def zoo_import(
     if framework is not None or entry is not None:
         return _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n,
                                data_dir, trust_code, zoo, overwrite, output, encoding)
+    from ..eval.sweep import load_data
+    from ..zoo import check_new
     from ..zoo.importing import import_state_dict
 
     if output is not None:
         raise UsageError("--output picks the logits of your own model's output: it goes with --framework and --entry")
     opts = dict(arch=arch, neuron=neuron.value, T=T, width=width, fc=fc, tau=tau, v_th=v_th, encoding=encoding)
     cfg = ModelConfig(**{k: v for k, v in opts.items() if v is not None}, **DATASETS.get(dataset).model_kwargs())
-    card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=command_line())
-    console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}")
+    check_new(zoo, entry_id, overwrite)
+    data, note = load_data(dataset, data_dir, n)
+    card = import_state_dict(file, cfg, dataset, entry_id, zoo, overwrite=overwrite, command=command_line(),
+                             x=data.x, y=data.y)
+    if note:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"[green]imported[/] {file} -> {zoo}/{card.id}.safetensors  sha256 {card.sha256[:12]}  clean acc "
+                  f"{_fmt_acc(card.clean_acc)}% on {card.metrics['n_test']} test images", soft_wrap=True)
 
 
 def _import_foreign(file, entry_id, framework, entry, kwargs, code_path, step_mode, dataset, T, n, data_dir,

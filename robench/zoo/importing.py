@@ -26,7 +26,7 @@ import torch
 from ..data import DATASETS
 from ..errors import BadSpec, IntegrityError
 from ..runtime import now, versions
-from ..snn.models import ModelConfig, build_model
+from ..snn.models import ModelConfig, accuracy, build_model
 from . import Card, check_new, fit_weights, save, validate_id
 from .adapters import FRAMEWORKS
 from .foreign import (
@@ -107,8 +107,12 @@ def import_state_dict(
     zoo_dir: Path | str,
     overwrite: bool = False,
     command: str = "",
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> Card:
-    """Check ``path`` against the model ``model_cfg`` builds and write it as zoo entry ``entry_id``.
+    """Check ``path`` against the model ``model_cfg`` builds and write it as zoo entry ``entry_id``; with test
+    images ``x`` ``[N, C, H, W]`` in ``[0, 1]`` and labels ``y``, measure and record its clean accuracy (an
+    untrained or mismatched model shows at once, as with a framework import).
 
     Everything is checked before anything is written: a refused import leaves the zoo as it was.
     """
@@ -122,7 +126,9 @@ def import_state_dict(
     tensors = read_state_dict(path)
     model = build_model(model_cfg)
     fit_weights(model, tensors, repr(str(path)), model_cfg.arch)
-    card = Card.new(entry_id, model_cfg, info.name, notes=f"imported from {Path(path).name}", command=command)
+    metrics = {} if x is None or y is None else {"clean_acc": accuracy(model.eval(), x, y), "n_test": len(y)}
+    card = Card.new(entry_id, model_cfg, info.name, notes=f"imported from {Path(path).name}", command=command,
+                    metrics=metrics)
     return save(model.eval(), card, zoo_dir, overwrite=overwrite)
 
 
