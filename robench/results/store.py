@@ -14,6 +14,8 @@ module imports pandas and filelock only (never torch), so reports stay light.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -63,6 +65,23 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
             except (ValueError, TypeError) as e:
                 raise IntegrityError(f"{where}: column {c!r} holds a value that is not a number ({e})") from None
     return df
+
+
+def check_complete(text: str, where: str) -> None:
+    """Refuse a results file with a partial or malformed row (a crash, a full disk or a bad copy cut it): every
+    row must end with an end of line and have as many fields as the header; the message names the line."""
+    if not text:
+        return
+    if not text.endswith("\n"):
+        raise IntegrityError(f"{where}: line {text.count(chr(10)) + 1} is cut short (it has no end of line): a "
+                             "partial row; refusing the file, nothing was written; repair or remove that line")
+    reader = csv.reader(io.StringIO(text))
+    width = len(next(reader, []))
+    for fields_ in reader:
+        if fields_ and len(fields_) != width:
+            raise IntegrityError(f"{where}: line {reader.line_num} has {len(fields_)} of the header's {width} "
+                                 "fields: a partial or malformed row; refusing the file, nothing was written; "
+                                 "repair or remove that line")
 
 
 def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -129,7 +148,9 @@ class ResultsStore:
         if not self.path.is_file():
             raise IntegrityError(f"results file {str(self.path)!r} is not a file")
         try:
-            df = pd.read_csv(self.path, dtype=str, keep_default_na=False, na_values=[])
+            text = self.path.read_text()
+            check_complete(text, repr(str(self.path)))
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
             first = (str(e).strip().splitlines() or [""])[0][:120]
             raise IntegrityError(f"{str(self.path)!r} is not a robench results file ({first})") from None
