@@ -5,11 +5,13 @@ Standard library only (no torch), so the results store and the report use it too
 - :func:`atomic_write`, and :func:`replacing` for writers that need a path (``torch.save``) or several files
   renamed together: a reader, or a crash, sees the old file or the new one, never a part of either;
 - :func:`unwritable`: before any work, why a folder (or the nearest existing folder above it) cannot take files;
+- :func:`folder_lock`: writers of the files in one folder take turns, with no lock file left behind;
 - :func:`header_metadata`: what robench stored in a safetensors file's header, without loading its tensors.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -50,6 +52,18 @@ def replacing(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (``flock`` on its descriptor) while the block runs: writers of
+    the files in it, in any process or thread, take turns, and no lock file is left behind in the folder."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:

@@ -11,8 +11,10 @@ import torch
 from cli_helpers import one_line, run_main
 from test_cli_train import _fake_load
 from test_recipes import TINY_TOML
+from test_results import make_row
 
 import robench.train.job
+from robench.results import ResultsStore
 from robench.snn.models import ModelConfig, build_model
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -45,6 +47,23 @@ def test_usage_errors_of_the_parser_start_with_error_colon(capsys, args, words):
     code, _, err = run_main(capsys, args)
     line = one_line(err)
     assert code == 2 and line.startswith("Error: ") and all(w in line for w in words), line
+
+
+def test_no_lock_file_is_left_in_the_results_folder(tmp_path):
+    store = ResultsStore(tmp_path / "r.csv")
+    store.append([make_row(grad="bptt")])
+    store.append([make_row(grad="rate")])
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_writers_in_one_folder_still_take_turns(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = ResultsStore(tmp_path / "r.csv")
+    with ThreadPoolExecutor(4) as pool:  # each append reads, adds and renames: unlocked, rows would be lost
+        list(pool.map(lambda s: ResultsStore(store.path).append([make_row(seed=s)]), range(24)))
+    assert sorted(store.read()["seed"]) == list(range(24))
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
 
 
 def test_zoo_build_dry_run_marks_entries_already_present(tmp_path, monkeypatch, capsys):

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock
 
 from ..errors import DataNotFound, IntegrityError
-from ..io import atomic_write
+from ..io import atomic_write, folder_lock
 from ..parts import Part, batch_bounds
 from .stats import decode_mask, encode_mask
 from .store import COLUMNS, KEY, Key, ResultsStore, row_key
@@ -68,7 +67,6 @@ class ShardFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.lock = FileLock(str(self.path) + ".lock")
 
     def __repr__(self) -> str:
         return f"ShardFile({str(self.path)!r})"
@@ -102,7 +100,7 @@ class ShardFile:
     def append(self, rows: Iterable[Mapping], replace: bool = False) -> None:
         new = [dict(r) for r in rows]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock:
+        with folder_lock(self.path.parent):
             keys = {row_key(r) for r in new}
             old = [r for r in self.rows() if not (replace and row_key(r) in keys)]
             done = {row_key(r) for r in old}

@@ -8,8 +8,9 @@ paths run) or ``none`` (gradient-free attacks). ``robust_mask`` is the per-sampl
 images, its set bits = ``robust_count``; files written before it existed read with ``""`` there ("no mask"), and a
 mask that does not match its row's n or count is refused. A row's :data:`KEY` identifies its cell; a rerun skips
 keys already present. Appends rewrite the whole file to a temporary file in the same folder and rename it over the
-old one under a file lock, so a crash never leaves a half-written file and two processes never interleave. This
-module imports pandas and filelock only (never torch), so reports stay light.
+old one under a lock on the folder (:func:`robench.io.folder_lock`: no lock file is left behind), so a crash never
+leaves a half-written file and two processes never interleave. This module imports pandas only (never torch), so
+reports stay light.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
 
 from ..errors import DataNotFound, IntegrityError
-from ..io import atomic_write, existing_base, unwritable
+from ..io import atomic_write, existing_base, folder_lock, unwritable
 from ..snn.pathkeys import is_path_key
 from .stats import decode_mask
 
@@ -132,11 +132,10 @@ def to_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
 
 
 class ResultsStore:
-    """One results CSV: ``read()``, ``keys_done()``, ``append(rows)``; the lock file sits beside it."""
+    """One results CSV: ``read()``, ``keys_done()``, ``append(rows)`` (under :func:`robench.io.folder_lock`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.lock = FileLock(str(self.path) + ".lock")
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
@@ -172,7 +171,7 @@ class ResultsStore:
         stored, e.g. by a concurrent run, is dropped); returns the whole new table."""
         new = to_frame(rows)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock:
+        with folder_lock(self.path.parent):
             old = self.read()
             if replace and len(old):
                 keys = {row_key(r) for r in new.to_dict("records")}
