@@ -49,6 +49,15 @@ def test_usage_errors_of_the_parser_start_with_error_colon(capsys, args, words):
     assert code == 2 and line.startswith("Error: ") and all(w in line for w in words), line
 
 
+def test_an_unwritable_out_folder_errors_before_any_progress(tmp_path, capsys):
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    for out in (str(bad / "sub"), "/proc/robench-x"):
+        code, _, err = run_main(capsys, ["attack", "-m", "fmnist-vgg11-lif-clean", "--zoo", str(ZOO), "-a", "fgsm",
+                                         "--n", "4", "--split", "subset", "--out", out])
+        assert code == 1 and "pass --out DIR" in one_line(err), err
+
+
 def test_no_lock_file_is_left_in_the_results_folder(tmp_path):
     store = ResultsStore(tmp_path / "r.csv")
     store.append([make_row(grad="bptt")])
