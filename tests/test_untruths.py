@@ -11,10 +11,13 @@ import torch
 from cli_helpers import one_line, run_main
 from test_cli_train import _fake_load
 from test_recipes import TINY_TOML
+from test_report import row
 from test_results import make_row
 
+import robench.results.report as report
 import robench.train.job
-from robench.results import ResultsStore
+from robench.errors import UsageError
+from robench.results import ResultsStore, to_frame
 from robench.snn.models import ModelConfig, build_model
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -33,6 +36,16 @@ def test_a_plain_state_dict_import_measures_and_records_clean_accuracy(tmp_path,
     card = read_card(tmp_path / "zoo", "mine")
     assert card.metrics["n_test"] == 20 and 0 <= card.metrics["clean_acc"] <= 1
     assert f"clean acc {100 * card.metrics['clean_acc']:.2f}" in out
+
+
+def test_compare_a_model_with_itself_is_refused(tmp_path, capsys):
+    with pytest.raises(UsageError, match="two different models"):
+        report.compare_models(to_frame([row("m1")]), "m1", "m1")
+    f = tmp_path / "r.csv"
+    to_frame([row("m1")]).to_csv(f, index=False)
+    code, _, err = run_main(capsys, ["report", "--results", str(f), "--out", str(tmp_path / "rep"), "--compare",
+                                     "m1", "m1"])
+    assert code == 2 and "two different models" in one_line(err) and not (tmp_path / "rep").exists()
 
 
 @pytest.mark.parametrize("args, words", [

@@ -434,7 +434,10 @@ def masking_findings(df: pd.DataFrame) -> list[Masked]:
 
 def compare_models(df: pd.DataFrame, a: str, b: str) -> str:
     """The paired comparison of models ``a`` and ``b``'s worst cases on every shared (dataset, n, eps), as
-    Markdown; models without masked cells on shared images are a one-line error."""
+    Markdown; models without masked cells on shared images, or a model compared with itself, are a one-line
+    error."""
+    if a == b:
+        raise UsageError(f"--compare {a} {b}: give two different models (a model compared with itself differs by 0)")
     d = df.assign(label=attack_labels(df))
     return compare_markdown(compare(worst_cases(d, d["label"]), a, b))
 
