@@ -18,6 +18,7 @@ import robench.results.report as report
 import robench.train.job
 from robench.errors import UsageError
 from robench.results import ResultsStore, to_frame
+from robench.results.seeds import seed_summary
 from robench.snn.models import ModelConfig, build_model
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -108,3 +109,11 @@ def test_zoo_build_dry_run_marks_entries_already_present(tmp_path, monkeypatch, 
 def test_zoo_list_never_prints_none(capsys):
     code, out, _ = run_main(capsys, ["zoo", "list", "--zoo", str(ZOO)])
     assert code in (0, None) and "fmnist-sjvgg-lif-clean" in out and "None" not in out
+
+
+def test_the_seeds_summary_has_no_mean_of_the_cells_count():
+    from test_seeds import frame
+
+    table = report.comparison_table(frame())
+    assert any(str(c).startswith("cells") for c in table.columns)
+    assert not any(str(c).startswith("cells") for c in seed_summary(table)["column"])

@@ -1,9 +1,9 @@
 """Several training seeds of one recipe: the summary of each table column, and paired comparisons of two recipes.
 
 Zoo ids that differ only by a ``-s<k>`` suffix are seeds of one recipe (``zoo/recipes.toml``: seed 0 keeps the
-id, seed k is ``<id>-s<k>``). For every recipe with two or more seeds in the results, each column of the
-comparison table gets its mean, sample standard deviation and range over seeds. Two recipes A and B are compared
-per seed on the same images with the paired interval of docs/evaluation.md §7
+id, seed k is ``<id>-s<k>``). For every recipe with two or more seeds in the results, each accuracy column of the
+comparison table (not the counts of cells or seeds) gets its mean, sample standard deviation and range over seeds.
+Two recipes A and B are compared per seed on the same images with the paired interval of docs/evaluation.md §7
 (:func:`robench.results.stats.paired`, from the per-sample ``robust_mask`` column), and over seeds with the mean
 difference and a Student-t 95% interval across the per-seed differences. Needs pandas, numpy and scipy only
 (never torch).
@@ -28,6 +28,7 @@ from .stats import decode_mask, paired
 
 SEED = re.compile(r"^(?P<base>\S+?)-s(?P<seed>\d+)(?P<rest>(?: \[.*\])?)$")  # rest: report's " [dataset, n=...]"
 KEY = ("label", "eps_str", "grad", "dataset", "n", "seed")  # one cell of one model; seed = the attack's seed
+COUNTS = ("seeds", "cells")  # table columns that count something (their names may carry a suffix)
 
 
 def split_seed(label: str) -> tuple[str, int]:
@@ -61,7 +62,7 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
         if len(seeds) < 2:
             continue
         for col in table.columns:
-            if col == "seeds":
+            if str(col).startswith(COUNTS):  # counts of cells or seeds, not accuracies: no mean or sd
                 continue
             vals = {k: float(table.at[lab, col]) for k, lab in sorted(seeds.items())}
             vals = {k: v for k, v in vals.items() if not math.isnan(v)}
