@@ -4,7 +4,11 @@ Record checks read a results table (see :mod:`robench.results`) and need only pa
 
 - ``eps0-not-clean``: at eps = 0 robust accuracy must equal clean accuracy;
 - ``robust-above-clean``: robust accuracy may not exceed clean accuracy;
-- ``not-monotone``: within one attack (model, parameters, grad mode), accuracy must not rise with eps;
+- ``not-monotone``: within one attack (model, parameters, grad mode), accuracy must not rise with eps (two
+  measurements of one eps, say from two files, are compared with neither: each eps with the one below it);
+
+Every check compares only cells of one run key (:data:`CELL`): the model's identity (id, weights sha256 and, in
+rows that have it, the config digest), the dataset, n and the attack's seed.
 - ``iterative-above-fgsm``: an iterative attack (PGD, BIM, PGD-best, SA-PGD, APGD, AutoAttack) must do at least
   as well as FGSM at the same eps;
 - ``grad-gap``: a gradient path (rate, another surrogate, ASSG) and BPTT give robust accuracies further apart
@@ -33,12 +37,16 @@ import pandas as pd
 from ..attack_meta import ITERATIVE, SINGLE_STEP
 from ..results.findings import Finding
 
-CELL = ("model", "sha256", "dataset", "n", "seed")
+CELL = ("model", "sha256", "config", "dataset", "n", "seed")  # "config": absent from rows written before it
 SHOWN = 3  # offending cells named in a message
 
 
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
+
+
+def _cell(df: pd.DataFrame) -> list[str]:
+    return [c for c in CELL if c in df.columns]
 
 
 def _where(r: dict) -> str:
@@ -68,10 +76,12 @@ def robust_le_clean(df: pd.DataFrame, tol: float = 1e-9) -> list[Finding]:
 
 def monotone_in_eps(df: pd.DataFrame, tol: float = 0.0) -> list[Finding]:
     bad = []
-    for _, g in df.groupby([*CELL, "attack", "params", "grad"], sort=False):
-        g = g.sort_values("eps").to_dict("records")
-        bad += [dict(b, prev_eps_str=a["eps_str"], prev_acc=a["robust_acc"])
-                for a, b in zip(g, g[1:], strict=False) if b["robust_acc"] > a["robust_acc"] + tol]
+    for _, g in df.groupby([*_cell(df), "attack", "params", "grad"], sort=False):
+        levels = [lv.to_dict("records") for _, lv in g.groupby("eps", sort=True)]
+        for below, here in zip(levels, levels[1:], strict=False):
+            top = max(below, key=lambda r: r["robust_acc"])  # a rise above every measurement of the eps below
+            bad += [dict(b, prev_eps_str=top["eps_str"], prev_acc=top["robust_acc"])
+                    for b in here if b["robust_acc"] > top["robust_acc"] + tol]
     return _finding("not-monotone", "rise with eps", bad,
                     lambda r: f"{_where(r)} {_pct(r['robust_acc'])} > {_pct(r['prev_acc'])} at {r['prev_eps_str']}")
 
@@ -88,7 +98,7 @@ def _with_norm(df: pd.DataFrame) -> pd.DataFrame:
 
 def iterative_le_single_step(df: pd.DataFrame, tol: float = 0.0) -> list[Finding]:
     bad = []
-    for _, g in _with_norm(df).groupby([*CELL, "grad", "eps", "norm"], sort=False):
+    for _, g in _with_norm(df).groupby([*_cell(df), "grad", "eps", "norm"], sort=False):
         single = g[g["attack"].isin(SINGLE_STEP)]["robust_acc"]
         if single.empty:
             continue
@@ -103,7 +113,7 @@ def grad_gap(df: pd.DataFrame, threshold: float = 0.10) -> list[Finding]:
     """Each gradient path against ``bptt`` on the same cell: a gap above ``threshold`` flags the weaker one."""
     bad = []
     paths = df[~df["grad"].isin(("worst", "none"))]
-    for _, g in paths.groupby([*CELL, "attack", "params", "eps"], sort=False):
+    for _, g in paths.groupby([*_cell(paths), "attack", "params", "eps"], sort=False):
         acc = dict(zip(g["grad"], g["robust_acc"], strict=False))
         if "bptt" not in acc:
             continue
@@ -127,7 +137,7 @@ def eot_masking(df: pd.DataFrame, threshold: float = 0.05) -> list[Finding]:
     groups: dict = {}
     for r in rows:
         rest = json.dumps({k: v for k, v in r["_p"].items() if k != "eot"}, sort_keys=True)
-        groups.setdefault((*(r[c] for c in CELL), r["attack"], rest, r["grad"], r["eps"]), []).append(r)
+        groups.setdefault((*(r.get(c, "") for c in CELL), r["attack"], rest, r["grad"], r["eps"]), []).append(r)
     for g in groups.values():
         top = max(g, key=lambda r: r["_p"]["eot"])
         bad += [dict(r, top_k=top["_p"]["eot"], top_acc=top["robust_acc"]) for r in g
