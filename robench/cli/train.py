@@ -45,7 +45,8 @@ def train(
     zoo: ZooOpt = Path("zoo"),
     runs: Annotated[Path, typer.Option(help="Folder for resumable run state.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same options.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing zoo entry; start over a run whose state is "
+                                            "saved in --runs.")] = False,
     sync_bn: Annotated[bool, typer.Option(help="Under torchrun: synchronise batch norm across GPUs.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:

@@ -188,6 +188,7 @@ def zoo_build(
 ):
     """Retrain the shipped zoo (or some entries) from its recipes file; resumable."""
     from ..train.job import job_from_options, run_job
+    from ..train.loop import STATE_FILE
     from ..zoo import entry_ids
     from ..zoo.buildlist import load_recipes, pick
 
@@ -204,7 +205,8 @@ def zoo_build(
             console.print(r.command(), soft_wrap=True)
             continue
         with lazy_progress() as bar:
-            card = run_job(job, zoo, runs, resume=True, overwrite=force, progress=train_progress(bar, r.id))
+            resume = (runs / r.id / STATE_FILE).exists() and not force  # an interrupted build goes on
+            card = run_job(job, zoo, runs, resume=resume, overwrite=force, progress=train_progress(bar, r.id))
         if card is not None:
             print_saved(card, zoo)
 

@@ -18,7 +18,7 @@ from ..snn.models import ModelConfig, build_model
 from ..zoo import Card, check_new, check_writable
 from ..zoo import save as save_entry
 from .config import RAT_BETA, RAT_BETA_DEFAULT, RECIPE_SHORT, TrainConfig
-from .loop import Progress, train
+from .loop import STATE_FILE, Progress, check_run_state, train
 
 
 @dataclass
@@ -64,6 +64,7 @@ def run_job(
     info = DATASETS.get(job.dataset)
     entry_id = job.entry_id or default_id(info.short, job.model, job.train.recipe, job.train.alpha)
     check_new(zoo_dir, entry_id, overwrite)  # before training, not after it
+    check_run_state(runs_dir / entry_id / STATE_FILE, resume, overwrite)
     device = device_for(resolve_device(job.device))
     if job.train.sync_bn and device.type != "cuda":
         raise BadSpec("--sync-bn needs CUDA devices (torch's SyncBatchNorm synchronises GPU tensors only)")
@@ -75,7 +76,7 @@ def run_job(
         seed_everything(cfg.seed)
         model = build_model(job.model)
         result = train(model, cfg, train_set, test_set if part.writer else None, device, runs_dir / entry_id,
-                       resume, progress if part.writer else None, part)
+                       resume, progress if part.writer else None, part, overwrite=overwrite)
         if not part.writer:
             return None
         card = Card.new(entry_id, job.model, job.dataset, recipe=cfg.to_dict(), device=device.type,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..dist import WHOLE, Part, all_sum, gather_objects, rank_seed
-from ..errors import BadSpec, IntegrityError, Interrupted
+from ..errors import BadSpec, IntegrityError, Interrupted, UsageError
 from ..io import replacing
 from ..snn.models import SNN, accuracy
 from .config import TrainConfig
@@ -62,8 +62,12 @@ def train(
     resume: bool = False,
     progress: Progress | None = None,
     part: Part = WHOLE,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place with SGD + cosine (docs/method.md §4); checkpoint into ``run_dir`` if given.
+
+    ``resume``: continue from the state saved in ``run_dir`` (refused when there is none). Without it, state saved
+    there by an earlier run is refused too (nothing is discarded), unless ``overwrite`` starts the run over.
 
     ``part``: this rank of a torchrun job: the loss runs under DistributedDataParallel, each epoch's order comes
     from a ``DistributedSampler`` (for one process it is the order a single run uses), the recipe's noise and
@@ -71,6 +75,8 @@ def train(
 
     Shape: ``train_data`` = images ``[N, C, H, W]`` in ``[0, 1]`` and labels ``[N]``.
     """
+    ckpt = run_dir / STATE_FILE if run_dir else None
+    check_run_state(ckpt, resume, overwrite)
     device = torch.device(device)
     x_all, y_all = train_data
     if cfg.limit:
@@ -83,9 +89,10 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     recipe = RECIPES.get(cfg.recipe)
     state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
-    ckpt = run_dir / "state.pt" if run_dir else None
-    if resume and ckpt and ckpt.exists():
+    if resume and ckpt:
         state = _load_state(ckpt, cfg, model, opt, sched, part)
+    elif ckpt and ckpt.exists() and part.writer:  # --overwrite: the old state must not be resumed later
+        ckpt.unlink()
     notify = progress or (lambda e: None)
     notify({"kind": "start", "total": cfg.epochs * steps_per_epoch,
             "done": state["epoch"] * steps_per_epoch + state["step"]})
@@ -136,6 +143,24 @@ def train(
     acc = accuracy(model, *test_data, batch_size=256) if test_data is not None else None
     return TrainResult(acc, len(test_data[1]) if test_data else 0, state["history"],
                        time.perf_counter() - t0)
+
+
+STATE_FILE = "state.pt"  # a run folder's resumable state
+
+
+def check_run_state(ckpt: Path | None, resume: bool, overwrite: bool = False) -> None:
+    """``resume`` needs saved state in ``ckpt``, and saved state needs ``resume`` (or ``overwrite``, which starts
+    the run over): refused in one line before any work, so an interrupted run is never silently discarded."""
+    if ckpt is None:
+        if resume:
+            raise BadSpec("--resume needs a run folder with saved state (pass run_dir)")
+        return
+    if resume and not ckpt.is_file():
+        raise BadSpec(f"--resume: no saved state in {str(ckpt.parent)!r}, nothing to resume; run the same "
+                      "command without --resume to start")
+    if not resume and not overwrite and ckpt.exists():
+        raise UsageError(f"a run with this id left its saved state in {str(ckpt)!r}: pass --resume to continue "
+                         "it, or --overwrite to start over (which discards that state)")
 
 
 def _rank_state(state: dict) -> dict:
