@@ -29,7 +29,7 @@ from robench.eval.cascade import protocol, run_reliable  # noqa: E402
 from robench.eval.cell import clean_correct, run_cell  # noqa: E402
 from robench.eval.sweep import Target, load_data  # noqa: E402
 from robench.results.stats import decode_mask  # noqa: E402
-from robench.zoo import load  # noqa: E402
+from robench.zoo import config_digest, load  # noqa: E402
 
 SIDES = ("aa", "new", "v1")
 
@@ -50,7 +50,7 @@ def measure(model_id: str, zoo: str, n: int, batch_size: int, seed: int, trust_c
     data, _ = load_data(card.dataset, None, n)
     model.eval()
     clean = clean_correct(model, data.x, data.y, batch_size)
-    target = Target(card.id, card.sha256, model, card.dataset)
+    target = Target(card.id, card.sha256, model, card.dataset, config_digest(card))
     aa_spec = AttackSpec("autoattack", eps=8 / 255, eps_str="8/255", version="standard")
     out = {"model": model_id, "n": len(data.x), "clean": int(clean.sum())}
     masks = {}

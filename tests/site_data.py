@@ -67,7 +67,7 @@ def make_inputs(root: Path) -> tuple[Path, Path, Path]:
     adv = root / "adv"
     adv.mkdir()
     stage = rows[0]  # m-a's v1 stage 1
-    meta = {"format": "robench-adversarial/1", **{k: stage[k] for k in KEY}, "eps_str": stage["eps_str"],
+    meta = {"format": "robench-adversarial/1", **{k: stage.get(k, "") for k in KEY}, "eps_str": stage["eps_str"],
             "clean_count": CLEAN, "robust_count": stage["robust_count"]}
     save_file({"x_adv": np.zeros((2, 1, 4, 4), np.float32), "index": np.array([0, 1], np.int64)},
               str(adv / "m-a_reliable_stage1.safetensors"), metadata={"robench": json.dumps(meta)})

@@ -25,7 +25,7 @@ def test_schema_has_the_issue_columns_and_key():
     for c in ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
               "robust_acc", "robust_count", "seconds", "device", "seed", "versions", "timestamp", "flags"):
         assert c in COLUMNS
-    assert KEY == ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
+    assert KEY == ("model", "sha256", "config", "dataset", "n", "attack", "params", "grad", "eps", "seed")
 
 
 def test_round_trip_is_exact_and_keys_match(tmp_path):

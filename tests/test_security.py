@@ -17,7 +17,7 @@ from safetensors.torch import save as st_save
 from robench.data import DATASETS
 from robench.errors import BadSpec, IntegrityError
 from robench.snn.models import ModelConfig, build_model
-from robench.zoo import Card, load, save, verify
+from robench.zoo import Card, config_digest, load, save, verify
 from robench.zoo.importing import import_state_dict
 
 FM = dict(arch="vgg5", T=2, width=0.125, fc=16, **DATASETS.get("fashion-mnist").model_kwargs())
@@ -122,7 +122,7 @@ def test_import_writes_a_normal_entry(tmp_path, capsys, fm_model, layout):
     assert card.notes == f"imported from {f.name}" and card.recipe == {} and 0 <= card.clean_acc <= 1
     assert card.metrics["n_test"] >= 1  # measured at import, as a framework import does
     assert card.device == "cpu" and card.versions["torch"] and card.model["T"] == 2
-    assert verify(zoo) == [("mine", True, f"ok (sha256 {card.sha256[:12]})")]
+    assert verify(zoo) == [("mine", True, f"ok (sha256 {card.sha256[:12]}, config {config_digest(card)[:12]})")]
 
 
 # ------------------------------------------------------------------------------- zoo import refuses
@@ -228,8 +228,13 @@ FAULTS = {
     "truncated, card re-hashed": (_truncate_and_rehash, "not a valid safetensors file"),
     "missing card": (lambda z: (z / "entry.json").unlink(), "entry.json' is missing; weights alone are never"),
     "missing weights": (lambda z: (z / "entry.safetensors").unlink(), "entry.safetensors' are missing"),
-    "card for another arch": (_other_arch_card, "the weights are a vgg5, the card is for wrn16"),
-    "shape mismatch": (lambda z: _rewrite_card(z, lambda d: d["model"].update(width=0.25)), "do not fit"),
+    "card for another arch": (_other_arch_card, "defining field 'arch' changed"),
+    "shape mismatch": (lambda z: _rewrite_card(z, lambda d: d["model"].update(width=0.25)), "'width' changed"),
+    # cards written before fingerprints: the weights' own header and shapes still refuse them
+    "old card for another arch": (lambda z: (_other_arch_card(z), _rewrite_card(z, lambda d: d.pop("fingerprint"))),
+                                  "the weights are a vgg5, the card is for wrn16"),
+    "old card, shape mismatch": (lambda z: _rewrite_card(z, lambda d: (d["model"].update(width=0.25),
+                                                                      d.pop("fingerprint"))), "do not fit"),
     "not JSON": (lambda z: (z / "entry.json").write_text("{"), "not valid JSON"),
     "unknown key": (lambda z: _rewrite_card(z, lambda d: d.update(pickle="x")), "unknown keys ['pickle']"),
     "missing key": (lambda z: _rewrite_card(z, lambda d: d.pop("versions")), "missing keys ['versions']"),

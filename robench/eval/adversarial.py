@@ -4,8 +4,9 @@
 
 - ``x_adv`` ``[m, C, H, W]`` float32 in [0, 1]: the verified adversarial examples of the m broken samples;
 - ``index`` ``[m]`` int64: their indices into the first ``n`` images of the dataset;
-- metadata ``robench``: JSON with the format tag, the cell key (model, sha256, dataset, n, attack, params, grad,
-  eps, seed), ``eps_str`` and the counts the row claims (``clean_count``, ``robust_count``).
+- metadata ``robench``: JSON with the format tag, the cell key (model, sha256, config, dataset, n, attack, params,
+  grad, eps, seed; files written before ``config`` existed lack it), ``eps_str`` and the counts the row claims
+  (``clean_count``, ``robust_count``).
 
 :func:`read_adv` refuses, with one line (:class:`~robench.errors.IntegrityError`), a file that is not ours, is
 truncated or does not match its own metadata; :func:`robench.eval.recheck.recheck` verifies its examples again.
@@ -54,8 +55,10 @@ def check_adv_dir(folder: str | Path) -> Path:
 
 
 def file_name(row: dict) -> str:
-    """A safe, unique file name for a cell: readable parts plus a hash of the whole key."""
-    key = json.dumps({k: row[k] for k in KEY}, sort_keys=True, default=str)
+    """A safe, unique file name for a cell: readable parts plus a hash of the whole key (a row without a config
+    digest, written before it existed, keeps the name it had then)."""
+    key = json.dumps({k: row.get(k, "") for k in KEY if k != "config" or row.get("config")}, sort_keys=True,
+                     default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     parts = f"{row['model']}_{row['attack']}_{row['grad']}_{row['eps_str']}_s{row['seed']}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", parts)[:150] + f"_{digest}.safetensors"
@@ -68,7 +71,7 @@ def write_adv(folder: str | Path, row: dict, outcome, extra: dict | None = None)
     ``index``)."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, **(extra or {}), **{k: row[k] for k in KEY}, "eps_str": row["eps_str"],
+    meta = {"format": FORMAT, **(extra or {}), **{k: row.get(k, "") for k in KEY}, "eps_str": row["eps_str"],
             "clean_count": int(row["clean_count"]), "robust_count": int(row["robust_count"])}
     tensors = {"x_adv": outcome.x_adv.float().contiguous(), "index": outcome.index.long().contiguous()}
     blob = st_save(tensors, metadata={"robench": json.dumps(meta, sort_keys=True, default=str)})
@@ -89,7 +92,7 @@ def read_adv(path: str | Path) -> AdvFile:
         tensors = st_load(blob)
     except Exception as e:  # truncated, foreign or corrupt: the safetensors and JSON errors vary
         raise IntegrityError(f"{bad} ({type(e).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or any(k not in meta for k in KEY):
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or any(k not in meta for k in KEY if k != "config"):
         raise IntegrityError(f"{bad} (metadata lacks the {FORMAT} cell key)")
     x_adv, index = tensors.get("x_adv"), tensors.get("index")
     if x_adv is None or index is None or set(tensors) != {"x_adv", "index"}:

@@ -35,7 +35,7 @@ import torch
 from ..dist import WHOLE, Part, agree_min, share
 from ..errors import BadSpec
 from ..results.findings import Finding
-from ..results.store import ResultsStore, row_key
+from ..results.store import ByKey, ResultsStore, row_key
 from ..runtime import resolve_device
 from .adversarial import check_adv_dir
 from .cell import auto_batch_size
@@ -227,7 +227,7 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     for t in models:
         check_fits(t, on_dev[t.dataset])
     stored = share({} if (store is None or force or not part.writer) else
-                   {row_key(r): r for r in store.read().to_dict("records")}, part)
+                   ByKey({row_key(r): r for r in store.read().to_dict("records")}), part)
     store = store if part.writer else None
     emit = progress or (lambda ev: None)
     emit({"kind": "start", "total": len(models) * len(p.stages)})

@@ -1,9 +1,9 @@
 """Re-verifying an adversarial-example file (:mod:`robench.eval.adversarial`) against the model it names.
 
-:func:`recheck` loads the zoo model the file names (its weights' sha256 must match), the images it names, checks
-every example again (:mod:`robench.eval.verify`) and returns the robust accuracy the file implies: clean-correct
-samples minus verified broken ones, over n. A file that is not ours, is truncated or does not match its own
-metadata is refused with one line (:class:`~robench.errors.IntegrityError`).
+:func:`recheck` loads the zoo model the file names (its weights' sha256 and config digest must match), the images
+it names, checks every example again (:mod:`robench.eval.verify`) and returns the robust accuracy the file
+implies: clean-correct samples minus verified broken ones, over n. A file that is not ours, is truncated or does
+not match its own metadata is refused with one line (:class:`~robench.errors.IntegrityError`).
 
 Examples:
     >>> r = recheck("adv/fmnist-vgg11-lif-clean_pgd_bptt_8-255_s0_1a2b3c4d5e.safetensors", "zoo")
@@ -49,7 +49,7 @@ def recheck(path: str | Path, zoo_dir: str | Path, data_dir: str | Path | None =
             device: str | torch.device = "cpu") -> Recheck:
     """Re-verify an adversarial-example file against the zoo model it names (or ``model``, whose weights must
     have the file's sha256) on the first n images of the dataset it names; see :class:`Recheck`."""
-    from ..zoo import load_weights, model_from, select
+    from ..zoo import config_digest, load_weights, model_from, select
 
     f = read_adv(path)
     m = f.meta
@@ -60,6 +60,9 @@ def recheck(path: str | Path, zoo_dir: str | Path, data_dir: str | Path | None =
     if card.sha256 != m["sha256"]:
         raise IntegrityError(f"{str(path)!r} was made with weights sha256 {str(m['sha256'])[:12]}…, zoo entry "
                              f"{card.id!r} has {card.sha256[:12]}…; not the same model")
+    if m.get("config") and m["config"] != config_digest(card):
+        raise IntegrityError(f"{str(path)!r} was made with model config {str(m['config'])[:12]}…, zoo entry "
+                             f"{card.id!r} has {config_digest(card)[:12]}… (T, tau, v_th, ...); not the same model")
     dataset, _, split = str(m["dataset"]).partition(":")
     n = int(m["n"])
     data, _ = load_data(dataset, data_dir, n, split or "test")

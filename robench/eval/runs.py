@@ -112,7 +112,7 @@ class ModelRuns:
     def cell(self, params: dict, grad: str) -> Cell:
         eps, eps_str = self.p.eps
         return Cell(self.t.id, self.t.sha256, self.d.name, self.n, RunLabel(self.p.name, eps, eps_str, params), grad,
-                    self.seed)
+                    self.seed, self.t.config)
 
     def attack(self, params: dict, stage: Stage, grad: str, seed: int, robust: torch.Tensor, todo: torch.Tensor,
                flags: Callable[[int], list[str]] = lambda broke: [], cumulative: bool = True) -> torch.Tensor:
@@ -126,7 +126,7 @@ class ModelRuns:
             self._done(params, stage, grad, int(robust.sum()) - int(after.sum()), after, float(old["seconds"]),
                        True, cumulative)
             if cumulative:
-                self.adv_from = {**cell.stub(), "params": cell.spec.params_json()}
+                self.adv_from = {**cell.stub(), "params": cell.spec.params_json(), "config": old.get("config", "")}
             return after
         t0 = time.perf_counter()
         after = robust.clone()

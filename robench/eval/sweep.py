@@ -38,7 +38,7 @@ from ..errors import BadSpec, DataNotFound
 from ..results.findings import Finding
 from ..results.shards import shard_fields
 from ..results.stats import encode_mask
-from ..results.store import COLUMNS, Key, ResultsStore, row_key, to_frame
+from ..results.store import COLUMNS, ByKey, Key, ResultsStore, row_key, to_frame
 from ..results.worstcase import masking
 from ..runtime import now, resolve_device, versions
 from ..snn.paths import parse_paths, path_applies
@@ -71,17 +71,20 @@ class Data:
 
 @dataclass
 class Target:
-    """A model to evaluate, with the id and weights hash that go into its rows, and its dataset's name."""
+    """A model to evaluate, with the id, weights hash and config digest (:func:`robench.zoo.config_digest`: what
+    defines the network besides its weights) that go into its rows, and its dataset's name."""
 
     id: str
     sha256: str
     model: nn.Module
     dataset: str
+    config: str = ""
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell: a model (id, sha256) on data (dataset, n), one attack at one eps, one gradient mode, one seed."""
+    """One cell: a model (id, sha256, config digest) on data (dataset, n), one attack at one eps, one gradient
+    mode, one seed."""
 
     model: str
     sha256: str
@@ -90,10 +93,11 @@ class Cell:
     spec: AttackSpec
     grad: str
     seed: int
+    config: str = ""
 
     def stub(self) -> dict:
-        return {"model": self.model, "sha256": self.sha256, "dataset": self.dataset, "n": self.n,
-                "attack": self.spec.name, "params": self.spec.params_json(), "grad": self.grad,
+        return {"model": self.model, "sha256": self.sha256, "config": self.config, "dataset": self.dataset,
+                "n": self.n, "attack": self.spec.name, "params": self.spec.params_json(), "grad": self.grad,
                 "eps": self.spec.eps, "eps_str": self.spec.eps_str, "seed": self.seed}
 
     @property
@@ -145,7 +149,7 @@ def plan(models: Sequence[Target], specs: Sequence[AttackSpec] | Mapping[int, Se
         for spec in specs[id(t)] if isinstance(specs, Mapping) else specs:
             modes = ["none"] if spec.gradient_free else list(grads)
             names = modes + (["worst"] if len(modes) > 1 else [])
-            cells = [Cell(t.id, t.sha256, d.name, len(d.x), spec, g, seed) for g in names]
+            cells = [Cell(t.id, t.sha256, d.name, len(d.x), spec, g, seed, t.config) for g in names]
             single = [_single(c) for c in cells] if getattr(spec, "eot", None) and spec.draws > 1 else []
             groups.append(_Group(t, spec, modes, cells, single))
     return groups
@@ -330,8 +334,8 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
 
 def _stored_outcomes(store: ResultsStore) -> dict:
     """Every stored cell's key -> ``(robust_mask, n, robust_count, seconds)`` (mask ``""`` in older files)."""
-    return {row_key(r): (str(r["robust_mask"]), int(r["n"]), int(r["robust_count"]), float(r["seconds"]))
-            for r in store.read().to_dict("records")}
+    return ByKey({row_key(r): (str(r["robust_mask"]), int(r["n"]), int(r["robust_count"]), float(r["seconds"]))
+                  for r in store.read().to_dict("records")})
 
 
 def _kept_outcome(stored: tuple | None, n: int) -> tuple[Tensor, float] | None:
@@ -353,11 +357,11 @@ def keep_rows(rows: list[dict], store: ResultsStore | None, done: set, force: bo
 
 def collect_records(cells: Sequence[Cell], new_rows: list[dict], store: ResultsStore | None) -> pd.DataFrame:
     """The rows of ``cells``, in their order: the new ones, and the stored ones for skipped cells."""
-    by_key = {row_key(r): r for r in to_frame(new_rows).to_dict("records")} if new_rows else {}
+    by_key = ByKey({row_key(r): r for r in to_frame(new_rows).to_dict("records")} if new_rows else {})
     if store is not None:
         for r in store.read().to_dict("records"):
             by_key.setdefault(row_key(r), r)
-    rows = [by_key[c.key] for c in cells if c.key in by_key]
+    rows = [by_key.get(c.key) for c in cells if c.key in by_key]
     return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else to_frame([])
 
 
@@ -366,14 +370,14 @@ def load_targets(cards: Sequence, zoo_dir: str | Path, dataset: str | None = Non
                  trust_code: bool = False, encoding: str | None = None) -> list[Target]:
     """Targets for zoo ``cards`` (weights hash-checked); ``dataset`` must be each model's own when given;
     ``trust_code`` lets foreign entries run their code (with ROBENCH_TRUST_CODE=1, see zoo.foreign)."""
-    from ..zoo import load_weights, model_from
+    from ..zoo import config_digest, load_weights, model_from
 
     out = []
     for card in cards:
         if dataset is not None and DATASETS.get(dataset).name != card.dataset:
             raise BadSpec(f"--dataset {dataset}: model {card.id} was trained on {card.dataset}")
         model = model_from(card, load_weights(zoo_dir, card), zoo_dir, trust_code, encoding)
-        out.append(Target(card.id, card.sha256, model, card.dataset))
+        out.append(Target(card.id, card.sha256, model, card.dataset, config_digest(card)))
     return out
 
 

@@ -26,7 +26,7 @@ from ..errors import DataNotFound, IntegrityError
 from ..io import atomic_write, folder_lock
 from ..parts import Part, batch_bounds
 from .stats import decode_mask, encode_mask
-from .store import COLUMNS, KEY, Key, ResultsStore, row_key
+from .store import COLUMNS, KEY, OPTIONAL_COLUMNS, Key, ResultsStore, row_key
 
 SHARD_COLUMNS = ("shard", "batch_size", "clean_mask", "shard_mask")
 FILE_RE = re.compile(r"(?P<name>.+)\.shard-(?P<i>\d+)-of-(?P<k>\d+)\.jsonl")
@@ -80,7 +80,8 @@ class ShardFile:
                 r = json.loads(line)
             except ValueError:
                 raise IntegrityError(f"{str(self.path)!r} line {i} is not JSON: not a robench shard file") from None
-            missing = [c for c in (*COLUMNS, *SHARD_COLUMNS) if not isinstance(r, dict) or c not in r]
+            missing = [c for c in (*COLUMNS, *SHARD_COLUMNS) if c not in OPTIONAL_COLUMNS
+                       and (not isinstance(r, dict) or c not in r)]
             if missing:
                 raise IntegrityError(f"{str(self.path)!r} line {i} lacks {', '.join(missing)}: not a robench "
                                      "shard file")
@@ -192,7 +193,7 @@ def _merge_cell(key: Key, by_label: dict, count: int) -> dict:
         if (mine & ~owned(clean, int(r["batch_size"]), i, count, _min_batches(r))).any():
             raise IntegrityError(f"shard {i}/{count} ({r['_file']}) has robust bits outside its own images")
         correct |= mine
-    out = {c: first[c] for c in COLUMNS}
+    out = {c: first.get(c, "") for c in COLUMNS}
     k, m = int(clean.sum()), int(correct.sum())
     out.update(clean_count=k, clean_acc=k / max(n, 1), robust_count=m, robust_acc=m / max(n, 1),
                seconds=round(sum(float(r["seconds"]) for r in parts), 3),
@@ -223,7 +224,8 @@ def _why_missing(key: Key, index: int, count: int, rows: dict[Key, dict]) -> str
         d = [f for f, a, b in zip(KEY, key, other, strict=True) if a != b]
         if diff is None or len(d) < len(diff):
             best, diff = other, d
-    if best is not None and diff and len(diff) <= 3 and set(diff) & {"sha256", "dataset", "n", "params", "seed"}:
+    identity = {"sha256", "config", "dataset", "n", "params", "seed"}
+    if best is not None and diff and len(diff) <= 3 and set(diff) & identity:
         o = dict(zip(KEY, best, strict=True))
         what = ", ".join(f"{f} {o[f][:16]!r} vs {cell[f][:16]!r}" for f in diff)
         return f"shard {index}/{count} was run with another model hash or other options ({what}); refused"

@@ -30,9 +30,11 @@ from .stats import decode_mask
 
 COLUMNS = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
            "robust_acc", "clean_count", "robust_count", "seconds", "device", "seed", "versions", "timestamp",
-           "flags", "robust_mask")
-OPTIONAL_COLUMNS = ("robust_mask",)  # absent from files written before it existed; read as "" (no mask)
-KEY = ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "seed")
+           "flags", "robust_mask", "config")
+OPTIONAL_COLUMNS = ("robust_mask", "config")  # absent from files written before they existed; read as ""
+# a model's identity is its weights (sha256) and its config digest (robench.zoo.config_digest: T, tau, v_th,
+# encoding, entry point, code hash, ...), so a changed network never reuses another one's rows
+KEY = ("model", "sha256", "config", "dataset", "n", "attack", "params", "grad", "eps", "seed")
 INT_COLUMNS = ("n", "clean_count", "robust_count", "seed")
 FLOAT_COLUMNS = ("eps", "clean_acc", "robust_acc", "seconds")
 GRADS = ("worst", "none")  # besides every gradient path key (robench.snn.pathkeys.is_path_key)
@@ -47,8 +49,46 @@ def _canon_json(text: object) -> str:
 
 def row_key(row: Mapping) -> Key:
     """The cell key of a row, normalised so a row read back from CSV gives the key it was written with."""
-    return (str(row["model"]), str(row["sha256"]), str(row["dataset"]), str(int(row["n"])), str(row["attack"]),
-            _canon_json(row["params"]), str(row["grad"]), repr(float(row["eps"])), str(int(row["seed"])))
+    return (str(row["model"]), str(row["sha256"]), str(row.get("config") or ""), str(row["dataset"]),
+            str(int(row["n"])), str(row["attack"]), _canon_json(row["params"]), str(row["grad"]),
+            repr(float(row["eps"])), str(int(row["seed"])))
+
+
+def legacy_key(key: Key) -> Key:
+    """``key`` as a row written before the config column existed has it (config ``""``)."""
+    return (*key[:2], "", *key[3:])
+
+
+class ByKey(dict):
+    """Stored rows (or their outcomes) by cell key. A key that carries a config digest also finds the row of its
+    cell written before the config column existed (config ``""``): such rows were keyed by the weights' sha256
+    alone, and the zoo refuses a card whose defining fields changed since it was saved, so they belong to it."""
+
+    def _find(self, key: Key) -> Key | None:
+        if dict.__contains__(self, key):
+            return key
+        old = legacy_key(key)
+        return old if key[2] and dict.__contains__(self, old) else None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and self._find(key) is not None
+
+    def get(self, key: Key, default=None):
+        found = self._find(key)
+        return dict.__getitem__(self, found) if found is not None else default
+
+
+def resolve_legacy(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose rows without a config digest (written before the column existed) take the one
+    digest that the rows of the same model id and weights carry, when there is exactly one: for grouping cells
+    of one model identity (worst cases); ambiguous ones keep ``""``."""
+    if "config" not in df.columns or df.empty:
+        return df
+    cfg = df["config"].astype(str)
+    known = df[cfg != ""].groupby(["model", "sha256"])["config"].agg(lambda s: set(s))
+    one = {k: next(iter(v)) for k, v in known.items() if len(v) == 1}
+    filled = [one.get((m, h), "") if c == "" else c for m, h, c in zip(df["model"], df["sha256"], cfg, strict=True)]
+    return df.assign(config=filled)
 
 
 def empty() -> pd.DataFrame:
@@ -173,8 +213,8 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with folder_lock(self.path.parent):
             old = self.read()
-            if replace and len(old):
-                keys = {row_key(r) for r in new.to_dict("records")}
+            if replace and len(old):  # the same cells, and rows of them written before the config column
+                keys = {k for r in new.to_dict("records") for k in (row_key(r), legacy_key(row_key(r)))}
                 old = old[[row_key(r) not in keys for r in old.to_dict("records")]]
             elif len(old):  # another process may have stored the same cell since we looked: keep one row per cell
                 keys = {row_key(r) for r in old.to_dict("records")}

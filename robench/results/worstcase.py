@@ -31,11 +31,11 @@ from ..attack_meta import NOISE
 from ..errors import DataNotFound
 from .findings import Finding
 from .stats import Paired, paired, wilson
-from .store import masks
+from .store import masks, resolve_legacy
 
 SKIP_GRADS = ("worst",)  # ANDs of other cells already
 # NOISE: attacks whose eps is a noise sigma, not an L-inf budget (square, also grad none, counts)
-GROUP = ["model", "sha256", "dataset", "n", "eps", "_budget"]
+GROUP = ["model", "sha256", "config", "dataset", "n", "eps", "_budget"]  # one model identity, images, budget
 
 
 def budget_label(params: object, eps_str: str) -> str:
@@ -88,9 +88,10 @@ def mask_note(df: pd.DataFrame) -> Finding | None:
 
 
 def worst_cases(df: pd.DataFrame, labels: pd.Series) -> list[WorstCase]:
-    """The worst case of every (model, sha256, dataset, n, eps) with at least one masked cell; ``labels`` names
-    each row's attack and path (aligned with ``df``'s index)."""
-    d = _eligible(df)
+    """The worst case of every model identity (id, weights sha256, config digest) x dataset x n x eps with at
+    least one masked cell; ``labels`` names each row's attack and path (aligned with ``df``'s index). Rows written
+    before the config column existed join the one config their weights were run with (:func:`resolve_legacy`)."""
+    d = _eligible(resolve_legacy(df.assign(config="") if "config" not in df.columns else df))
     d = d[d["robust_mask"].astype(str) != ""] if "robust_mask" in d else d.iloc[0:0]
     if d.empty:
         return []
@@ -99,13 +100,14 @@ def worst_cases(df: pd.DataFrame, labels: pd.Series) -> list[WorstCase]:
     out = []
     for key, g in d.groupby(GROUP, sort=True):
         g = g.sort_values(["timestamp", "_pos"], kind="stable")
-        n, clean_count = int(key[3]), int(g["clean_count"].iloc[0])
+        model, dataset, n, eps = str(key[0]), str(key[3]), int(key[4]), float(key[5])
+        clean_count = int(g["clean_count"].iloc[0])
         alive, added = np.ones(n, dtype=bool), []
         for m in masks(g):
             added.append(int((alive & ~m).sum()))
             alive &= m
         added[0] -= n - clean_count  # the first cell's losses include the clean errors
-        out.append(WorstCase(str(key[0]), str(key[2]), n, float(key[4]), str(key[5]), clean_count,
+        out.append(WorstCase(model, dataset, n, eps, str(key[6]), clean_count,
                              alive, [f"{lab} ({gr})" for lab, gr in zip(g["_label"], g["grad"], strict=True)],
                              added))
     return out

@@ -2,8 +2,13 @@
 
 The card holds everything that rebuilds and explains the model: the exact ``ModelConfig`` given to
 ``build_model``, the dataset, the training recipe, metrics measured at the end of training, the sha256 of the
-weights file, library versions and the date. Loading checks the card's schema, the hash, and the shapes
-(``load_state_dict(strict=True)``); nothing is ever unpickled.
+weights file, library versions and the date. A model's identity is its weights *and* the fields that define the
+network (:func:`defining_fields`: arch, dataset and the whole model config or foreign spec: T, tau, v_th,
+encoding, entry point, code hash, ...): at save the card records a digest of each in ``fingerprint``, and a card
+whose defining fields no longer match it is refused, naming the field (cards written before fingerprints existed
+read with ``{}``: nothing to compare). Results rows carry :func:`config_digest` beside the weights' sha256.
+Loading checks the card's schema, fingerprint, the hash, and the shapes (``load_state_dict(strict=True)``);
+nothing is ever unpickled.
 
 Examples:
     >>> card = save(model, Card.new("fmnist-vgg5-lif-clean", model.config, "fashion-mnist"), "zoo")
@@ -52,6 +57,7 @@ class Card:
     recipe: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     sha256: str = ""
+    fingerprint: dict = field(default_factory=dict)  # defining field -> digest of its value, recorded at save
     versions: dict = field(default_factory=dict)
     created: str = ""
     device: str = "cpu"
@@ -100,6 +106,7 @@ class Card:
         if not isinstance(d, dict):
             raise IntegrityError(f"{where}: a card must be a JSON object")
         names = {f.name for f in fields(cls)}
+        d = {**({"fingerprint": {}} if "fingerprint" not in d else {}), **d}  # cards written before it existed
         unknown, missing = set(d) - names, names - set(d)
         if unknown:
             raise IntegrityError(f"{where}: unknown keys {sorted(unknown)}; accepted: {sorted(names)}")
@@ -119,6 +126,8 @@ class Card:
             (DEVICE_RE.match(d["device"]), f"device {d['device']!r}; accepted: cpu, cuda, cuda:N, mps"),
             (all(isinstance(k, str) and isinstance(v, str) for k, v in d["versions"].items()),
              "versions must map names to version strings"),
+            (all(isinstance(v, str) and DIGEST_RE.match(v) for v in d["fingerprint"].values()),
+             "fingerprint must map field names to 16 hex digits"),
             (d["model"].get("arch", FOREIGN) == d["arch"],
              f"model config is for arch {d['model'].get('arch')!r}, card says {d['arch']!r}"),
         ]
@@ -133,8 +142,45 @@ class Card:
 
 
 CARD_TYPES = {"id": str, "arch": str, "model": dict, "dataset": str, "recipe": dict, "metrics": dict, "sha256": str,
-              "versions": dict, "created": str, "device": str, "command": str, "notes": str, "schema": int}
+              "fingerprint": dict, "versions": dict, "created": str, "device": str, "command": str, "notes": str,
+              "schema": int}
 DEVICE_RE = re.compile(r"\A(cpu|mps|cuda(:[0-9]+)?)\Z")
+DIGEST_RE = re.compile(r"\A[0-9a-f]{16}\Z")
+LOCATION = ("code_file", "code_root", "snapshot")  # where a foreign entry's code lies: its sha256 defines it
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def defining_fields(card: Card) -> dict:
+    """Everything that defines the network besides its weights: arch, dataset and every field of the model
+    config (robench) or the foreign spec (framework, entry, code hash, T, step mode, encoding, ...), but not
+    where a foreign entry's code file lies."""
+    return {"arch": card.arch, "dataset": card.dataset,
+            **{k: v for k, v in card.model.items() if k not in LOCATION and k != "arch"}}
+
+
+def fingerprint(card: Card) -> dict:
+    """``{field: 16-hex digest of its value}`` for every defining field: what a card records at save."""
+    return {k: _digest(v) for k, v in defining_fields(card).items()}
+
+
+def config_digest(card: Card) -> str:
+    """The digest (16 hex digits) of all the defining fields: the results rows' ``config`` column."""
+    return _digest(defining_fields(card))
+
+
+def check_fingerprint(card: Card, where: str) -> None:
+    """Refuse a card whose defining fields differ from the digests recorded when it was saved (naming the
+    field); a card without a recorded fingerprint (written before it existed) has nothing to compare."""
+    now_ = fingerprint(card)
+    for name, digest in card.fingerprint.items():
+        if now_.get(name) != digest:
+            value = defining_fields(card).get(name, "(removed)")
+            raise IntegrityError(f"{where}: defining field {name!r} changed since the entry was trained or imported "
+                                 f"(now {value!r:.40}); the weights belong to the network recorded then; refusing "
+                                 "to load (restore the field, or train or import a new entry)")
 _JSON_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple[float, ...]": list, "dict": dict}
 
 
@@ -266,6 +312,7 @@ def save(model: nn.Module, card: Card, zoo_dir: Path | str, overwrite: bool = Fa
     meta = json.dumps({"arch": card.arch, "format": "robench", "id": card.id}, sort_keys=True)
     blob = st_save(_state_dict(model), metadata={"robench": meta})
     card.sha256 = hashlib.sha256(blob).hexdigest()
+    card.fingerprint = fingerprint(card)  # the network these weights were trained or imported for
     try:
         Path(zoo_dir).mkdir(parents=True, exist_ok=True)
         with replacing(wpath) as wtmp, replacing(cpath) as ctmp:  # both written, then renamed (card first)
@@ -288,6 +335,7 @@ def read_card(zoo_dir: Path | str, entry_id: str) -> Card:
     card = Card.from_json(text, where=str(cpath))
     if card.id != entry_id:
         raise IntegrityError(f"{str(cpath)}: card id {card.id!r} does not match its file name")
+    check_fingerprint(card, str(cpath))
     return card
 
 
@@ -407,11 +455,14 @@ def verify(zoo_dir: Path | str, query: str | None = None, test_data: TestData | 
         try:
             card = read_card(zoo_dir, i)
             tensors = load_weights(zoo_dir, card)
+            ident = (f"sha256 {card.sha256[:12]}, config {config_digest(card)[:12]}" if card.fingerprint else
+                     f"sha256 {card.sha256[:12]}; defining fields not recorded (card written before robench "
+                     "recorded them)")
             if card.arch == FOREIGN and not trusted(trust_code):
-                out.append((i, True, f"ok (sha256 {card.sha256[:12]}; {code_hash_ok(card.model, zoo_dir)})"))
+                out.append((i, True, f"ok ({ident}; {code_hash_ok(card.model, zoo_dir)})"))
                 continue
             model = model_from(card, tensors, zoo_dir, trust_code)
-            ok, msg = True, f"ok (sha256 {card.sha256[:12]})"
+            ok, msg = True, f"ok ({ident})"
             if test_data is not None and card.clean_acc is not None:
                 x, y = test_data(card.dataset)
                 acc = accuracy(model, x, y)
