@@ -17,7 +17,7 @@ from robench.errors import IntegrityError
 from robench.eval.checks import check_records
 from robench.eval.sweep import Data, evaluate, load_targets
 from robench.results import KEY, ResultsStore, to_frame
-from robench.zoo import Card, config_digest, load, read_card, save, verify
+from robench.zoo import Card, config_digest, fingerprint, list_cards, load, read_card, save, verify
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
 
@@ -118,3 +118,12 @@ def test_a_worst_case_never_mixes_two_networks_and_old_rows_join_their_own():
     assert sorted(c.robust_count for c in worst_cases(df, labels(df))) == [30, 40]
     df = to_frame([masked("", 40, "fgsm"), masked("1" * 16, 30)])  # an old row joins the one config seen
     assert [(c.robust_count, len(c.cells)) for c in worst_cases(df, labels(df))] == [(30, 2)]
+
+
+def test_every_shipped_entry_records_its_defining_fields_and_they_match():
+    cards, problems = list_cards(ZOO)
+    assert not problems and len(cards) >= 18
+    for c in cards:
+        assert c.fingerprint and c.fingerprint == fingerprint(c), c.id
+    results = verify(ZOO)  # hashes, shapes and fingerprints; the foreign entry's code checked, not run
+    assert all(ok and "config" in msg for _, ok, msg in results), [r for r in results if not r[1]]
