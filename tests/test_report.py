@@ -9,12 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import robench.results.export as export
+import robench.results.figures as figures
+import robench.results.labels as labels
 import robench.results.report as report
 import robench.results.stats as stats
 import robench.results.worstcase as worstcase
 from robench.errors import DataNotFound
 from robench.eval.checks import check_records, grad_gap, stored_flags
 from robench.results import ResultsStore, to_frame
+from robench.results.labels import attack_order
 
 PGD = {"norm": "Linf", "random_start": True, "restarts": 1, "step_size": 2 / 255, "steps": 10}
 
@@ -65,16 +69,19 @@ def test_labels_say_final_iterate_and_name_the_new_attacks():
                                                                                params={"queries": 5000})]
     labels = report.attack_labels(to_frame(rows)).tolist()
     assert labels == ["pgd-best-50", "sa-pgd-100", "bim-10 (final)", "square-5000"]
-    order = sorted(labels, key=report._attack_order)
+    order = sorted(labels, key=attack_order)
     assert order == ["bim-10 (final)", "pgd-best-50", "sa-pgd-100", "square-5000"]
 
 
 def test_write_report_writes_every_file(records, tmp_path):
     paths = report.write_report(records, tmp_path / "rep", check_records(records))
-    assert {p.name for p in paths.values()} == {"table.md", "table.csv", "table.tex", "curves.png", "findings.md"}
+    assert {p.name for p in paths.values()} == {"table.md", "table.csv", "table.tex", "table-full.tex", "curves.png",
+                                                "curves.pdf", "curves.svg", "findings.md"}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 10_000
-    tex = paths["tex"].read_text()
+    tex = paths["tex_full"].read_text()
     assert "\\toprule" in tex and "8/255" in tex and "41.0" in tex
+    narrow = paths["tex"].read_text()  # no masks here: the lowest single cell, marked, said in the caption
+    assert "\\caption{" in narrow and "m2 & 100 & 90.0 & 25.0$^\\dagger$ {\\scriptsize" in narrow and "dagger" in narrow
     csv = pd.read_csv(paths["csv"], index_col=0, dtype=str)
     assert csv.loc["m2", "pgd-10 (final) @ 8/255 (bptt)"] == "22.0"
     assert "No findings" in paths["findings"].read_text()
@@ -92,7 +99,7 @@ def test_select_filters_and_empty_is_one_line_error(records):
     assert set(report.select(more, model="m2-s*,m2")["model"]) == {"m2", "m2-s1"}  # a glob and an id
 
 
-@pytest.mark.parametrize("module", [report, worstcase, stats])
+@pytest.mark.parametrize("module", [report, worstcase, stats, labels, figures, export])
 def test_report_modules_never_import_torch(module):
     tree = ast.parse(Path(module.__file__).read_text())
     mods = {n.module if isinstance(n, ast.ImportFrom) else a.name
@@ -100,8 +107,9 @@ def test_report_modules_never_import_torch(module):
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.figure", "pandas", "numpy", "dataclasses", "scipy.stats", "errors", "attack_meta",
-                    "findings", "store", "stats", "worstcase", "seeds"}
+                    "matplotlib.figure", "matplotlib.lines", "pandas", "numpy", "dataclasses", "scipy.stats",
+                    "errors", "attack_meta", "findings", "store", "stats", "worstcase", "seeds", "labels", "figures",
+                    "report"}
 
 
 # ---------------------------------------------------------------------------------------- record checks
@@ -204,7 +212,7 @@ def test_cascade_rows_are_labelled_by_stage_and_the_table_transposes(records):
     rows = [row(attack="reliable", params=stage, grad="arctan:a=4"), row(attack="reliable", params=whole,
                                                                          grad="worst")]
     # version 1 rows are labelled reliable-v1; the newest version's rows (with the path they asked for) reliable
-    newest = report.newest_version("reliable")
+    newest = labels.newest_version("reliable")
     assert newest is not None and newest >= 2
     v2 = [{**stage, "version": newest, "digest": "abc", "path_requested": "probe:1"}, {**whole, "version": newest}]
     rows += [row(attack="reliable", params=v2[0], grad="arctan:a=8"), row(attack="reliable", params=v2[1],

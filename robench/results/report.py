@@ -4,34 +4,30 @@ Rows of a table are models; columns are clean accuracy, the headline ``worst cas
 every masked cell on the same images, :mod:`robench.results.worstcase`) with the number of ``cells`` it combines, then
 ``attack @ eps (grad)`` for every attack, budget and gradient mode in the results, the worst case over modes
 included. Every accuracy carries a Wilson 95% interval (``45.0 [38.2, 51.9]``; CSV: ``lo``/``hi`` columns).
-Percentages carry one decimal; budgets are shown as stored (``8/255``). Curves plot accuracy against eps, one line
-per model, one panel per attack x gradient mode, with clean accuracy at eps = 0. This module imports only
-:mod:`robench.results.store`, :mod:`robench.results.stats`, :mod:`robench.results.worstcase`, pandas and matplotlib
-(figures without pyplot: no backend chosen, no global state): it never needs torch, so it is fast and testable on
-CSV files.
+Percentages carry one decimal; budgets are shown as stored (``8/255``). The figures (PNG, PDF, SVG) and the
+narrow LaTeX table come from :mod:`robench.results.figures`. This module imports only the other modules of
+:mod:`robench.results` and pandas: it never needs torch, so it is fast and testable on CSV files.
 
 Examples:
     >>> df = select(read_dir("results"), model="fmnist-vgg11")
-    >>> paths = write_report(df, "results/report")   # table.*, curves.png, findings.md, breakdown.*
+    >>> paths = write_report(df, "results/report")   # table.*, curves.*, stages.*, findings.md, breakdown.*
     >>> write_compare(compare_models(df, "fmnist-vgg11-lif-gn", "fmnist-vgg11-stable-gn"), "results/report")
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 
-from ..attack_meta import FINAL_ITERATE, REPORT_ORDER
 from ..errors import DataNotFound, UsageError
+from .figures import headline_latex, plot_breakdown, plot_curves, plot_seeds, plot_stages
 from .findings import Finding
+from .labels import GRAD_ORDER, attack_labels, attack_order, tex_escape
 from .seeds import seeds_markdown
 from .stats import wilson
 from .store import read_dir
@@ -45,17 +41,12 @@ from .worstcase import (
     compare_markdown,
     mask_note,
     masking,
-    plot_breakdown,
     worst_cases,
 )
 
-__all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown", "to_latex", "plot_curves",
-           "write_report", "compare_models", "write_compare"]
+__all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown", "to_latex", "write_report",
+           "compare_models", "write_compare"]
 
-GRAD_ORDER = ("bptt", "rate", "worst", "none")
-# the protocol files (data, never imported): a cascade's rows of its newest version are labelled by its bare name
-PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "eval" / "protocols"
-UNLABELLED = ("path_requested",)  # params a label never shows: the grad column says which path ran
 ROW = ("model", "dataset", "n")
 
 
@@ -101,84 +92,11 @@ def select(df: pd.DataFrame, model: str | Sequence[str] | None = None, attack: s
     return out
 
 
-# ------------------------------------------------------------------------------------------------ labels
-def _k255(v: float) -> str:
-    k = v * 255
-    return f"{round(k, 2):g}/255" if abs(k - round(k, 2)) < 1e-9 else f"{v:.4g}"
-
-
-def attack_labels(df: pd.DataFrame) -> pd.Series:
-    """A short label per row: ``pgd-10 (final)`` (final-iterate attacks say so), ``pgd-best-50``, ``apgd-ce-10``,
-    ``square-5000``, ``autoattack-standard``; parameters that still differ between rows of the same label are
-    appended (``pgd-10 (final) step=1/255``)."""
-    params = df["params"].map(lambda t: {k: v for k, v in json.loads(t).items() if k not in UNLABELLED})
-
-    def base(attack: str, p: dict) -> str:
-        if "suite" in p:  # a cascade's stage row (``reliable 1: pgd-best-50``) or its whole (``reliable``)
-            suite = suite_label(p["suite"], p.get("version"))
-            if p.get("stage") == "all":
-                return suite
-            inner = {k: v for k, v in p.items() if k not in ("suite", "stage", "attack")}
-            return f"{suite} {p['stage']}: {base(p['attack'], inner)}"
-        if attack == "autoattack":
-            return f"autoattack-{p.get('version', '?')}" + (f"-{p['steps']}" if "steps" in p else "")
-        label = f"{attack}-{p['steps']}" if "steps" in p else (f"{attack}-{p['queries']}" if "queries" in p
-                                                                  else attack)
-        return f"{label} (final)" if attack in FINAL_ITERATE else label
-
-    labels = pd.Series([base(a, p) for a, p in zip(df["attack"], params, strict=True)], index=df.index)
-    for label in labels.unique():
-        rows = labels[labels == label].index
-        distinct = {json.dumps(params[i], sort_keys=True) for i in rows}
-        if len(distinct) < 2:
-            continue
-        keys = sorted({k for i in rows for k in params[i]})
-        varying = [k for k in keys if len({json.dumps(params[i].get(k)) for i in rows}) > 1]
-        ratio = _step_ratio(df, params, rows) if varying == ["step_size"] else None
-        if ratio is not None:  # a sweep whose step follows the budget (PGD-10, step eps/4): one curve
-            labels[rows] = f"{label} step=eps/{ratio:g}"
-            continue
-        for i in rows:
-            extra = " ".join(f"{'step' if k == 'step_size' else k}="
-                             f"{_k255(params[i][k]) if k == 'step_size' else params[i].get(k)}" for k in varying)
-            labels[i] = f"{label} {extra}"
-    return labels
-
-
-def newest_version(suite: str, folder: Path = PROTOCOL_DIR) -> int | None:
-    """The newest shipped version of protocol ``suite`` (from its files' names), None when none ships."""
-    found = [int(f.stem.rsplit("-v", 1)[1]) for f in folder.glob(f"{suite}-v*.toml")
-             if f.stem.rsplit("-v", 1)[1].isdigit()]
-    return max(found, default=None)
-
-
-def suite_label(suite: str, version: object) -> str:
-    """A cascade's label: ``reliable`` for rows of its newest version, ``reliable-v1`` for an older one."""
-    newest = newest_version(suite)
-    if newest is None or version is None or int(version) == newest:
-        return suite
-    return f"{suite}-v{version}"
-
-
-def _step_ratio(df: pd.DataFrame, params: pd.Series, rows: pd.Index) -> float | None:
-    """``k`` when every row with eps > 0 has step = eps / k (rows at eps = 0 move nothing), else None."""
-    ratios = {round(df.at[i, "eps"] / params[i]["step_size"], 6) for i in rows if df.at[i, "eps"] > 0}
-    return ratios.pop() if len(ratios) == 1 else None
-
-
 def _row_labels(df: pd.DataFrame) -> pd.Series:
     per_model = df.groupby("model")[["dataset", "n"]].nunique()
     plain = set(per_model.index[(per_model["dataset"] == 1) & (per_model["n"] == 1)])
     return df.apply(lambda r: r["model"] if r["model"] in plain else f"{r['model']} [{r['dataset']}, n={r['n']}]",
                     axis=1)
-
-
-def _attack_order(label: str) -> tuple:
-    name = label.split(" ")[0]
-    fams = [(len(a), i) for i, a in enumerate(REPORT_ORDER) if name == a or name.startswith(a + "-")]
-    fam = max(fams)[1] if fams else len(REPORT_ORDER)  # the longest match: pgd-best-50 is pgd-best, not pgd
-    digits = "".join(c for c in name.rsplit("-", 1)[-1] if c.isdigit())
-    return fam, int(digits) if digits else 0, label
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -216,7 +134,7 @@ def comparison(df: pd.DataFrame) -> Comparison:
         table[f"cells{suffix}"] = pd.Series([len(mine[r].cells) if r in mine else math.nan for r in rows],
                                             index=table.index, dtype=object)
     cols = d.groupby(["label", "eps", "eps_str", "grad"])["robust_acc"].count().reset_index()
-    cols["order"] = [(_attack_order(lab), eps, GRAD_ORDER.index(g) if g in GRAD_ORDER else 9)
+    cols["order"] = [(attack_order(lab), eps, GRAD_ORDER.index(g) if g in GRAD_ORDER else 9)
                      for lab, eps, g in zip(cols["label"], cols["eps"], cols["grad"], strict=True)]
     acc = d.groupby(["label", "eps", "eps_str", "grad", "row"])["robust_acc"].mean()
     counts = d.groupby(["label", "eps", "eps_str", "grad", "row"])[["robust_count", "n"]].sum()
@@ -310,80 +228,16 @@ def to_csv_frame(c: Comparison) -> pd.DataFrame:
     return out
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-        "$": r"\$", "~": r"\~{}", "^": r"\^{}", "–": "--"}
-
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(c, c) for c in s)
-
-
 def to_latex(table: pd.DataFrame, ci: Comparison | None = None) -> str:
     """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); accuracies in percent (with ``ci``: and their
     95% intervals)."""
     cols = [table.index.name or "model", *table.columns]
     lines = ["% robench report: accuracy in percent; needs \\usepackage{booktabs}",
              "\\begin{tabular}{l" + "r" * len(table.columns) + "}", "\\toprule",
-             " & ".join(_tex(str(c)) for c in cols) + " \\\\", "\\midrule"]
+             " & ".join(tex_escape(str(c)) for c in cols) + " \\\\", "\\midrule"]
     for idx, row in _with_ci(ci, table).iterrows():
-        lines.append(" & ".join([_tex(str(idx)), *(_tex(v) for v in row)]) + " \\\\")
+        lines.append(" & ".join([tex_escape(str(idx)), *(tex_escape(v) for v in row)]) + " \\\\")
     return "\n".join([*lines, "\\bottomrule", "\\end{tabular}", ""])
-
-
-# ------------------------------------------------------------------------------------------------ curves
-def plot_curves(df: pd.DataFrame, path: str | Path) -> Path:
-    """Accuracy (%) vs eps, one line per model, one panel per attack x gradient mode; clean accuracy at eps = 0."""
-    d = df.assign(row=_row_labels(df), label=attack_labels(df))
-    panels = sorted({(lab, g) for lab, g in zip(d["label"], d["grad"], strict=True)},
-                    key=lambda p: (_attack_order(p[0]), GRAD_ORDER.index(p[1]) if p[1] in GRAD_ORDER else 9, p))
-    rows_ = sorted(d["row"].unique())
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    legend_rows = math.ceil(len(rows_) / 3)
-    height = 3.4 * nrows + 0.6 + 0.3 * legend_rows  # inches: panels, title, legend
-    fig = Figure(figsize=(4.6 * ncols, height))
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
-    colors = colormaps["tab10"]
-    for ax, (lab, grad) in zip(axes.flat, panels, strict=False):
-        sub = d[(d["label"] == lab) & (d["grad"] == grad)]
-        ticks: dict[float, str] = {0.0: "0"}
-        for i, r in enumerate(rows_):
-            m = sub[sub["row"] == r]
-            if m.empty:
-                continue
-            pts = m.groupby(["eps", "eps_str"])["robust_acc"].mean().reset_index()
-            clean = float(m["clean_acc"].mean())
-            if not (pts["eps"] == 0).any():
-                pts = pd.concat([pd.DataFrame({"eps": [0.0], "eps_str": ["0"], "robust_acc": [clean]}), pts])
-            pts = pts.sort_values("eps")
-            ticks.update(zip(pts["eps"], pts["eps_str"], strict=True))
-            ax.plot(pts["eps"], 100 * pts["robust_acc"], marker="o", color=colors(i % 10), label=r)
-        _ticks(ax, ticks)
-        ax.set_title(f"{lab} · {grad}", fontsize=10)
-        ax.set_xlabel("sigma" if lab.startswith("gaussian") else "eps (L-inf)")
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy (%)")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)) or 1, fontsize=9, frameon=False)
-    data = ", ".join(f"{ds} (n={n})" for ds, n in sorted(set(zip(d["dataset"], d["n"], strict=True))))
-    fig.suptitle(f"Accuracy under attack vs budget; eps 0 = clean accuracy; {data}", fontsize=11)
-    fig.tight_layout(rect=(0, (0.15 + 0.3 * legend_rows) / height, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def _ticks(ax, ticks: dict[float, str]) -> None:
-    """Label eps ticks as stored (k/255); thin them out when they would overlap."""
-    xs = sorted(ticks)
-    step = max(1, math.ceil(len(xs) / 6))
-    shown = xs[::step] if xs[-1] in xs[::step] else [*xs[::step], xs[-1]]
-    ax.set_xticks(shown)
-    ax.set_xticklabels([ticks[x] for x in shown], fontsize=8)
 
 
 # ------------------------------------------------------------------------------------------------- files
@@ -399,28 +253,35 @@ def findings_markdown(findings: Sequence[object], notes: Sequence[object] = ()) 
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, findings: Sequence[object] = (),
                  seeds_compare: Sequence[str] | None = None) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``findings.md`` into ``out_dir``;
-    ``breakdown.md``, ``breakdown.csv``, ``breakdown.png`` when the results hold per-sample masks; and ``seeds.md``
-    when they hold several training seeds of a recipe or ``seeds_compare`` names two recipes
-    (:mod:`robench.results.seeds`)."""
+    """Write into ``out_dir``: ``table.md``, ``table.csv`` (every column, with intervals), ``table.tex`` (the
+    narrow headline table with a caption), ``table-full.tex`` (every column), ``curves.png/.pdf/.svg`` (accuracy
+    vs budget per attack family with the worst case) and ``findings.md``; ``breakdown.md``, ``breakdown.csv`` and
+    ``breakdown.*`` when the results hold per-sample masks; ``stages.*`` when they hold a cascade; ``seeds.md``
+    and ``seeds.*`` when they hold several training seeds of a recipe (or ``seeds_compare`` names two
+    recipes, :mod:`robench.results.seeds`)."""
     c = comparison(df)
     seeds_md = seeds_markdown(df, c.table, seeds_compare, attack_labels(df))  # its errors come before any write
     out = _out_dir(df, out_dir)
     if seeds_md is not None:
         (out / "seeds.md").write_text(seeds_md)
     paths = {k: out / f for k, f in (("md", "table.md"), ("csv", "table.csv"), ("tex", "table.tex"),
-                                      ("png", "curves.png"), ("findings", "findings.md"))}
+                                      ("tex_full", "table-full.tex"), ("findings", "findings.md"))}
     paths["md"].write_text(to_markdown(c.table, c) + "\n")
     to_csv_frame(c).to_csv(paths["csv"])
-    paths["tex"].write_text(to_latex(c.table, c))
-    plot_curves(df, paths["png"])
+    paths["tex"].write_text(headline_latex(df))
+    paths["tex_full"].write_text(to_latex(c.table, c))
+    paths.update(zip(("png", "pdf", "svg"), plot_curves(df, out / "curves"), strict=True))
     paths["findings"].write_text(findings_markdown(findings, [c.note] if c.note else []))
+    for name, plot in (("stages", plot_stages), ("seeds_fig", plot_seeds)):
+        files = plot(df, out / name.removesuffix("_fig"))
+        paths.update({f"{name}_{p.suffix[1:]}": p for p in files or []})
     if c.cases:
         frame = breakdown_frame(c.cases)
         paths["breakdown_md"], paths["breakdown_csv"] = out / "breakdown.md", out / "breakdown.csv"
         paths["breakdown_md"].write_text(breakdown_markdown(frame))
         frame.to_csv(paths["breakdown_csv"], index=False)
-        paths["breakdown_png"] = plot_breakdown(c.cases, out / "breakdown.png")
+        paths.update(zip(("breakdown_png", "breakdown_pdf", "breakdown_svg"),
+                         plot_breakdown(c.cases, out / "breakdown"), strict=True))
     if seeds_md is not None:
         paths["seeds"] = out / "seeds.md"
     return paths

@@ -8,8 +8,8 @@ with ``grad = worst`` (already ANDs), ``grad = none`` (gradient-free noise, whos
 without a mask (written before the column existed; :func:`mask_note` says how many). The breakdown orders the
 cells by ``timestamp`` (the order they ran; ties keep file order) and counts the samples each one broke first;
 clean errors come first, so ``clean errors + sum(added) + robust = n``. Every accuracy has a Wilson 95%
-interval; two models on the same images compare pairwise (:func:`robench.results.stats.paired`). Pandas, numpy and
-matplotlib only, never torch.
+interval; two models on the same images compare pairwise (:func:`robench.results.stats.paired`). Pandas and numpy
+only, never torch (the figure is :func:`robench.results.figures.plot_breakdown`).
 
 Examples:
     >>> cases = worst_cases(df, labels)          # labels: one "attack (grad)" string per row of df
@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 
 from ..attack_meta import NOISE
 from ..errors import DataNotFound
@@ -190,37 +187,6 @@ def breakdown_markdown(frame: pd.DataFrame) -> str:
     shown = shown.rename(columns={"added": "broke first", "robust": "robust after (%) [95% CI]"})
     head = "# Which attack and path broke each sample first\n\nCells in the order they ran; step 0 = clean errors.\n\n"
     return head + shown.to_markdown(index=False, disable_numparse=True) + "\n"
-
-
-def plot_breakdown(cases: list[WorstCase], path: str | Path) -> Path:
-    """A stacked bar per model (and eps, when several): clean errors, each cell's first breaks, and the samples
-    robust in every cell, as percent of n."""
-    several = len({c.eps_str for c in cases}) > 1
-    names = list(dict.fromkeys(cell for c in cases for cell in c.cells))
-    colors = colormaps["tab20"]
-    fig = Figure(figsize=(max(5.0, 1.2 * len(cases) + 3), 4.8))
-    ax = fig.subplots()
-    xs = np.arange(len(cases))
-    bottom = np.zeros(len(cases))
-    series = [("robust in every cell", [c.robust_count for c in cases], "#2ca02c"),
-              ("clean errors", [c.n - c.clean_count for c in cases], "#7f7f7f")]
-    series += [(nm, [dict(zip(c.cells, c.added, strict=True)).get(nm, 0) for c in cases], colors(i % 20))
-               for i, nm in enumerate(names)]
-    for label, counts, color in series:
-        pct = 100 * np.array(counts, dtype=float) / np.array([c.n for c in cases])
-        ax.bar(xs, pct, bottom=bottom, color=color, label=label, width=0.6)
-        bottom += pct
-    ax.set_xticks(xs)
-    ax.set_xticklabels([f"{c.model}\n@ {c.eps_str}" if several else c.model for c in cases], rotation=20,
-                       ha="right", fontsize=8)
-    ax.set_ylabel("% of the n images")
-    ax.set_ylim(0, 100)
-    ax.set_title("Pointwise worst case: which attack and path broke each sample first", fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
 
 
 def compare(cases: list[WorstCase], a: str, b: str) -> list[tuple[WorstCase, WorstCase, Paired]]:
