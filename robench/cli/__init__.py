@@ -23,12 +23,10 @@ for _module in ("train", "attack", "report", "leaderboard", "zoo", "data"):
 # --------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning errors into one line and an exit code."""
-    if os.environ.get("ROBENCH_THREADS"):  # torch is imported only when a command needs it (not by `report`)
-        from ..runtime import configure_threads
-
-        configure_threads()
     args = sys.argv[1:] if argv is None else argv
+    threads = _threads()
     debug = "--debug" in args[: next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]
+    app.info.epilog = threads
     cmd = typer.main.get_command(app)
     try:
         code = cmd.main(args=args, prog_name="robench", standalone_mode=False)
@@ -78,6 +76,20 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[red]Error{_rank_tag()}:[/] unexpected {type(e).__name__}: {first} (rerun with --debug "
                           "for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _threads() -> str:
+    """Choose the torch thread count before torch starts (:func:`robench.runtime.configure_threads`) and say
+    which, for ``--help``; a bad ROBENCH_THREADS is one line and exit 2."""
+    from ..runtime import configure_threads
+
+    try:
+        n, why = configure_threads()
+    except RobenchError as e:
+        err_console.print(f"[red]Error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    return (f"Threads: {n} torch thread(s) per process ({why}): the free cores, so that a run never "
+            "oversubscribes the machine. ROBENCH_THREADS=N sets another number.")
 
 
 def _rank_tag() -> str:

@@ -14,12 +14,16 @@ from .common import (
     NAME_RE,
     DataDirOpt,
     DeviceOpt,
+    Format,
+    FormatOpt,
     TrustOpt,
     ZooOpt,
     app,
     console,
     err_console,
     lazy_progress,
+    print_json,
+    print_table,
 )
 
 
@@ -85,6 +89,7 @@ def attack(
     save_adv: Annotated[Path | None, typer.Option("--save-adv", help="Also write each cell run's verified "
                                                   "adversarial examples (safetensors) into this folder.")] = None,
     trust_code: TrustOpt = False,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Attack zoo models: every attack x eps x gradient mode, appended to a results CSV; reruns skip done cells.
 
@@ -165,14 +170,18 @@ def attack(
                           eot=eot, draws=draws, sampler=sampler)
     if not part.writer:
         return
-    _print_results(ev, store)
+    say = err_console if fmt == Format.json else console  # JSON mode: stdout holds the JSON document only
+    if fmt == Format.json:
+        _print_json(ev, store)
+    else:
+        _print_results(ev, store)
     if part.is_shard:
-        console.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
-                      f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
+        say.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
+                  f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
     if save_adv is not None:
         what = ("every run of the cascade, cumulative (the cascade's own file: grad worst)" if cascade is not None
                 else f"{ev.ran} cell(s)")
-        console.print(f"verified adversarial examples of {what} -> {save_adv}", highlight=False, soft_wrap=True)
+        say.print(f"verified adversarial examples of {what} -> {save_adv}", highlight=False, soft_wrap=True)
 
 
 @app.command("verify-adv")
@@ -313,12 +322,25 @@ def _print_results(ev, store) -> None:
         t.add_row(r["model"], label, r["eps_str"], r["grad"], f"{100 * r['clean_acc']:.1f}",
                   f"{100 * r['robust_acc']:.1f}", f"{r['seconds']:.1f}",
                   style=None if row_key(r) in ev.new else "dim")  # dim: already in the results file
-    console.print(t)
+    print_table(t)
     for f in [*ev.findings, *check_records(df)]:
         console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
     console.print(f"{len(ev.new)} new rows -> {store.path}; {ev.skipped} cells already there (dimmed; --force "
                   "reruns them)",
                   highlight=False, soft_wrap=True)
+
+
+def _print_json(ev, store) -> None:
+    """One JSON document: every requested cell's row (new and already stored), the findings, and the counts."""
+    from ..eval.checks import check_records
+    from ..results.export import dumps, findings_json, rows_json
+    from ..results.store import row_key
+
+    rows = rows_json(ev.records)
+    for r, raw in zip(rows, ev.records.to_dict("records"), strict=True):
+        r["new"] = row_key(raw) in ev.new
+    print_json(dumps({"results": str(store.path), "new_rows": len(ev.new), "skipped": ev.skipped, "rows": rows,
+                      "findings": findings_json([*ev.findings, *check_records(ev.records)])}))
 
 
 # ------------------------------------------------------------------------------------------------- report

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from ..errors import RobenchError  # noqa: F401  (re-exported for the command modules)
 
@@ -51,18 +52,51 @@ class Format(str, Enum):
     json = "json"
 
 
+FormatOpt = Annotated[Format, typer.Option("--format", help="table (for people) or json (for scripts: one JSON "
+                                           "document on stdout; notes and progress go to stderr).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        import robench
+
+        console.print(f"robench {robench.__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print robench's version and exit.")] = False,
 ) -> None:
     STATE["debug"] = debug
 
 
+def print_table(table: Table) -> None:
+    """A table on stdout: in a terminal as wide as the terminal allows; elsewhere (a log file, a pipe, a batch
+    job) whole, at its natural width, so no cell is ever cut to ``cle…``."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Console(file=console.file, width=100_000).measure(table).maximum
+    Console(file=console.file, width=max(width, 1), highlight=False).print(table)
+
+
+def print_json(text: str) -> None:
+    """JSON text on stdout exactly as given (no colours, no wrapping), one document per call."""
+    console.file.write(text if text.endswith("\n") else text + "\n")
+    console.file.flush()
+
+
 def make_progress() -> Progress:
+    """Progress bars on stderr; outside a terminal (a log) drawn once at the end, whole rather than cut to 80
+    columns."""
+    wide = err_console if err_console.is_terminal else Console(stderr=True, width=1000, highlight=False)
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=False,
+        console=wide, transient=False,
     )
 
 

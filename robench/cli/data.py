@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import DataDirOpt, console, data_app
+from .common import DataDirOpt, console, data_app, print_table
 
 
 @data_app.command("subset")
@@ -41,7 +41,7 @@ def data_info(data_dir: DataDirOpt = None):
                 t.add_row(name, split, str(len(x)), "ok")
             except _E as e:
                 t.add_row(name, split, "-", str(e)[:90])
-    console.print(t)
+    print_table(t)
 
 
 # --------------------------------------------------------------------------------------------------- main

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import NAME_RE, app, console, results_app
+from .common import NAME_RE, Format, FormatOpt, app, console, print_json, results_app
 
 
 @app.command()
@@ -41,6 +41,7 @@ def report(
     compare: Annotated[tuple[str, str] | None, typer.Option(
         "--compare", help="Two model ids: the paired difference of their worst cases on the same images, with a "
         "95% interval and the counts robust for only one (also written to compare.md).")] = None,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
     from ..errors import UsageError
@@ -72,18 +73,28 @@ def report(
     c = comparison(df)
     shown = headline_view(c) if headline else c
     table_md = to_markdown(shown.table, shown, transpose=by_cell)
-    console.print(table_md, markup=False, highlight=False, soft_wrap=True)
-    if "seeds" in paths:
-        console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
     if readme and doc is not None:  # with --compare (--seeds-compare) the block gets that comparison, untitled
         block = (_untitled(compared) if compared is not None else
                  _untitled(paths["seeds"].read_text()) if seeds_compare and "seeds" in paths else table_md)
         readme.write_text(inject_markdown(readme.read_text(), block, str(readme), readme_block))
         paths["readme"] = readme
     if compared is not None:
-        console.print(compared, markup=False, highlight=False, soft_wrap=True)
         paths["compare"] = write_compare(compared, out)
-    for f in [*findings, *([c.note] if c.note else [])]:
+    notes = [c.note] if c.note else []
+    if fmt == Format.json:
+        from ..results.export import compare_json, comparison_json, dumps, findings_json, worst_cases_json
+
+        print_json(dumps({"table": comparison_json(shown), "worst_cases": worst_cases_json(c.cases),
+                          "compare": compare_json(df, *compare) if compare else None,
+                          "findings": findings_json(findings), "notes": findings_json(notes),
+                          "files": {k: str(p) for k, p in paths.items()}}))
+        return
+    console.print(table_md, markup=False, highlight=False, soft_wrap=True)
+    if "seeds" in paths:
+        console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
+    if compared is not None:
+        console.print(compared, markup=False, highlight=False, soft_wrap=True)
+    for f in [*findings, *notes]:
         console.print(f"[yellow]{'note' if f is c.note else 'check'}[/] {f.line()}", highlight=False,
                       soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)

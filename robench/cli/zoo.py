@@ -14,6 +14,7 @@ from .common import (
     DataDirOpt,
     DeviceOpt,
     Format,
+    FormatOpt,
     Neuron,
     TrustOpt,
     ZooOpt,
@@ -21,7 +22,9 @@ from .common import (
     console,
     err_console,
     lazy_progress,
+    print_json,
     print_saved,
+    print_table,
     train_progress,
     zoo_app,
 )
@@ -37,14 +40,14 @@ def _cell(v: object) -> str:
 
 
 @zoo_app.command("list")
-def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--format")] = Format.table):
+def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: FormatOpt = Format.table):
     """List zoo entries."""
     from ..zoo import list_cards
 
     cards, problems = list_cards(zoo)
     rows = [c.summary() for c in cards]
     if fmt == Format.json:
-        console.print_json(json.dumps(rows))
+        print_json(json.dumps(rows, indent=2))
     else:
         t = Table(title=f"zoo: {zoo} ({len(rows)} entries)")
         cols = ("id", "arch", "dataset", "neuron", "T", "width", "recipe", "alpha", "epochs", "clean_acc",
@@ -54,7 +57,7 @@ def zoo_list(zoo: ZooOpt = Path("zoo"), fmt: Annotated[Format, typer.Option("--f
                          no_wrap=col in ("id", "clean_acc"))  # never cut the id (other commands take it)
         for r in rows:
             t.add_row(*[_fmt_acc(r[k]) if k == "clean_acc" else _cell(r[k]) for k in cols])
-        console.print(t)
+        print_table(t)
     for p in problems:
         err_console.print(f"[yellow]warning:[/] {p}")
 
@@ -75,7 +78,7 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
                check_accuracy: Annotated[bool, typer.Option("--accuracy", help="Also re-measure clean test "
                                                             "accuracy; it must match the card within 0.1 pt.")]
                = False,
-               data_dir: DataDirOpt = None, trust_code: TrustOpt = False):
+               data_dir: DataDirOpt = None, trust_code: TrustOpt = False, fmt: FormatOpt = Format.table):
     """Check every entry's card, sha256 and shapes (and, with --accuracy, its clean test accuracy); a foreign
     entry's code file is hash-checked, and run only with --trust-code."""
     from functools import cache
@@ -85,8 +88,11 @@ def zoo_verify(entry: Annotated[str | None, typer.Argument(help="Id, prefix or a
 
     test_data = cache(lambda ds: load(ds, "test", data_dir)) if check_accuracy else None
     results = verify(zoo, entry, test_data, trust_code=trust_code)
-    for i, ok, msg in results:
-        console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {i}: {msg}")
+    if fmt == Format.json:  # the failures still end in one Error: line on stderr and a non-zero exit
+        print_json(json.dumps([{"id": i, "ok": ok, "message": msg} for i, ok, msg in results], indent=2))
+    else:
+        for i, ok, msg in results:
+            console.print(f"{'[green]ok[/]  ' if ok else '[red]FAIL[/]'} {i}: {msg}", highlight=False, soft_wrap=True)
     if not results:
         raise RobenchError(f"no zoo entries in {str(zoo)!r}")
     if not all(ok for _, ok, _ in results):
