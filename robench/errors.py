@@ -13,8 +13,9 @@ class RobenchError(Exception):
     exit_code = 1
 
 
-class UsageError(RobenchError):
-    """A value given by the user is not accepted; the message names it and what is accepted."""
+class UsageError(RobenchError, ValueError):
+    """A value given by the user is not accepted; the message names it and what is accepted. Also a
+    ``ValueError``, so Python callers of :func:`robench.evaluate` can catch it as one."""
 
     exit_code = 2
 
