@@ -16,4 +16,4 @@ for id in lif-clean lif-gn stable-gn lif-at stable-at dlif-gn lif-gn-mppd lif-ra
 done
 $R attack $MODELS --attack fgsm,pgd-best --steps 10 --grad both --eps 8/255 --split subset --n "$N" --out "$OUT"
 $R report --results "$OUT" --out "$OUT/report"
-echo "demo report: $OUT/report (tables .md/.csv/.tex, breakdown .md/.png, curves .png)"
+echo "demo report: $OUT/report (tables .md/.csv/.tex, figures .png/.pdf/.svg: curves, breakdown)"
