@@ -32,7 +32,7 @@ from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 from matplotlib.lines import Line2D
 
 from ..attack_meta import NOISE
-from .labels import REPORT_ORDER, attack_labels, tex_escape
+from .labels import REPORT_ORDER, attack_labels, suite_label, tex_escape
 from .seeds import seed_groups
 from .stats import wilson
 from .worstcase import WorstCase, worst_cases
@@ -108,7 +108,7 @@ def family(attack: str, params: str) -> str | None:
     if "suite" in p:
         if p.get("stage") != "all":
             return None
-        name = str(p["suite"])
+        name = suite_label(str(p["suite"]), p.get("version"))  # reliable-v1 once a newer version ships
     else:
         name = f"{attack} (final iterate)" if attack in ("pgd", "bim") else attack
     return f"{name} · {threat(p)}" if threat(p) else name
