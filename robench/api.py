@@ -301,7 +301,7 @@ def _result(target: Target, records: pd.DataFrame, findings: Sequence) -> EvalRe
     mask = torch.from_numpy(decode_mask(whole["robust_mask"], n, int(whole["robust_count"])).copy())
     table, prev, notes = [], int(whole["clean_count"]), []
     for r, p in zip(rows, params, strict=True):
-        if p.get("stage") in ("all", None) or not str(r.get("robust_mask") or ""):
+        if p.get("stage") in ("all", "probe", None) or not str(r.get("robust_mask") or ""):
             continue
         table.append({"stage": p.get("stage"), "attack": p.get("attack", r["attack"]), "grad": r["grad"],
                       "robust_acc": float(r["robust_acc"]), "broken": prev - int(r["robust_count"]),

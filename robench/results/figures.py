@@ -218,7 +218,10 @@ def stage_points(df: pd.DataFrame) -> pd.DataFrame:
         panel = f"{p['suite']} v{p.get('version', 1)} @ {r['eps_str']}{more}, n = {r['n']}"
         label = f"{p['stage']}: {p.get('attack', r['attack'])}\n{r['grad']}"
         at = {"panel": panel, "row": r["row"], "eps": float(r["eps"]), "n": int(r["n"])}
-        out += [{**at, "stage": int(p["stage"]), "label": label, "acc": float(r["robust_acc"])},
+        k, _, restart = str(p["stage"]).partition("+")  # "3+1": stage 3's first extra restart; "probe": no stage
+        if not k.isdigit():
+            continue
+        out += [{**at, "stage": int(k) + 0.3 * int(restart or 0), "label": label, "acc": float(r["robust_acc"])},
                 {**at, "stage": 0, "label": "clean", "acc": float(r["clean_acc"])}]
     cols = ["panel", "row", "eps", "n", "stage", "label", "acc"]
     return pd.DataFrame(out, columns=cols).drop_duplicates(["panel", "row", "stage"]).sort_values(
