@@ -91,12 +91,17 @@ def test_readme_report_commands_change_no_tracked_file(tmp_path, monkeypatch):
     tables and results/report/ to exactly what is there: same files, same text (figures: present)."""
     report = importlib.import_module("robench.results.report")
 
-    def touch(_data, path):
-        Path(path).touch()  # figures are checked for presence only (their pixels depend on matplotlib)
-        return Path(path)
+    def touch(_data, stem):  # figures are checked for presence only (their pixels depend on matplotlib)
+        paths = [Path(stem).with_name(f"{Path(stem).name}.{fmt}") for fmt in ("png", "pdf", "svg")]
+        for path in paths:
+            path.touch()
+        return paths
 
-    monkeypatch.setattr(report, "plot_curves", touch)
-    monkeypatch.setattr(report, "plot_breakdown", touch)
+    figures = importlib.import_module("robench.results.figures")
+    for name in ("plot_curves", "plot_breakdown"):
+        monkeypatch.setattr(report, name, touch)
+    for name, points in (("plot_stages", figures.stage_points), ("plot_seeds", figures.seed_points)):
+        monkeypatch.setattr(report, name, lambda df, stem, points=points: None if points(df).empty else touch(df, stem))
     csvs = _tracked("results") or [str(p.relative_to(ROOT)) for p in (ROOT / "results").glob("*.csv")]
     for rel in [p for p in csvs if p.endswith(".csv") and not p.startswith("results/report/")]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,7 @@ def test_readme_report_commands_change_no_tracked_file(tmp_path, monkeypatch):
         str(p.relative_to(ROOT)) for p in (ROOT / "results" / "report").rglob("*") if p.is_file())
     assert written == committed, f"files added or left over in results/report/. {FIX}"
     for rel in written:
-        if not rel.endswith(".png"):
+        if not rel.endswith((".png", ".pdf", ".svg")):
             assert (tmp_path / rel).read_bytes() == (ROOT / rel).read_bytes(), f"{rel}. {FIX}"
 
 
@@ -121,15 +126,18 @@ def test_figures_do_not_depend_on_the_hash_seed(tmp_path):
         for eps, eps_str in ((0.0, "0"), (8 / 255, "8/255")):
             rows.append({"model": "m", "dataset": "d:test", "n": 10, "attack": "pgd-best", "params": "{}",
                          "grad": grad, "eps": eps, "eps_str": eps_str, "clean_acc": 0.9,
-                         "robust_acc": 0.9 if eps == 0 else 0.5})
+                         "robust_acc": 0.9 if eps == 0 else 0.5, "clean_count": 9,
+                         "robust_count": 9 if eps == 0 else 5})
     csv = tmp_path / "rows.csv"
     __import__("pandas").DataFrame(rows).to_csv(csv, index=False)
     code = ("import sys, pandas as pd; from robench.results.report import plot_curves; "
             "plot_curves(pd.read_csv(sys.argv[1], keep_default_na=False), sys.argv[2])")
     for seed in ("1", "2", "3"):
-        subprocess.run([sys.executable, "-c", code, str(csv), str(tmp_path / f"{seed}.png")], check=True,
+        subprocess.run([sys.executable, "-c", code, str(csv), str(tmp_path / seed)], check=True,
                        env={**rc.environment(), "PYTHONHASHSEED": seed})
-    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes() == (tmp_path / "3.png").read_bytes()
+    for fmt in ("png", "svg"):
+        assert (tmp_path / f"1.{fmt}").read_bytes() == (tmp_path / f"2.{fmt}").read_bytes() == \
+            (tmp_path / f"3.{fmt}").read_bytes()
 
 
 # -------------------------------------------------------------------------------------------------- links
