@@ -127,7 +127,7 @@ def test_figures_do_not_depend_on_the_hash_seed(tmp_path):
             rows.append({"model": "m", "dataset": "d:test", "n": 10, "attack": "pgd-best", "params": "{}",
                          "grad": grad, "eps": eps, "eps_str": eps_str, "clean_acc": 0.9,
                          "robust_acc": 0.9 if eps == 0 else 0.5, "clean_count": 9,
-                         "robust_count": 9 if eps == 0 else 5})
+                         "robust_count": 9 if eps == 0 else 5, "sha256": "ab" * 32, "seed": 0, "robust_mask": ""})
     csv = tmp_path / "rows.csv"
     __import__("pandas").DataFrame(rows).to_csv(csv, index=False)
     code = ("import sys, pandas as pd; from robench.results.report import plot_curves; "
