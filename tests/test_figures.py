@@ -72,6 +72,14 @@ def test_curve_points_worst_case_family_minimum_and_clean_at_zero(results):
     assert not any(p.startswith("reliable-v1 ") for p in pts["panel"])  # ships); its stages are not
 
 
+def test_a_cascade_that_has_not_finished_still_has_its_worst_case_curve():
+    # only stage rows (no result row): no row of the model belongs to a family, yet its masks make a worst case
+    stages = [r for r in cascade_rows("u", robust_after=(12, 9)) if r["grad"] != "worst"]
+    pts = fig.curve_points(to_frame(stages))
+    w = pts[(pts["panel"] == fig.WORST) & (pts["row"] == "u")].set_index("eps_str")
+    assert w.at["8/255", "count"] == 9 and w.at["0", "count"] == 18
+
+
 def test_every_figure_in_three_formats_with_every_model_in_the_legend(results, tmp_path):
     paths = fig.plot_curves(results, tmp_path / "curves")
     assert [p.suffix for p in paths] == [".png", ".pdf", ".svg"]

@@ -140,19 +140,21 @@ def curve_points(df: pd.DataFrame) -> pd.DataFrame:
     :data:`WORST` is the pointwise worst case over every masked cell; eps = 0 is clean accuracy. A model run on
     several numbers of images shows, at each budget, its largest n (the narrowest interval)."""
     fams = [family(a, p) for a, p in zip(df["attack"], df["params"], strict=True)]
-    d = df.assign(row=_series(df), fam=fams)
-    d = d[d["fam"].notna()]
+    full = df.assign(row=_series(df), fam=fams)
+    # every model's legend name and clean accuracy, also of a model whose only masked rows belong to no family (a
+    # cascade that has not finished yet: its probe and stage rows still count in the pointwise worst case)
+    rows = dict(zip(zip(full["model"], full["dataset"], strict=True), full["row"], strict=True))
+    d = full[full["fam"].notna()]
     best = d.sort_values("robust_acc", kind="stable").groupby(["fam", "row", "n", "eps"], sort=False).head(1)
     pts = [{"panel": r["fam"], "row": r["row"], "eps": float(r["eps"]), "eps_str": str(r["eps_str"]),
             "count": int(r["robust_count"]), "n": int(r["n"])} for r in best.to_dict("records")]
-    rows = dict(zip(zip(d["model"], d["dataset"], strict=True), d["row"], strict=True))
     for c in worst_cases(df, attack_labels(df)):
         panel, tick = _worst_panel(c.eps_str, c.eps)
         pts.append({"panel": panel, "row": rows[(c.model, c.dataset)], "eps": c.eps, "eps_str": tick,
                     "count": c.robust_count, "n": c.n})
     out = pd.DataFrame(pts, columns=["panel", "row", "eps", "eps_str", "count", "n"])
     out = out[out["n"] == out.groupby(["panel", "row", "eps"])["n"].transform("max")]
-    clean = d.sort_values("n").groupby("row")[["clean_count", "n"]].last()  # the largest n's clean accuracy
+    clean = full.sort_values("n").groupby("row")[["clean_count", "n"]].last()  # the largest n's clean accuracy
     zero = [{"panel": panel, "row": row, "eps": 0.0, "eps_str": "0", "count": int(clean.at[row, "clean_count"]),
              "n": int(clean.at[row, "n"])} for panel, row in set(zip(out["panel"], out["row"], strict=True))
             if not ((out["panel"] == panel) & (out["row"] == row) & (out["eps"] == 0)).any()]
