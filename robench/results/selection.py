@@ -50,10 +50,6 @@ class Choice:
     grad: str
 
     @property
-    def family(self) -> tuple[str, str]:
-        return self.attack, self.params
-
-    @property
     def white_box(self) -> bool:
         return self.grad != "none"
 
@@ -65,11 +61,10 @@ class Choice:
 
 @dataclass
 class Matrix:
-    """``masks[model][(attack, params, grad)] = bool[n]`` and ``cost[...]``, the cell's cost (:func:`work`)."""
+    """``masks[model][(attack, params, grad)] = bool[n]``: every cell's per-image outcome."""
 
     n: int
     masks: dict[str, dict[tuple[str, str, str], np.ndarray]] = field(default_factory=dict)
-    cost: dict[str, dict[tuple[str, str, str], float]] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
@@ -116,7 +111,6 @@ def read_matrix(df: pd.DataFrame, n: int, eps_str: str = "8/255", models: Sequen
         key = (str(r["attack"]), canonical_params(r["params"]), str(r["grad"]))
         mask = decode_mask(r["robust_mask"], n, int(r["robust_count"]))
         mx.masks.setdefault(r["model"], {})[key] = mask
-        mx.cost.setdefault(r["model"], {})[key] = work(key[0], key[1])
     return mx
 
 
@@ -239,7 +233,8 @@ def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe
         worst = mx.worst(m, idx)
         row = {"model": m, "images": f"{idx[0]}-{idx[-1]}", "stages robust %": 100 * robust.mean(),
                "matrix worst %": 100 * worst.mean(), "gap pt": 100 * (robust.mean() - worst.mean()),
-               "stages cost": cost, "matrix cost": sum(mx.cost[m].values()), "cells": len(mx.masks[m]),
+               "stages cost": cost, "matrix cost": sum(work(a, p) for a, p, _ in mx.masks[m]),
+               "cells": len(mx.masks[m]),
                "probe top 3": ", ".join(rank[:3]), "stages missing": len(missing)}
         for name, got in (("v1", v1), ("v2", v2)):
             if got is not None and m in got and len(got[m]) > idx[-1]:
