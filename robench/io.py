@@ -6,7 +6,8 @@ Standard library only (no torch), so the results store and the report use it too
   renamed together: a reader, or a crash, sees the old file or the new one, never a part of either;
 - :func:`unwritable`: before any work, why a folder (or the nearest existing folder above it) cannot take files;
 - :func:`folder_lock`: writers of the files in one folder take turns, with no lock file left behind;
-- :func:`header_metadata`: what robench stored in a safetensors file's header, without loading its tensors.
+- :func:`header_metadata`: what robench stored in a safetensors file's header, without loading its tensors;
+- :func:`check_name`: the name of a results file (``NAME.csv``), :data:`NAME_RE`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import BadSpec
+
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"  # a results file's name: NAME.csv in the results folder
 
 
 def _umask() -> int:
@@ -102,3 +108,9 @@ def header_metadata(blob: bytes, key: str = "robench") -> object:
         return json.loads(json.loads(blob[8 : 8 + size])["__metadata__"][key])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"no {key!r} metadata in the safetensors header ({type(e).__name__})") from None
+
+
+def check_name(name: str) -> None:
+    """Refuse a results file name (``--name``: the ``NAME`` of ``NAME.csv``) outside :data:`NAME_RE`."""
+    if not re.fullmatch(NAME_RE, name):
+        raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from ..attack_meta import help_text
 from .common import (
-    NAME_RE,
     DataDirOpt,
     DeviceOpt,
     Format,
@@ -95,93 +94,21 @@ def attack(
 
     Under `torchrun --nproc_per_node K -m robench attack ...` the ranks split every cell's images; rank 0 writes.
     """
-    import re
-    from dataclasses import replace
+    from ..eval.job import AttackOptions, prepare_attack
 
-    from ..attacks import EPS_MAX, SUITES, check_norm, specs_from
-    from ..dist import device_for, env_rank, parse_shard, session
-    from ..eps import parse_one
-    from ..errors import BadSpec
-    from ..eval.cascade import is_protocol, names, protocol
-    from ..eval.sweep import evaluate, load_data, load_targets, parse_grads
-    from ..results.shards import ShardFile, shard_path
-    from ..results.store import ResultsStore
-    from ..runtime import resolve_device
-    from ..snn.encoding import ENCODINGS
-    from ..zoo import select
-
-    if suite is not None and suite not in SUITES and not is_protocol(suite):
-        raise BadSpec(f"unknown suite {suite!r}; choose from: {', '.join([*SUITES, *names()])}")
-    norm = check_norm(norm)
-    if encoding is not None and encoding not in ENCODINGS:
-        raise BadSpec(f"--encoding {encoding!r}; choose from: {', '.join(ENCODINGS)}")
-    cascade = protocol(suite) if suite is not None and suite not in SUITES else None  # checked whole, up front
-    if cascade is not None:
-        _check_cascade_options(suite, attacks, steps, step_size, restarts, random_start, aa_version, queries,
-                               eot, draws, sampler, grad)
-    step = parse_one(step_size, "--step-size", EPS_MAX[norm]) if step_size else None
-    specs = [] if cascade is not None else specs_from(attacks, suite, eps, norm, steps=steps, restarts=restarts,
-                                                    random_start=random_start, version=aa_version,
-                                                    queries=queries, step_size=step)
-    _check_draws(eot, draws, sampler)
-    if min_batches < 1:
-        raise BadSpec(f"--min-batches {min_batches}; must be an integer >= 1")
-    if min_batches > 1:
-        specs = [replace(s, min_batches=min_batches) for s in specs]
-    grads = parse_grads(grad or "both")
-    if n < 1:
-        raise BadSpec(f"--n {n}; must be an integer >= 1")
-    if not 0 <= seed < 2**32:  # torch seeds overflow past 64 bits; the same range as `train --seed`
-        raise BadSpec(f"--seed {seed}; must be in 0..{2**32 - 1}")
-    bs = _batch_size(batch_size)
-    if not re.fullmatch(NAME_RE, name):
-        raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
-    part = parse_shard(shard)
-    if part.is_shard and bs is None:
-        raise BadSpec("--shard needs --batch-size N (not auto): the batches define the random draws, and every "
-                      "shard, like the single run it reproduces, must cut the same ones")
-    if part.is_shard and (cascade is not None or save_adv is not None):
-        raise BadSpec(f"--shard does not apply to {'--suite ' + suite if cascade else '--save-adv'}: its "
-                      "stages re-split the still-robust images (or its files name whole cells); use torchrun")
-    dev = device_for(resolve_device(device))
-    cards = list({c.id: c for q in model for c in select(q, zoo)}.values())
-    store = ShardFile(shard_path(out, name, part.index, part.count)) if part.is_shard else \
-        ResultsStore(out / f"{name}.csv")
-    store.check_writable()  # a results file that is not ours is refused before any work
-    if save_adv is not None:
-        from ..eval.adversarial import check_adv_dir
-
-        check_adv_dir(save_adv)
-    targets = load_targets(cards, zoo, dataset, trust_code=trust_code, encoding=encoding)
-    if cascade is not None:
-        _check_cascade_targets(suite, targets, norm)
-    data = {}
-    for ds in dict.fromkeys(t.dataset for t in targets):
-        data[ds], note = load_data(ds, data_dir, n, split)
-        if note and env_rank() == 0:
-            err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    with session(dev, part) as part, lazy_progress() as bar:
-        if cascade is not None:
-            ev = _run_cascade(cascade, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches,
-                              save_adv)
-        else:
-            ev = evaluate(targets, specs, grads, data, store, progress=_attack_progress(bar) if part.writer else None,
-                          force=force, seed=seed, batch_size=bs, device=dev, save_adv=save_adv, part=part,
-                          eot=eot, draws=draws, sampler=sampler)
-    if not part.writer:
+    opts = AttackOptions(model=model, attacks=attacks, suite=suite, eps=eps, norm=norm, eot=eot, draws=draws,
+                         sampler=sampler, encoding=encoding, grad=grad, n=n, batch_size=batch_size,
+                         min_batches=min_batches, seed=seed, steps=steps, step_size=step_size, restarts=restarts,
+                         random_start=random_start, queries=queries, aa_version=aa_version, dataset=dataset,
+                         split=split, data_dir=data_dir, out=out, name=name, force=force, shard=shard, zoo=zoo,
+                         device=device, save_adv=save_adv, trust_code=trust_code)
+    job = prepare_attack(opts, note=lambda text: err_console.print(f"[yellow]note:[/] {text}", highlight=False,
+                                                                  soft_wrap=True))
+    with lazy_progress() as bar:
+        res = job.run(_cascade_progress(bar) if job.cascade is not None else _attack_progress(bar))
+    if not res.part.writer:
         return
-    say = err_console if fmt == Format.json else console  # JSON mode: stdout holds the JSON document only
-    if fmt == Format.json:
-        _print_json(ev, store)
-    else:
-        _print_results(ev, store)
-    if part.is_shard:
-        say.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
-                  f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
-    if save_adv is not None:
-        what = ("every run of the cascade, cumulative (the cascade's own file: grad worst)" if cascade is not None
-                else f"{ev.ran} cell(s)")
-        say.print(f"verified adversarial examples of {what} -> {save_adv}", highlight=False, soft_wrap=True)
+    _render(res, fmt, out, name, save_adv)
 
 
 @app.command("verify-adv")
@@ -205,62 +132,6 @@ def verify_adv(
                   f"{100 * r.claimed / r.n:.1f}% ({r.claimed})", highlight=False, soft_wrap=True)
 
 
-def _check_draws(eot, draws, sampler) -> None:
-    """--eot and --draws are integers >= 1, --sampler an estimator (before any work)."""
-    from ..errors import BadSpec
-    from ..snn.encoding import SAMPLERS, check_draws
-
-    for k, what in ((eot, "--eot"), (draws, "--draws")):
-        if k is not None:
-            check_draws(k, what)
-    if sampler is not None and sampler not in SAMPLERS:
-        raise BadSpec(f"--sampler {sampler!r}; choose from: {', '.join(SAMPLERS)}")
-
-
-def _check_cascade_targets(suite: str, targets, norm: str) -> None:
-    """The cascades are L-inf and deterministic: refuse another norm or a stochastic model in one line."""
-    from ..errors import BadSpec
-    from ..snn.encoding import is_stochastic
-
-    if norm != "Linf":
-        raise BadSpec(f"--suite {suite} is an L-inf protocol; with --norm {norm} name the attacks (--attack "
-                      "apgd-ce,apgd-t,square ...)")
-    random = [t.id for t in targets if is_stochastic(t.model)]
-    if random:
-        raise BadSpec(f"--suite {suite} does not average random draws; {', '.join(random)} samples in its forward "
-                      "pass: name the attacks (--attack pgd-best ...) with --eot and --draws")
-
-
-def _check_cascade_options(suite: str, *given) -> None:
-    from ..errors import BadSpec
-
-    if any(v is not None and v != [] for v in given):
-        raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --grad, --steps, "
-                      "--step-size, --restarts, --random-start, --aa-version, --queries, --eot, --draws and "
-                      "--sampler")
-
-
-def _run_cascade(p, eps, targets, data, store, bar, force, seed, bs, dev, part, min_batches=1, save_adv=None):
-    """Each budget of ``--eps`` (default: the protocol's own 8/255) runs the whole cascade, resumably."""
-    import pandas as pd
-
-    from ..eps import parse_eps
-    from ..eval.cascade import run_reliable
-
-    budgets = parse_eps(eps) if eps is not None else [p.eps]
-    evs = [run_reliable(targets, data, store, p.at(v, t), seed=seed, batch_size=bs, device=dev,
-                        progress=_cascade_progress(bar) if part.writer else None, force=force, part=part,
-                        min_batches=min_batches, save_adv=save_adv)
-           for v, t in budgets]
-    ev = evs[0]
-    for other in evs[1:]:
-        ev.records = pd.concat([ev.records, other.records], ignore_index=True)
-        ev.new |= other.new
-        ev.findings += other.findings
-        ev.skipped += other.skipped
-    return ev
-
-
 def _cascade_progress(bar: Progress):
     """One bar per stage, over the samples it attacks; the overall bar counts stages."""
     overall = bar.add_task("reliable", total=None, info="")
@@ -282,16 +153,6 @@ def _cascade_progress(bar: Progress):
     return progress
 
 
-def _batch_size(text: str) -> int | None:
-    from ..errors import BadSpec
-
-    if text == "auto":
-        return None
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²".isdigit() is True, int("²") fails
-        raise BadSpec(f"--batch-size {text!r}; accepted: an integer >= 1 or auto")
-    return int(text)
-
-
 def _attack_progress(bar: Progress):
     task = bar.add_task("attack", total=None, info="")
 
@@ -306,11 +167,28 @@ def _attack_progress(bar: Progress):
     return progress
 
 
-def _print_results(ev, store) -> None:
-    from ..eval.checks import check_records
-    from ..results.report import attack_labels
+def _render(res, fmt: Format, out: Path, name: str, save_adv: Path | None) -> None:
+    """The rows as a table (or one JSON document), then what a shard or ``--save-adv`` left where."""
+    ev, part = res.evaluation, res.part
+    say = err_console if fmt == Format.json else console  # JSON mode: stdout holds the JSON document only
+    if fmt == Format.json:
+        _print_json(res)
+    else:
+        _print_results(res)
+    if part.is_shard:
+        say.print(f"shard {part.label}: robust counts cover this shard's images only; when all {part.count} "
+                  f"have run: robench results merge --out {out} --name {name}", highlight=False, soft_wrap=True)
+    if save_adv is not None:
+        what = ("every run of the cascade, cumulative (the cascade's own file: grad worst)" if res.cascade
+                else f"{ev.ran} cell(s)")
+        say.print(f"verified adversarial examples of {what} -> {save_adv}", highlight=False, soft_wrap=True)
+
+
+def _print_results(res) -> None:
+    from ..results.labels import attack_labels
     from ..results.store import row_key
 
+    ev = res.evaluation
     df = ev.records
     t = Table(title=f"robust accuracy (%) on {', '.join(df['dataset'].unique())}, n = "
                     f"{', '.join(map(str, df['n'].unique()))}")
@@ -323,24 +201,24 @@ def _print_results(ev, store) -> None:
                   f"{100 * r['robust_acc']:.1f}", f"{r['seconds']:.1f}",
                   style=None if row_key(r) in ev.new else "dim")  # dim: already in the results file
     print_table(t)
-    for f in [*ev.findings, *check_records(df)]:
+    for f in res.findings:
         console.print(f"[yellow]check[/] {f.line()}", highlight=False, soft_wrap=True)
-    console.print(f"{len(ev.new)} new rows -> {store.path}; {ev.skipped} cells already there (dimmed; --force "
+    console.print(f"{len(ev.new)} new rows -> {res.store.path}; {ev.skipped} cells already there (dimmed; --force "
                   "reruns them)",
                   highlight=False, soft_wrap=True)
 
 
-def _print_json(ev, store) -> None:
+def _print_json(res) -> None:
     """One JSON document: every requested cell's row (new and already stored), the findings, and the counts."""
-    from ..eval.checks import check_records
     from ..results.export import dumps, findings_json, rows_json
     from ..results.store import row_key
 
+    ev = res.evaluation
     rows = rows_json(ev.records)
     for r, raw in zip(rows, ev.records.to_dict("records"), strict=True):
         r["new"] = row_key(raw) in ev.new
-    print_json(dumps({"results": str(store.path), "new_rows": len(ev.new), "skipped": ev.skipped, "rows": rows,
-                      "findings": findings_json([*ev.findings, *check_records(ev.records)])}))
+    print_json(dumps({"results": str(res.store.path), "new_rows": len(ev.new), "skipped": ev.skipped, "rows": rows,
+                      "findings": findings_json(res.findings)}))
 
 
 # ------------------------------------------------------------------------------------------------- report

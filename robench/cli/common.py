@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import RobenchError  # noqa: F401  (re-exported for the command modules)
+from ..io import NAME_RE  # noqa: F401  (a results --name; kept importable from robench.cli)
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -109,9 +110,6 @@ def lazy_progress() -> Iterator[Progress]:
     finally:
         if bar.live.is_started:  # stopping a bar never shown would still print an empty line
             bar.stop()
-
-
-NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"  # a results --name
 
 
 def command_line() -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import NAME_RE, Format, FormatOpt, app, console, print_json, results_app
+from .common import Format, FormatOpt, app, console, print_json, results_app
 
 
 @app.command()
@@ -44,60 +44,27 @@ def report(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Comparison tables (md, csv, tex), the pointwise worst case and its breakdown, and robustness curves (png)."""
-    from ..errors import UsageError
-    from ..eval.checks import check_records, stored_flags
-    from ..results.report import (
-        compare_models,
-        comparison,
-        headline_view,
-        inject_markdown,
-        masking_findings,
-        select,
-        to_markdown,
-        write_compare,
-        write_report,
-    )
-    from ..results.store import ResultsStore, read_dir
+    from ..results.report import make_report
 
-    if out.resolve() == results.resolve():
-        raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
-    df = ResultsStore(results).read() if results.is_file() else read_dir(results)
-    df = select(df, model, attacks, dataset, eps, grad, n)
-    masked = masking_findings(df)  # computed from the masks: also across files and runs
-    findings = [*(f for f in stored_flags(df) if f.name != "gradient-masking" or f.model not in
-                  {m.model for m in masked}), *check_records(df), *masked]
-    # check the markers and the models to compare before writing anything
-    doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
-    compared = compare_models(df, *compare) if compare else None
-    paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
-    c = comparison(df)
-    shown = headline_view(c) if headline else c
-    table_md = to_markdown(shown.table, shown, transpose=by_cell)
-    if readme and doc is not None:  # with --compare (--seeds-compare) the block gets that comparison, untitled
-        block = (_untitled(compared) if compared is not None else
-                 _untitled(paths["seeds"].read_text()) if seeds_compare and "seeds" in paths else table_md)
-        readme.write_text(inject_markdown(readme.read_text(), block, str(readme), readme_block))
-        paths["readme"] = readme
-    if compared is not None:
-        paths["compare"] = write_compare(compared, out)
-    notes = [c.note] if c.note else []
+    r = make_report(results, out, model, attacks, dataset, eps, grad, n, readme, readme_block, headline, by_cell,
+                    seeds_compare, compare)
     if fmt == Format.json:
         from ..results.export import compare_json, comparison_json, dumps, findings_json, worst_cases_json
 
-        print_json(dumps({"table": comparison_json(shown), "worst_cases": worst_cases_json(c.cases),
-                          "compare": compare_json(df, *compare) if compare else None,
-                          "findings": findings_json(findings), "notes": findings_json(notes),
-                          "files": {k: str(p) for k, p in paths.items()}}))
+        print_json(dumps({"table": comparison_json(r.shown), "worst_cases": worst_cases_json(r.comparison.cases),
+                          "compare": compare_json(r.df, *compare) if compare else None,
+                          "findings": findings_json(r.findings), "notes": findings_json(r.notes),
+                          "files": {k: str(p) for k, p in r.paths.items()}}))
         return
-    console.print(table_md, markup=False, highlight=False, soft_wrap=True)
-    if "seeds" in paths:
-        console.print(paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
-    if compared is not None:
-        console.print(compared, markup=False, highlight=False, soft_wrap=True)
-    for f in [*findings, *notes]:
-        console.print(f"[yellow]{'note' if f is c.note else 'check'}[/] {f.line()}", highlight=False,
+    console.print(r.markdown, markup=False, highlight=False, soft_wrap=True)
+    if "seeds" in r.paths:
+        console.print(r.paths["seeds"].read_text(), markup=False, highlight=False, soft_wrap=True)
+    if r.compared is not None:
+        console.print(r.compared, markup=False, highlight=False, soft_wrap=True)
+    for f in [*r.findings, *r.notes]:
+        console.print(f"[yellow]{'note' if f is r.comparison.note else 'check'}[/] {f.line()}", highlight=False,
                       soft_wrap=True)
-    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(str(p) for p in r.paths.values())}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -110,27 +77,8 @@ def results_merge(
     force: Annotated[bool, typer.Option(help="Replace merged cells already in the results.")] = False,
 ) -> None:
     """Join the K shards of every cell (`attack --shard I/K`) into the rows one run would have written."""
-    import re
+    from ..results.shards import merge_results
 
-    from ..errors import BadSpec
-    from ..results.shards import find_shards, merge
-    from ..results.store import ResultsStore
-
-    if not re.fullmatch(NAME_RE, name):
-        raise BadSpec(f"--name {name!r}; use letters, digits, '.', '_' and '-'")
-    store = ResultsStore(out / f"{name}.csv")
-    store.check_writable()
-    done = merge(files or find_shards(out, name), store, force=force)
-    console.print(f"merged {done.count} shards: {len(done.rows)} new rows -> {store.path}; {done.skipped} cells "
+    done = merge_results(out, name, files, force)
+    console.print(f"merged {done.count} shards: {len(done.rows)} new rows -> {done.path}; {done.skipped} cells "
                   "already there (--force replaces them)", highlight=False, soft_wrap=True)
-
-
-# ---------------------------------------------------------------------------------------------------- zoo
-
-
-def _untitled(markdown: str) -> str:
-    """A Markdown document without its leading ``# title`` line and the blank line after it, its ``## section``
-    titles in bold (a README block must not add headings to the document around it)."""
-    lines = markdown.strip("\n").splitlines()
-    lines = lines[2:] if lines and lines[0].startswith("# ") else lines
-    return "\n".join(f"**{ln[3:]}**" if ln.startswith("## ") else ln for ln in lines)

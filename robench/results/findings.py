@@ -1,5 +1,6 @@
-"""The one findings type: what a sanity check (:mod:`robench.eval.checks`) or a report note found, as a name and a
-one-line message; its ``name`` is what a results row's ``flags`` column records. Standard library only."""
+"""The one findings type: what a sanity check (:mod:`robench.results.checks`, :mod:`robench.eval.checks`) or a
+report note found, as a name and a one-line message; its ``name`` is what a results row's ``flags`` column records.
+Standard library only."""
 
 from __future__ import annotations
 

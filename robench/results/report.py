@@ -25,12 +25,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataNotFound, UsageError
+from .checks import check_records, stored_flags
 from .figures import headline_latex, plot_breakdown, plot_curves, plot_seeds, plot_stages
 from .findings import Finding
 from .labels import GRAD_ORDER, attack_labels, attack_order, tex_escape
+from .readme import README_END, README_START, inject_markdown, untitled
 from .seeds import seeds_markdown
 from .stats import wilson
-from .store import read_dir
+from .store import ResultsStore, read_dir
 from .worstcase import (
     Masked,
     WorstCase,
@@ -45,7 +47,8 @@ from .worstcase import (
 )
 
 __all__ = ["read_dir", "select", "comparison", "comparison_table", "to_markdown", "to_latex", "write_report",
-           "compare_models", "write_compare"]
+           "compare_models", "write_compare", "make_report", "Report", "inject_markdown", "README_START",
+           "README_END"]
 
 ROW = ("model", "dataset", "n")
 
@@ -321,15 +324,52 @@ def _out_dir(df: pd.DataFrame, out_dir: str | Path) -> Path:
     return out
 
 
-README_START, README_END = "<!-- robench report: start -->", "<!-- robench report: end -->"
+# ------------------------------------------------------------------------------------------ robench report
+@dataclass
+class Report:
+    """What :func:`make_report` read, found and wrote: the selected rows, their comparison (and the view shown:
+    the headline columns or all), its Markdown, the findings and notes, the paired comparison, the files."""
+
+    df: pd.DataFrame
+    comparison: Comparison
+    shown: Comparison
+    markdown: str
+    findings: list
+    notes: list
+    paths: dict[str, Path]
+    compared: str | None = None
 
 
-def inject_markdown(document: str, markdown: str, where: str = "document", block: str = "") -> str:
-    """Replace the block between the two ``robench report`` markers of ``document`` by ``markdown``; a named
-    ``block`` uses the markers ``<!-- robench report NAME: start -->`` and ``... NAME: end -->``."""
-    start, end = (README_START, README_END) if not block else (
-        README_START.replace(":", f" {block}:"), README_END.replace(":", f" {block}:"))
-    a, b = document.find(start), document.find(end)
-    if a < 0 or b < a:
-        raise UsageError(f"{where} has no block between {start!r} and {end!r}")
-    return document[: a + len(start)] + "\n" + markdown.rstrip() + "\n" + document[b:]
+def make_report(results: str | Path = "results", out: str | Path = "results/report", model=None, attack=None,
+                dataset=None, eps=None, grad=None, n: int | None = None, readme: str | Path | None = None,
+                readme_block: str = "", headline: bool = False, by_cell: bool = False,
+                seeds_compare: Sequence[str] | None = None, compare: Sequence[str] | None = None) -> Report:
+    """``robench report``: read ``results`` (a folder's CSVs or one CSV), keep the rows :func:`select` keeps,
+    check them, and write the report into ``out`` (:func:`write_report`); ``compare``: two model ids, their paired
+    comparison (``compare.md``); ``readme``: a document whose marked block (:func:`inject_markdown`, ``readme_block``)
+    gets the table (``headline``: its headline columns; ``by_cell``: transposed), or the comparison of ``compare``
+    or ``seeds_compare``. Every option is checked before anything is written."""
+    results, out = Path(results), Path(out)
+    if out.resolve() == results.resolve():
+        raise UsageError(f"--out {str(out)!r} must differ from --results (the report's CSV would mix with results)")
+    df = ResultsStore(results).read() if results.is_file() else read_dir(results)
+    df = select(df, model, attack, dataset, eps, grad, n)
+    masked = masking_findings(df)  # computed from the masks: also across files and runs
+    findings = [*(f for f in stored_flags(df) if f.name != "gradient-masking" or f.model not in
+                  {m.model for m in masked}), *check_records(df), *masked]
+    # check the markers and the models to compare before writing anything
+    readme = Path(readme) if readme else None
+    doc = inject_markdown(readme.read_text(), "", str(readme), readme_block) if readme else None
+    compared = compare_models(df, *compare) if compare else None
+    paths = write_report(df, out, findings, seeds_compare if seeds_compare and all(seeds_compare) else None)
+    c = comparison(df)
+    shown = headline_view(c) if headline else c
+    table_md = to_markdown(shown.table, shown, transpose=by_cell)
+    if readme and doc is not None:  # with --compare (--seeds-compare) the block gets that comparison, untitled
+        block = (untitled(compared) if compared is not None else
+                 untitled(paths["seeds"].read_text()) if seeds_compare and "seeds" in paths else table_md)
+        readme.write_text(inject_markdown(readme.read_text(), block, str(readme), readme_block))
+        paths["readme"] = readme
+    if compared is not None:
+        paths["compare"] = write_compare(compared, out)
+    return Report(df, c, shown, table_md, findings, [c.note] if c.note else [], paths, compared)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataNotFound, IntegrityError
-from ..io import atomic_write, folder_lock
+from ..io import atomic_write, check_name, folder_lock
 from ..parts import Part, batch_bounds
 from .stats import decode_mask, encode_mask
 from .store import COLUMNS, KEY, OPTIONAL_COLUMNS, Key, ResultsStore, row_key
@@ -118,6 +118,7 @@ class Merged:
     rows: list[dict]
     skipped: int
     count: int
+    path: Path | None = None  # the results file they went into
 
 
 def find_shards(out: str | Path, name: str) -> list[Path]:
@@ -140,6 +141,18 @@ def merge(files: Sequence[str | Path], store: ResultsStore, force: bool = False)
     if new:
         store.append(new, replace=force)
     return Merged(new, len(merged) - len(new), count)
+
+
+def merge_results(out: str | Path = "results", name: str = "results", files: Sequence[str | Path] | None = None,
+                  force: bool = False) -> Merged:
+    """``robench results merge``: join ``files`` (default: every ``OUT/shards/NAME.shard-*.jsonl``) into
+    ``OUT/NAME.csv`` (:func:`merge`); a bad name or a results file that cannot be written is refused first."""
+    check_name(name)
+    store = ResultsStore(Path(out) / f"{name}.csv")
+    store.check_writable()
+    done = merge(files or find_shards(out, name), store, force=force)
+    done.path = store.path
+    return done
 
 
 def _load(files: Sequence[str | Path]) -> dict[tuple[int, int], dict[Key, dict]]:
