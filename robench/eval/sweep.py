@@ -9,8 +9,9 @@ example is verified before its sample counts as broken (:mod:`robench.eval.verif
 and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (docs/evaluation.md §5), and
 ``save_adv`` writes each cell run's verified examples (:mod:`robench.eval.adversarial`).
 
-One cell (one attack x gradient path on a batch, verified) is :mod:`robench.eval.cell`; this module plans the
-cells, runs each model's, and stores and collects the rows. Clean predictions are computed once per model and
+One cell (one attack x gradient path on a batch, verified) is :mod:`robench.eval.cell`; the data, targets, cells
+and the row a cell writes are :mod:`robench.eval.cells`; this module plans the cells, runs each model's, and stores
+and collects the rows. Clean predictions are computed once per model and
 data, and the data is moved to the device once.
 
 Examples:
@@ -20,7 +21,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..attacks import AttackSpec
 from ..data import DATASETS, check_images
@@ -37,10 +37,9 @@ from ..dist import WHOLE, Part, agree_min, share
 from ..errors import BadSpec, DataNotFound
 from ..results.findings import Finding
 from ..results.shards import shard_fields
-from ..results.stats import encode_mask
-from ..results.store import COLUMNS, ByKey, Key, ResultsStore, row_key, to_frame
+from ..results.store import COLUMNS, ByKey, ResultsStore, row_key, to_frame
 from ..results.worstcase import masking
-from ..runtime import now, resolve_device, versions
+from ..runtime import resolve_device
 from ..snn.paths import parse_paths, path_applies
 from .cell import (  # noqa: F401 (the cell's names, re-exported: a sweep's callers run single cells too)
     CPU_CAP,
@@ -53,68 +52,19 @@ from .cell import (  # noqa: F401 (the cell's names, re-exported: a sweep's call
     frozen,
     run_cell,
 )
+from .cells import (  # noqa: F401 (importable from the sweep, as before)
+    Cell,
+    Data,
+    Evaluation,
+    Target,
+    invalid_finding,
+    make_row,
+    row_flags,
+)
 from .checks import model_findings
 from .stochastic import clean_correct_draws, stochastic_specs
 
 CHECK_SAMPLES = 64  # samples used by the model checks
-
-
-@dataclass(frozen=True)
-class Data:
-    """Evaluation data: ``name`` (the results' dataset column, e.g. ``fashion-mnist:test``), images ``x``
-    ``[N, C, H, W]`` in ``[0, 1]`` and labels ``y`` ``[N]``."""
-
-    name: str
-    x: Tensor
-    y: Tensor
-
-
-@dataclass
-class Target:
-    """A model to evaluate, with the id, weights hash and config digest (:func:`robench.zoo.config_digest`: what
-    defines the network besides its weights) that go into its rows, and its dataset's name."""
-
-    id: str
-    sha256: str
-    model: nn.Module
-    dataset: str
-    config: str = ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One cell: a model (id, sha256, config digest) on data (dataset, n), one attack at one eps, one gradient
-    mode, one seed."""
-
-    model: str
-    sha256: str
-    dataset: str
-    n: int
-    spec: AttackSpec
-    grad: str
-    seed: int
-    config: str = ""
-
-    def stub(self) -> dict:
-        return {"model": self.model, "sha256": self.sha256, "config": self.config, "dataset": self.dataset,
-                "n": self.n, "attack": self.spec.name, "params": self.spec.params_json(), "grad": self.grad,
-                "eps": self.spec.eps, "eps_str": self.spec.eps_str, "seed": self.seed}
-
-    @property
-    def key(self) -> Key:
-        return row_key(self.stub())
-
-
-@dataclass
-class Evaluation:
-    """What :func:`evaluate` returns: the rows of every requested cell (new and already stored), how many
-    cells ran and were skipped, and the model checks' findings."""
-
-    records: pd.DataFrame
-    ran: int = 0
-    skipped: int = 0
-    findings: list[Finding] = field(default_factory=list)
-    new: set[Key] = field(default_factory=set)
 
 
 def parse_grads(grad: str | Sequence[str]) -> list[str]:
@@ -153,26 +103,6 @@ def plan(models: Sequence[Target], specs: Sequence[AttackSpec] | Mapping[int, Se
             single = [_single(c) for c in cells] if getattr(spec, "eot", None) and spec.draws > 1 else []
             groups.append(_Group(t, spec, modes, cells, single))
     return groups
-
-
-def make_row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: torch.device, flags: str) -> dict:
-    n = max(len(clean), 1)  # fractions in float64: exact counts / n
-    return {**cell.stub(), "params": cell.spec.params_json(), "clean_acc": int(clean.sum()) / n,
-            "robust_acc": int(correct.sum()) / n, "clean_count": int(clean.sum()),
-            "robust_count": int(correct.sum()), "seconds": round(seconds, 3), "device": str(device),
-            "versions": json.dumps(versions(), sort_keys=True), "timestamp": now(), "flags": flags,
-            "robust_mask": encode_mask(correct.cpu().numpy())}
-
-
-def row_flags(findings: Sequence[Finding], grad: str, invalid: int = 0) -> str:
-    names = [f.name for f in findings if not f.grads or grad in f.grads or grad == "worst"]
-    return ";".join(dict.fromkeys(names + ([f"invalid-adv={invalid}"] if invalid else [])))
-
-
-def invalid_finding(cell: Cell, invalid: int) -> Finding:
-    return Finding("invalid-adv", f"{cell.model} {cell.spec.name} eps={cell.spec.eps_str} grad={cell.grad}: "
-                   f"{invalid} adversarial example(s) failed verification (not finite, outside [0, 1] or the "
-                   "eps-ball) and were counted robust", model=cell.model, grads=(cell.grad,))
 
 
 def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str | Sequence[str],

@@ -26,8 +26,9 @@ import pandas as pd
 
 from ..errors import DataNotFound, UsageError
 from .checks import check_records, stored_flags
-from .figures import headline_latex, plot_breakdown, plot_curves, plot_seeds, plot_stages
+from .figures import plot_breakdown, plot_curves, plot_seeds, plot_stages
 from .findings import Finding
+from .headline import headline_latex
 from .labels import GRAD_ORDER, attack_labels, attack_order, tex_escape
 from .readme import README_END, README_START, inject_markdown, untitled
 from .seeds import seeds_markdown
