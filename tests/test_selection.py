@@ -6,7 +6,16 @@ import json
 import numpy as np
 import pandas as pd
 
-from robench.results.selection import Choice, evaluate_choice, read_matrix, select, v1_masks, work
+from robench.results.selection import (
+    Choice,
+    evaluate_choice,
+    greedy_by_time,
+    read_matrix,
+    read_timed,
+    select,
+    v1_masks,
+    work,
+)
 from robench.results.stats import encode_mask
 
 PGD = json.dumps({"steps": 50}, sort_keys=True)
@@ -104,3 +113,23 @@ def test_a_probe_stage_is_preferred_to_the_fixed_path_it_equals_here():
     mx = read_matrix(_frame(rows), 8)
     got = select(mx, np.arange(4), PROBE, ["bptt", "arctan:a=4"], probe_images=4, threshold=0.0)
     assert got.stages[0] == Choice("pgd-best", PGD, "probe:1")  # resolves to arctan:a=4 on this model
+
+
+def test_ordering_by_time_takes_breaks_per_second_and_uses_only_cells_on_every_model():
+    def timed(model, attack, grad, robust, secs, n=8):
+        return {**_row(model, attack, PGD, grad, _m(robust, n)), "seconds": secs, "clean_count": n}
+
+    rows = [timed(m, "pgd-best", "bptt", range(8), 1.0) for m in ("a", "b")]  # leaves every image robust
+    rows += [timed(m, "pgd-best", "rate", [2, 3, 4, 5, 6, 7], 1.0) for m in ("a", "b")]  # 2 per model, cheap
+    rows += [timed(m, "apgd-ce", "bptt", [4, 5, 6, 7], 100.0) for m in ("a", "b")]  # 4 per model, slow
+    rows += [timed("a", "fgsm", "bptt", [], 0.1)]  # breaks everything, but on one model only: not a candidate
+    rows += [{**timed(m, "square", "none", [], 0.1)} for m in ("a", "b")]  # black box: not ordered here
+    models, cells = read_timed(_frame(rows).assign(flags=""))
+    assert models == ["a", "b"] and {c.key[0] for c in cells} == {"pgd-best", "apgd-ce"}
+    picks = greedy_by_time(models, cells)
+    assert [(p.key[0], p.key[2]) for p in picks] == [("pgd-best", "rate"), ("apgd-ce", "bptt")]
+    assert picks[0].gains == {"a": 2, "b": 2} and picks[1].gains == {"a": 2, "b": 2}
+    assert picks[1].robust == {"a": 0.5, "b": 0.5} and picks[1].cost == 2 * 100.0 * 6 / 8
+    models, cells = read_timed(_frame(rows), first=4)  # the selection split: images 0-3, seconds halved
+    picks = greedy_by_time(models, cells)
+    assert [p.key[2] for p in picks] == ["rate", "bptt"] and picks[1].cost == 2 * 50.0 * 2 / 4

@@ -17,6 +17,9 @@ the K-th best path of the model's own probe, which the cascade measures at run t
 by ranking the paths by what the probe attack broke on the first ``probe_images`` images of the split). The
 black-box cell (Square) is kept last as the masking check.
 
+:func:`greedy_by_time` is the first, simpler ordering (how version 1's stages and the L2 stages were chosen): cells
+measured on every model given, costed in their measured seconds, no probe, until no cell breaks anything more.
+
 :func:`evaluate_choice` replays a stage list on either split (the AND of its cells' masks: a cascade attacks only
 the images still robust, so a stage breaks exactly the still-robust images its cell breaks, up to the attacks'
 randomness) next to the worst case over the whole matrix. This module needs numpy and pandas only (never torch).
@@ -263,3 +266,70 @@ def cascade_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255", version:
 def v1_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255") -> dict[str, np.ndarray]:
     """The masks of version-1 reliable rows run on at least ``n_min`` images."""
     return cascade_masks(df, n_min, eps_str, 1)
+
+
+# ------------------------------------------------------------------------------------ ordering by seconds
+@dataclass
+class TimedCell:
+    """One cell on every model: ``(mask over the images used, seconds scaled to them, clean count scaled)``."""
+
+    key: tuple[str, str, str]  # (attack, params as stored, grad)
+    by_model: dict[str, tuple[np.ndarray, float, int]]
+
+
+@dataclass
+class TimedPick:
+    """One pick of :func:`greedy_by_time`: the cell, the images it newly broke per model, the robust fraction
+    after it per model, and its estimated cost in seconds."""
+
+    key: tuple[str, str, str]
+    gains: dict[str, int]
+    robust: dict[str, float]
+    cost: float
+
+
+def read_timed(df: pd.DataFrame, eps_str: str = "8/255", models: Sequence[str] | None = None,
+               first: int | None = None) -> tuple[list[str], list[TimedCell]]:
+    """The models and the white-box per-path cells of ``df`` at ``eps_str`` that have a mask on every model (of
+    ``models``, default all); ``first``: only the first N images (a selection split), seconds and clean counts
+    scaled to them."""
+    df = df[(df["eps_str"] == eps_str) & ~df["grad"].isin(["worst", "none"]) & (df["robust_mask"] != "")]
+    if models:
+        df = df[df["model"].isin(list(models))]
+    names = sorted(df["model"].unique())
+    cells: dict[tuple, dict] = {}
+    for r in df.to_dict("records"):
+        mask = decode_mask(r["robust_mask"], int(r["n"]), int(r["robust_count"]))
+        share = min(first, len(mask)) / len(mask) if first else 1.0  # the cost of the selection images
+        cells.setdefault((r["attack"], r["params"], r["grad"]), {})[r["model"]] = (
+            mask[:first] if first else mask, float(r["seconds"]) * share, int(r["clean_count"] * share))
+    return names, [TimedCell(k, v) for k, v in cells.items() if set(v) == set(names)]
+
+
+def greedy_by_time(models: Sequence[str], cells: Sequence[TimedCell]) -> list[TimedPick]:
+    """Repeatedly take the cell that breaks the most still-robust images (summed over ``models``) per second of
+    estimated cascade cost (its seconds scaled by the share of clean-correct images still robust when it would
+    run), until none breaks anything more. It starts from the images some cell left robust: those every cell
+    breaks add the same to each (no signal)."""
+    alive = {m: np.logical_or.reduce([c.by_model[m][0] for c in cells]) for m in models}
+
+    def cost(c: TimedCell) -> float:
+        return sum(c.by_model[m][1] * alive[m].sum() / max(c.by_model[m][2], 1) for m in models)
+
+    picks: list[TimedPick] = []
+    while True:
+        best, best_rate = None, 0.0
+        for c in cells:
+            if any(p.key == c.key for p in picks):
+                continue
+            gain = sum(int((alive[m] & ~c.by_model[m][0]).sum()) for m in models)
+            rate = gain / max(cost(c), 1e-9)
+            if gain > 0 and rate > best_rate:
+                best, best_rate = c, rate
+        if best is None:
+            return picks
+        gains = {m: int((alive[m] & ~best.by_model[m][0]).sum()) for m in models}
+        spent = cost(best)
+        for m in models:
+            alive[m] &= best.by_model[m][0]
+        picks.append(TimedPick(best.key, gains, {m: float(alive[m].mean()) for m in models}, spent))
