@@ -12,10 +12,11 @@ import os
 import pytest
 import torch
 
-from robench.snn import neurons
+from robench.snn import fused, neurons
 from robench.snn.models import build_model
-from robench.snn.neurons import ENGINES, GradMode, SpikingNeuron, set_engine
+from robench.snn.neurons import ENGINES, GradMode, SpikingNeuron, Triangle, set_engine
 from robench.snn.paths import grad_mode
+from robench.snn.surrogates import AssgState
 
 TS = (1, 2, 4, 8)
 
@@ -189,18 +190,52 @@ def test_backward_is_linear_in_the_incoming_gradient(mode):
     torch.testing.assert_close(vjp(2 * g1 - 3 * d)[0], 2 * b - 3 * c, rtol=1e-9, atol=1e-12)
 
 
+# ------------------------------------------------------------------------------------ one backward recursion
+@pytest.mark.parametrize("key", ["bptt", "triangle:w=0.5", "sigmoid:k=4", "arctan:a=2", "rectangle:w=1", "assg"])
+@pytest.mark.parametrize("gamma", [1.0, 0.5])
+def test_every_surrogate_path_is_the_one_bptt_recursion_with_its_rule(monkeypatch, key, gamma):
+    """Each path resolves to one rule object (bptt: the neuron's own Triangle, no string matching at run time),
+    and the fused input gradient is exactly :func:`fused.bptt_backward` with that rule, bit for bit."""
+    calls = []
+    real = fused.bptt_backward
+    monkeypatch.setattr(fused, "bptt_backward", lambda *a: calls.append(a[4]) or real(*a))
+    x0 = _currents(6, 3)
+    g = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=x0.dtype)
+    n = SpikingNeuron(T=6, gamma=gamma).to(torch.float64)
+    n.record = True
+    with grad_mode(n, key):
+        rule = n.path_rule()
+        assert rule is n.path_rule() and (rule is n.surrogate) == (key == "bptt")
+        x = x0.clone().requires_grad_(True)
+        n(x).backward(g)
+        h = n.last_membrane
+        saved = AssgState(rule.A).prepare(h, n.v_th) if key == "assg" else ()  # ASSG's first fold, afresh
+    assert calls == [rule] and torch.equal(x.grad, real(h, g, n.tau, n.v_th, rule, saved))
+    assert x.grad.abs().sum() > 0
+
+
+def test_rate_path_resolves_to_the_rate_rule_and_never_runs_the_recursion(monkeypatch):
+    monkeypatch.setattr(fused, "bptt_backward", lambda *a: pytest.fail("rate ran the BPTT recursion"))
+    n = SpikingNeuron(T=4).to(torch.float64)
+    with grad_mode(n, "rate"):
+        assert n.path_rule() is fused.RATE
+        x = _currents(4, 5).requires_grad_(True)
+        n(x).sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------------------- the optional compile path
 def test_compile_twins_compute_what_the_eager_kernels_compute():
     """The functional kernels that torch.compile fuses (opt-in) equal the default in-place kernels."""
     x = _currents(8, 6)
-    s, h = neurons._forward_loop(x, 0.99, 1.0)
-    s2, h2 = neurons._forward_fn(x, 0.99, 1.0, True)
+    s, h = fused._forward_loop(x, 0.99, 1.0)
+    s2, h2 = fused._forward_fn(x, 0.99, 1.0, True)
     assert torch.equal(s, s2) and torch.equal(h, h2)
-    assert torch.equal(neurons._forward_loop(x, 0.99, 1.0, keep_h=False)[0], s)
+    assert torch.equal(fused._forward_loop(x, 0.99, 1.0, keep_h=False)[0], s)
     gs = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
     for gamma in (1.0, 0.5):
-        torch.testing.assert_close(neurons._bptt_backward(h, gs, 0.99, 1.0, gamma),
-                                   neurons._bptt_backward_fn(h, gs, 0.99, 1.0, gamma), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fused.bptt_backward(h, gs, 0.99, 1.0, Triangle(gamma)),
+                                   fused._bptt_backward_fn(h, gs, 0.99, 1.0, gamma), rtol=1e-12, atol=1e-12)
     assert neurons.compile_enabled() == (os.environ.get("ROBENCH_COMPILE") == "1")  # off unless asked for
 
 
@@ -208,14 +243,14 @@ def test_flat_views_round_trip_every_layout():
     """The compiled kernels see each layer as a dense ``[T, M]`` block in its memory order, and hand it back."""
     x = _cl_steps(3, 1)
     for t in (x, x.contiguous(), x[0].unsqueeze(0).expand(3, *x.shape[1:]), x.transpose(2, 4)):
-        flat, order = neurons._flat(t)
+        flat, order = fused._flat(t)
         assert flat.shape == (3, t[0].numel()) and flat.is_contiguous()
-        assert torch.equal(neurons._unflat(flat, t.shape, order), t)
-    flat, order = neurons._flat(x)
+        assert torch.equal(fused._unflat(flat, t.shape, order), t)
+    flat, order = fused._flat(x)
     assert flat.data_ptr() == x.data_ptr()  # channels-last steps: a view, no copy
-    assert neurons._unflat(flat, x.shape, order).stride() == x.stride()
+    assert fused._unflat(flat, x.shape, order).stride() == x.stride()
     g = x.contiguous()  # a gradient in another layout is laid out like the membrane it meets
-    assert torch.equal(neurons._flat(g, order)[0], flat)
+    assert torch.equal(fused._flat(g, order)[0], flat)
 
 
 @pytest.mark.slow

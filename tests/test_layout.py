@@ -196,7 +196,7 @@ def test_importing_sets_no_global_state(monkeypatch):
     chosen when a neuron first runs, from ROBENCH_COMPILE, not when the module is imported."""
     code = ("import sys, robench.results.report, robench.results.worstcase\n"
             "assert 'matplotlib.pyplot' not in sys.modules\n"
-            "import robench.snn.neurons as n\n"
+            "import robench.snn.neurons, robench.snn.fused as n\n"
             "assert n._USE_COMPILED[0] is None and not n._COMPILED\n"
             "assert n.compile_enabled()\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

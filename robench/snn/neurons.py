@@ -9,19 +9,19 @@ shape. Per element, for t = 1..T, starting from rest (u = 0) on every call::
     fire:    s[t] = H(h[t] - v_th)                      (H(0) = 1: a spike when h >= v_th)
     reset:   u[t] = h[t] * (1 - s[t])                   (hard reset to 0)
 
-Two engines compute the same thing: ``fused`` (one autograd function over all T steps, in place on
-preallocated buffers, saving only the pre-spike membrane ``h`` for BPTT (plus ASSG's per-element sharpness)
-or the rate slope of the mean current for the rate gradient, and no autograd at all when no gradient is
-needed) and ``reference`` (a plain per-step loop under autograd, kept as the executable specification the tests
-compare against). The fused forward is bit-identical to the reference; ``set_compile(True)`` (or
-ROBENCH_COMPILE=1) swaps in ``torch.compile``d kernels (forward, and the bptt backward), off by default.
+A neuron's gradient path (a :class:`~robench.snn.pathkeys.GradPath`) resolves, at each forward, to one backward
+*rule*: the neuron's own training :class:`Triangle` (``bptt``), a :class:`~robench.snn.surrogates.Surrogate`, the
+layer's :class:`~robench.snn.surrogates.AssgState`, or :data:`~robench.snn.fused.RATE`. Two engines compute the same
+thing with that rule: ``fused`` (:mod:`robench.snn.fused`: one autograd function over all T steps, in place on
+preallocated buffers, one BPTT recursion for every surrogate, no autograd at all when no gradient is needed) and
+``reference`` (a plain per-step loop under autograd, kept as the executable specification the tests compare
+against). The fused forward is bit-identical to the reference; ``set_compile(True)`` (or ROBENCH_COMPILE=1) swaps
+in ``torch.compile``d kernels (forward, and the bptt backward), off by default.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 from collections.abc import Callable
 from enum import Enum
 
@@ -29,8 +29,19 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BadSpec
+from . import fused as engine
+from .fused import (  # noqa: F401 (the engine's public names, re-exported: their import path before the split)
+    RATE,
+    Rate,
+    Rule,
+    bptt_backward,
+    compile_enabled,
+    compiler_found,
+    rate_slope,
+    set_compile,
+)
 from .pathkeys import BPTT, GradPath
-from .surrogates import SURROGATES, AssgState, Surrogate, triangle_derivative
+from .surrogates import SURROGATES, AssgState, Surrogate, SurrogateSpike, Triangle
 
 
 class GradMode(str, Enum):
@@ -43,304 +54,24 @@ class GradMode(str, Enum):
 ENGINES = ("fused", "reference")
 
 
-# ---------------------------------------------------------------------------------------------- surrogate
-class _SurrogateSpike(torch.autograd.Function):
-    """Heaviside forward; backward ``grad * derivative(x)``: the training surrogate and the reference engine's spike."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, derivative: Callable[[Tensor], Tensor]) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.derivative = derivative
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * ctx.derivative(x), None
+def as_mode(path: GradPath) -> GradMode | GradPath:
+    """``path`` as the public API has always shown it: a :class:`GradMode` for ``bptt`` and ``rate``, else itself."""
+    return GradMode(path.name) if path.name in GradMode.__members__ else path
 
 
-class Triangle(nn.Module):
-    """Heaviside forward, triangle surrogate backward with half-width ``gamma`` (docs/method.md §2)."""
-
-    def __init__(self, gamma: float = 1.0) -> None:
-        super().__init__()
-        self.gamma = float(gamma)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _SurrogateSpike.apply(x, functools.partial(triangle_derivative, w=self.gamma))
-
-    def extra_repr(self) -> str:
-        return f"gamma={self.gamma}"
-
-
-# ------------------------------------------------------------------------------------------- rate slope
-def rate_slope(ibar: Tensor, tau: float, v_th: float = 1.0, gamma: float = 0.2) -> Tensor:
-    """Slope of the piecewise-linear rate function of the mean input current (docs/method.md §5).
-
-    With ``x = ibar / v_th``: ``gamma`` for ``0 <= x < 1 - tau``; ``(1 - gamma + gamma*tau) / (tau + 1)`` for
-    ``1 - tau <= x <= 2``; 0 elsewhere; divided by ``v_th`` (the rate is per unit of threshold).
-    """
-    x = ibar / v_th
-    low = (x >= 0) & (x < 1 - tau)
-    mid = (x >= 1 - tau) & (x <= 2)
-    mid_slope = (1 - gamma + gamma * tau) / (tau + 1)
-    return (low.to(ibar.dtype) * gamma + mid.to(ibar.dtype) * mid_slope) / v_th
-
-
-# -------------------------------------------------------------------------------------------- engines
-# The fused engine writes into preallocated [T, ...] buffers through ``out=`` and in-place ops, with a few
-# one-step scratch tensors; every op is a plain torch op, so the same code runs on CPU and CUDA. The forward
-# is bit-identical to the reference: ``addcmul(I, h, keep, value=tau)`` computes ``(tau * h) * keep + I``
-# and ``keep`` is 0 or 1, exactly the reference's ``tau * (h * (1 - s)) + I``.
-def _buffer(x: Tensor) -> Tensor:
-    """An uninitialised ``[T, ...]`` buffer whose steps have the memory layout of ``x[0]`` (e.g. channels-last),
-    dense even where ``x`` is not (an input expanded over T)."""
-    step = torch.empty_like(x[0])  # keeps x[0]'s strides when dense, else the default layout
-    size, stride = (x.shape[0], *step.shape), (step.numel(), *step.stride())
-    return torch.empty_strided(size, stride, dtype=x.dtype, device=x.device)
-
-
-def _forward_loop(current: Tensor, tau: float, v_th: float, keep_h: bool = True) -> tuple[Tensor, Tensor | None]:
-    """Exact forward over T steps without autograd.
-
-    Shape: ``current`` ``[T, ...]`` (any strides, e.g. expanded over T). Returns spikes ``[T, ...]`` in {0, 1}
-    and, when ``keep_h``, the pre-spike membrane ``h`` ``[T, ...]`` (else None). Per step: one comparison into
-    a scratch mask, one ``addcmul`` and the previous step's spikes, each while that step is still in cache.
-    """
-    T = current.shape[0]
-    h = _buffer(current)
-    spikes = torch.empty_like(h)
-    keep = torch.empty_like(h[0])  # 1 - s[t-1]: the hard-reset mask of the previous step
-    h[0].copy_(current[0])  # u = 0 at rest: h[1] = I[1]
-    for t in range(1, T):
-        torch.lt(h[t - 1], v_th, out=keep)
-        torch.addcmul(current[t], h[t - 1], keep, value=tau, out=h[t])  # tau * u[t-1] + I[t]
-        torch.ge(h[t - 1], v_th, out=spikes[t - 1])  # s = H(h - v_th), written straight as 0/1 floats
-    torch.ge(h[T - 1], v_th, out=spikes[T - 1])
-    return spikes, (h if keep_h else None)
-
-
-def _bptt_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
-    """Exact BPTT of the reference loop, reset path included, from the saved pre-spike membrane.
-
-    With ``sg = max(0, gamma - |h - v_th|) / gamma^2``, ``keep = 1 - s`` and ``g[t+1]`` the gradient w.r.t.
-    ``I[t+1]``: ``g[t] = sg * (grad_s[t] - tau * g[t+1] * h[t]) + tau * g[t+1] * keep[t]``, since
-    ``du[t]/dh[t] = keep[t] - h[t] * sg[t]`` and ``dh[t+1]/du[t] = tau``. Shape: ``[T, ...]`` in and out.
-    """
-    T = h.shape[0]
-    grad_in = torch.empty_like(h)
-    sg, tmp, keep = (torch.empty_like(h[0]) for _ in range(3))
-    for t in range(T - 1, -1, -1):
-        torch.sub(h[t], v_th, out=sg).abs_().neg_().add_(gamma).clamp_min_(0)
-        if gamma != 1.0:
-            sg.mul_(1.0 / (gamma * gamma))
-        if t == T - 1:
-            torch.mul(grad_s[t], sg, out=grad_in[t])
-            continue
-        torch.addcmul(grad_s[t], grad_in[t + 1], h[t], value=-tau, out=tmp)
-        torch.lt(h[t], v_th, out=keep)
-        torch.mul(sg, tmp, out=grad_in[t]).addcmul_(grad_in[t + 1], keep, value=tau)
-    return grad_in
-
-
-def _surrogate_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, rule: Surrogate | AssgState,
-                        saved: tuple[Tensor, ...]) -> Tensor:
-    """``_bptt_backward`` with any surrogate: ``sg = rule.derivative_at(t, h[t] - v_th, saved)``, same recursion.
-
-    A separate branch so the default triangle path keeps its allocation-free kernel. Shape: ``[T, ...]``.
-    """
-    T = h.shape[0]
-    grad_in = torch.empty_like(h)
-    x, tmp, keep = (torch.empty_like(h[0]) for _ in range(3))
-    for t in range(T - 1, -1, -1):
-        sg = rule.derivative_at(t, torch.sub(h[t], v_th, out=x), saved)
-        if t == T - 1:
-            torch.mul(grad_s[t], sg, out=grad_in[t])
-            continue
-        torch.addcmul(grad_s[t], grad_in[t + 1], h[t], value=-tau, out=tmp)
-        torch.lt(h[t], v_th, out=keep)
-        torch.mul(sg, tmp, out=grad_in[t]).addcmul_(grad_in[t + 1], keep, value=tau)
-    return grad_in
-
-
-# Optional torch.compile path (off by default, never required): the same math written functionally, which
-# inductor fuses into one kernel per layer that reads each input once. Turn on with ``set_compile(True)`` or
-# the environment variable ROBENCH_COMPILE=1; the first call per T pays the compile time. The kernels see
-# every layer as a dense ``[T, M]`` block in its own memory order (``_flat``), with M dynamic: one kernel for
-# every layer and batch size, no recompiling, and no gathering a channels-last step through NCHW indices
-# (which made the compiled forward slower than the eager one).
-def _forward_fn(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tuple[Tensor, Tensor | None]:
-    """Functional twin of ``_forward_loop`` (same values, bit for bit): what ``torch.compile`` fuses."""
-    hs, ss = [], []
-    u = torch.zeros_like(current[0])
-    for t in range(current.shape[0]):
-        h = tau * u + current[t]
-        s = (h >= v_th).to(current.dtype)
-        u = h * (h < v_th).to(current.dtype)
-        hs.append(h)
-        ss.append(s)
-    return torch.stack(ss), (torch.stack(hs) if keep_h else None)
-
-
-def _bptt_backward_fn(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
-    """Functional twin of ``_bptt_backward``: what ``torch.compile`` fuses."""
-    out: list[Tensor] = []
-    g_next: Tensor | None = None
-    for t in range(h.shape[0] - 1, -1, -1):
-        sg = (gamma - (h[t] - v_th).abs()).clamp_min(0) / (gamma * gamma)
-        g = grad_s[t] * sg
-        if g_next is not None:
-            g = g + tau * g_next * ((h[t] < v_th).to(h.dtype) - h[t] * sg)
-        out.append(g)
-        g_next = g
-    return torch.stack(out[::-1])
-
-
-_COMPILED: dict[str, Callable] = {}  # built on the first set_compile(True), then kept: no recompiling on toggles
-_USE_COMPILED: list[bool | None] = [None]  # None: not chosen yet; the setting ROBENCH_COMPILE=1 decides on first use
-
-
-def set_compile(on: bool = True) -> None:
-    """Use ``torch.compile``d kernels in the fused engine (``on``) or the eager in-place ones (the default)."""
-    if on and not _COMPILED:
-        _COMPILED["forward"] = torch.compile(_forward_fn, dynamic=True)
-        _COMPILED["backward"] = torch.compile(_bptt_backward_fn, dynamic=True)
-    _USE_COMPILED[0] = bool(on)
-
-
-def compile_enabled() -> bool:
-    """Whether the fused engine uses the compiled kernels: as set by :func:`set_compile`, else as the environment
-    setting ``ROBENCH_COMPILE=1`` asks, read when a neuron first runs (never at import)."""
-    if _USE_COMPILED[0] is None:
-        set_compile(os.environ.get("ROBENCH_COMPILE", "") == "1")
-    return bool(_USE_COMPILED[0])
-
-
-def compiler_found() -> bool:
-    """True when a C++ compiler is on the PATH: what ``torch.compile``'s CPU backend builds its kernels with."""
-    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
-
-
-def _flat(x: Tensor, order: list[int] | None = None) -> tuple[Tensor, list[int]]:
-    """``x`` ``[T, ...]`` as a dense ``[T, M]`` tensor whose rows are its steps in memory order (a view when the
-    steps are dense, e.g. channels-last; a copy otherwise, e.g. an input expanded over T), and that order of
-    its dims (``order``: given, to lay a gradient out like the membrane it meets)."""
-    if order is None:
-        order = sorted(range(1, x.dim()), key=lambda d: -x.stride(d))
-    return x.permute(0, *order).contiguous().view(x.shape[0], -1), order
-
-
-def _unflat(y: Tensor, shape: torch.Size, order: list[int]) -> Tensor:
-    """Undo ``_flat``: ``[T, M]`` -> ``shape``, as a view in the original memory order."""
-    dense = y.view(shape[0], *(shape[d] for d in order))
-    return dense.permute(0, *(1 + order.index(d) for d in range(1, len(shape))))
-
-
-def _run_forward(current: Tensor, tau: float, v_th: float, keep_h: bool) -> tuple[Tensor, Tensor | None]:
-    if not compile_enabled():
-        return _forward_loop(current, tau, v_th, keep_h)
-    flat, order = _flat(current)
-    spikes, h = _COMPILED["forward"](flat, tau, v_th, keep_h)
-    return _unflat(spikes, current.shape, order), (None if h is None else _unflat(h, current.shape, order))
-
-
-def _run_backward(h: Tensor, grad_s: Tensor, tau: float, v_th: float, gamma: float) -> Tensor:
-    if not compile_enabled():
-        return _bptt_backward(h, grad_s, tau, v_th, gamma)
-    flat_h, order = _flat(h)
-    grad_in = _COMPILED["backward"](flat_h, _flat(grad_s, order)[0], tau, v_th, gamma)
-    return _unflat(grad_in, h.shape, order)
-
-
-class _FusedBPTT(torch.autograd.Function):
-    """All T steps in one function; saves only the pre-spike membrane ``h`` (in the input's dtype)."""
-
-    @staticmethod
-    def forward(ctx, current: Tensor, tau: float, v_th: float, gamma: float):  # type: ignore[override]
-        spikes, h = _run_forward(current, tau, v_th, True)
-        ctx.save_for_backward(h)
-        ctx.cfg = (tau, v_th, gamma)
-        ctx.mark_non_differentiable(h)
-        ctx.set_materialize_grads(False)  # no zero-filled [T, ...] gradient for the membrane output
-        return spikes, h
-
-    @staticmethod
-    def backward(ctx, grad_s: Tensor | None, _grad_h: Tensor | None):  # type: ignore[override]
-        if grad_s is None:
-            return None, None, None, None
-        (h,) = ctx.saved_tensors
-        return _run_backward(h, grad_s, *ctx.cfg), None, None, None
-
-
-class _FusedSurrogate(torch.autograd.Function):
-    """BPTT with a surrogate chosen at attack time (a fixed shape, or ASSG whose statistics ``rule.prepare``
-    updates here, once per forward); saves ``h`` and what the rule needs (ASSG: the sharpness ``[T, ...]``).
-    Eager kernels only (the compiled twins cover the default triangle)."""
-
-    @staticmethod
-    def forward(ctx, current: Tensor, tau: float, v_th: float, rule: Surrogate | AssgState):  # type: ignore[override]
-        spikes, h = _run_forward(current, tau, v_th, True)
-        saved = rule.prepare(h, v_th)
-        ctx.save_for_backward(h, *saved)
-        ctx.cfg = (tau, v_th, rule)
-        ctx.mark_non_differentiable(h)
-        ctx.set_materialize_grads(False)
-        return spikes, h
-
-    @staticmethod
-    def backward(ctx, grad_s: Tensor | None, _grad_h: Tensor | None):  # type: ignore[override]
-        if grad_s is None:
-            return None, None, None, None
-        h, *saved = ctx.saved_tensors
-        return _surrogate_backward(h, grad_s, *ctx.cfg, tuple(saved)), None, None, None
-
-
-class _FusedRate(torch.autograd.Function):
-    """Exact forward; backward multiplies the gradient at every step by the rate slope of the mean current.
-
-    Saves only the slope ``[...]`` (T times smaller than the input); ``h`` is returned only when asked for.
-    """
-
-    @staticmethod
-    def forward(ctx, current: Tensor, tau: float, v_th: float, keep_h: bool):  # type: ignore[override]
-        spikes, h = _run_forward(current, tau, v_th, keep_h)
-        ibar = torch.mean(current, 0, out=torch.empty_like(current[0]))  # in the layout of one step, like grad_s
-        ctx.save_for_backward(rate_slope(ibar, tau, v_th))
-        if h is None:
-            return spikes
-        ctx.mark_non_differentiable(h)
-        ctx.set_materialize_grads(False)
-        return spikes, h
-
-    @staticmethod
-    def backward(ctx, grad_s: Tensor | None, *_grad_h: Tensor | None):  # type: ignore[override]
-        if grad_s is None:
-            return None, None, None, None
-        (slope,) = ctx.saved_tensors
-        return grad_s * slope, None, None, None
-
-
+# ------------------------------------------------------------------------------------------- engines
 def _fused(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor | None]:
-    """The fused engine: skip autograd entirely when no gradient is needed (inference, clean predictions)."""
-    tau, v_th, keep_h = neuron.tau, neuron.v_th, neuron.record
-    if not (torch.is_grad_enabled() and current.requires_grad):
-        return _run_forward(current, tau, v_th, keep_h)
-    name = neuron.path.name
-    if name == "rate":
-        out = _FusedRate.apply(current, tau, v_th, keep_h)
-        return out if keep_h else (out, None)
-    if name == "bptt":
-        return _FusedBPTT.apply(current, tau, v_th, neuron.surrogate.gamma)
-    return _FusedSurrogate.apply(current, tau, v_th, neuron.path_rule())
+    """The fused engine (:func:`robench.snn.fused.fused`) with the neuron's rule."""
+    return engine.fused(current, neuron.tau, neuron.v_th, neuron.record, neuron.path_rule())
 
 
 def _reference(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor]:
     """Per-step loop under autograd: the executable specification of every gradient path."""
-    name, T = neuron.path.name, current.shape[0]
-    rate = name == "rate"
+    rule, T = neuron.path_rule(), current.shape[0]
+    rate = isinstance(rule, Rate)
     slope = rate_slope(current.mean(0), neuron.tau, neuron.v_th).detach() if rate else None
     needs = torch.is_grad_enabled() and current.requires_grad  # ASSG statistics move only when a gradient is due
-    rule = neuron.path_rule() if name not in ("bptt", "rate") and needs else None
+    own = rule is neuron.surrogate or not needs  # bptt (or no gradient due): the neuron's own fire
     u = torch.zeros_like(current[0])
     spikes, hs = [], []
     for t in range(T):
@@ -351,7 +82,7 @@ def _reference(current: Tensor, neuron: SpikingNeuron) -> tuple[Tensor, Tensor]:
             u = neuron.reset(h, s.detach())
         else:
             x = h - neuron.v_th
-            s = neuron.fire(h) if rule is None else _SurrogateSpike.apply(x, rule.step_fn(t, x, T))
+            s = neuron.fire(h) if own else SurrogateSpike.apply(x, rule.step_fn(t, x, T))
             u = neuron.reset(h, s)
         spikes.append(s)
         hs.append(h)
@@ -396,20 +127,22 @@ class SpikingNeuron(nn.Module):
     @property
     def grad_mode(self) -> GradMode | GradPath:
         """The gradient path: a :class:`GradMode` for ``bptt`` and ``rate``, else the :class:`GradPath`."""
-        return GradMode(self.path.name) if self.path.name in GradMode.__members__ else self.path
+        return as_mode(self.path)
 
     @grad_mode.setter
     def grad_mode(self, mode: str | GradMode | GradPath) -> None:
         self.path = mode if isinstance(mode, GradPath) else GradPath.from_key(getattr(mode, "value", mode))
 
-    def path_rule(self) -> Surrogate | AssgState:
-        """The backward rule of a surrogate path: a :class:`Surrogate`, or this layer's ASSG statistics."""
-        if self.path.name == "assg":
-            A = self.path.value("A")
-            if self.path_state is None or self.path_state.A != A:
-                self.path_state = AssgState(A)
-            return self.path_state
-        return _surrogate_of(self.path)
+    def path_rule(self) -> Rule | Rate:
+        """The backward rule of this neuron's path: its own surrogate (``bptt``), :data:`RATE`, a
+        :class:`Surrogate`, or this layer's ASSG statistics (kept while the path's A stays the same)."""
+        return _RULES[self.path.name](self, self.path)
+
+    def assg_state(self, path: GradPath) -> AssgState:
+        A = path.value("A")
+        if self.path_state is None or self.path_state.A != A:
+            self.path_state = AssgState(A)
+        return self.path_state
 
     # charge / fire / reset: one step each (the reference engine and the docs use them)
     def charge(self, u: Tensor, current_t: Tensor) -> Tensor:
@@ -453,6 +186,12 @@ class SpikingNeuron(nn.Module):
 @functools.lru_cache(maxsize=64)
 def _surrogate_of(path: GradPath) -> Surrogate:
     return SURROGATES.get(path.name)(*(v for _, v in path.params))
+
+
+# path name -> how a neuron resolves that path to its backward rule (the registered names of robench.snn.paths)
+_RULES: dict[str, Callable[[SpikingNeuron, GradPath], Rule | Rate]] = {
+    "bptt": lambda n, p: n.surrogate, "rate": lambda n, p: RATE, "assg": SpikingNeuron.assg_state,
+    **{name: (lambda n, p: _surrogate_of(p)) for name in SURROGATES}}
 
 
 def spiking_neurons(model: nn.Module) -> list[SpikingNeuron]:

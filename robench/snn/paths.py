@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import BadSpec
 from ..registry import Registry
-from .neurons import GradMode, rate_slope, spiking_neurons
+from .neurons import GradMode, as_mode, rate_slope, spiking_neurons
 from .pathkeys import GradPath
 from .surrogates import ASSG_A_RANGE, SURROGATES, AssgState
 from .swap import restore_surrogates, slot_paths, swap_surrogates, swapped
@@ -197,10 +197,7 @@ def parse_path(path: str | GradPath, label: str = "unknown gradient mode") -> Gr
 def parse_grad_mode(mode: str | GradMode | GradPath) -> GradMode | GradPath:
     """One path: a :class:`GradMode` for ``bptt`` and ``rate`` (as before paths existed), else its
     :class:`GradPath`."""
-    if isinstance(mode, GradMode):
-        return mode
-    path = parse_path(mode)
-    return GradMode(path.name) if path.name in GradMode.__members__ else path
+    return mode if isinstance(mode, GradMode) else as_mode(parse_path(mode))
 
 
 def _as_path(mode: str | GradMode | GradPath) -> GradPath:
@@ -224,8 +221,7 @@ def get_grad_mode(model: nn.Module) -> GradMode | GradPath | None:
     paths = {n.path for n in spiking_neurons(model)} | slot_paths(model)
     if len(paths) != 1:
         return None
-    path = paths.pop()
-    return GradMode(path.name) if path.name in GradMode.__members__ else path
+    return as_mode(paths.pop())
 
 
 def reset_path_state(model: nn.Module) -> None:

@@ -11,18 +11,20 @@ class holding that parameter (registered in :data:`SURROGATES`)::
 
 Each integrates to 1 over x, and each class also has the primitive (the smooth step it differentiates), used
 by the float64 finite-difference tests. :class:`AssgState` holds the per-element running statistics of the
-adaptive arctan surrogate (ASSG, docs/evaluation.md §2).
+adaptive arctan surrogate (ASSG, docs/evaluation.md §2). :class:`Triangle` is a neuron's own training surrogate
+(an ``nn.Module``), and the backward rule of the ``bptt`` path.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import BadSpec
 from ..registry import Registry
@@ -65,6 +67,48 @@ def arctan_backward(grad: Tensor, x: Tensor, a: float | Tensor = 2.0) -> Tensor:
 
 def rectangle_backward(grad: Tensor, x: Tensor, w: float = 1.0) -> Tensor:
     return grad * rectangle_derivative(x, w)
+
+
+# ------------------------------------------------------------------------------------- training surrogate
+class SurrogateSpike(torch.autograd.Function):
+    """Heaviside forward; backward ``grad * derivative(x)``: the training surrogate and the reference engine's spike."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, derivative: Callable[[Tensor], Tensor]) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.derivative = derivative
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * ctx.derivative(x), None
+
+
+class Triangle(nn.Module):
+    """Heaviside forward, triangle surrogate backward with half-width ``gamma`` (docs/method.md §2): a neuron's
+    training surrogate, and (with the hooks of :class:`Surrogate`) the rule of the ``bptt`` path."""
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        super().__init__()
+        self.gamma = float(gamma)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SurrogateSpike.apply(x, self.step_fn(0, x, 1))
+
+    def prepare(self, h: Tensor, v_th: float) -> tuple[Tensor, ...]:
+        return ()
+
+    def derivative_at(self, t: int, x: Tensor, saved: tuple[Tensor, ...]) -> Tensor:
+        """``max(0, gamma - |x|) / gamma^2`` over the scratch ``x``, times ``1 / gamma^2`` (skipped at 1)."""
+        sg = x.abs_().neg_().add_(self.gamma).clamp_min_(0)
+        return sg if self.gamma == 1.0 else sg.mul_(1.0 / (self.gamma * self.gamma))
+
+    def step_fn(self, t: int, x_t: Tensor, T: int) -> Callable[[Tensor], Tensor]:
+        return functools.partial(triangle_derivative, w=self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
 
 
 # ------------------------------------------------------------------------------------------ classes
