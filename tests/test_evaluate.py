@@ -15,6 +15,7 @@ from robench.attacks import ATTACKS, AttackSpec
 from robench.errors import BadSpec, IntegrityError
 from robench.eval.checks import eval_determinism, model_findings, outputs_probabilities, zero_grad_fraction
 from robench.results import ResultsStore
+from robench.snn.pathkeys import BPTT, RATE, GradPath
 
 FAST = {"pgd": dict(steps=3), "bim": dict(steps=3), "apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2),
         "autoattack": dict(version="custom", steps=2)}
@@ -116,7 +117,7 @@ def test_an_interrupted_group_reruns_only_its_missing_paths(trained, tmp_path, m
     calls, real = [], ev.attack_cell
     monkeypatch.setattr(ev, "attack_cell", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     again = ev.evaluate([_target(model)], spec, "both", ev.Data("tiny", x, y), store, device="cpu", batch_size=8)
-    assert calls == ["rate"] and again.ran == 1
+    assert calls == [RATE] and again.ran == 1  # the parsed path, carried as it is
     cols = ["grad", "robust_count", "robust_mask"]
     assert again.records[cols].values.tolist() == full[cols].values.tolist()
 
@@ -148,8 +149,9 @@ def test_auto_batch_size_is_a_capped_power_of_two(trained, monkeypatch):
 
 
 def test_parse_grads():
-    assert ev.parse_grads("both") == ["bptt", "rate"]
-    assert ev.parse_grads(["rate", "bptt", "rate"]) == ["rate", "bptt"]
+    assert ev.parse_grads("both") == [BPTT, RATE]
+    assert ev.parse_grads(["rate", "bptt", "rate"]) == [RATE, BPTT]
+    assert ev.parse_grads([RATE, "triangle:w=0.50"]) == [RATE, GradPath("triangle", (("w", 0.5),))]
     with pytest.raises(BadSpec, match="--grad 'sideways'; choose from: bptt, rate, both"):
         ev.parse_grads("sideways")
 

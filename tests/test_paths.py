@@ -276,6 +276,26 @@ def test_evaluate_records_each_path_and_the_worst_case(tiny_model, tiny_data, tm
     assert again.ran == 0 and again.skipped == 4  # same keys (worst included): every cell is skipped
 
 
+def test_evaluate_parses_each_path_once_and_carries_the_object_to_the_neurons(tiny_model, tiny_data, monkeypatch):
+    """--grad text is parsed once; every batch's grad_mode gets the parsed GradPath, never text to parse again."""
+    import robench.eval.cell
+
+    parsed, given = [], []
+    expand, grad_mode = P._expand, robench.eval.cell.grad_mode
+    monkeypatch.setattr(P, "_expand", lambda item, label: parsed.append(item) or expand(item, label))
+    monkeypatch.setattr(robench.eval.cell, "grad_mode", lambda m, mode: given.append(mode) or grad_mode(m, mode))
+    P._checked.cache_clear()
+    x, y = tiny_data[0][:16], tiny_data[1][:16]
+    spec = AttackSpec("pgd", eps=0.1, steps=1, step_size=0.05)
+    out = ev.evaluate([ev.Target("tiny", "ab" * 32, tiny_model, "tiny")], [spec], "sigmoid:k=4.0,assg",
+                      ev.Data("tiny", x, y), device="cpu", check_models=False, batch_size=2)
+    assert list(out.records["grad"]) == ["sigmoid:k=4", "assg:A=0.425", "worst"]
+    paths = [GradPath("sigmoid", (("k", 4.0),)), GradPath("assg", (("A", 0.425),))]
+    assert len(given) > 2 * len(paths) and set(given) == set(paths)  # several batches each, always the object
+    assert parsed.count("sigmoid:k=4.0") == 1 and parsed.count("assg") == 1
+    assert all(parsed.count(p.key) <= 1 for p in paths)  # an object is checked once, however many batches
+
+
 def test_cli_grad_errors_are_one_line_and_write_nothing(capsys, tmp_path):
     for bad, text in [("sideways", "--grad 'sideways'; choose from: bptt, rate, both, sweep"),
                       ("triangle:w=-1", "w must be a finite number > 0")]:

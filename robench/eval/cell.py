@@ -26,7 +26,8 @@ from ..attacks import AttackSpec, build
 from ..dist import WHOLE, Part, agree_min, all_sum, batch_seed, batches, gather, gather_objects
 from ..runtime import seed_everything
 from ..snn.encoding import Averaged, sampler
-from ..snn.paths import grad_mode
+from ..snn.pathkeys import GradPath
+from ..snn.paths import grad_mode, parse_path
 from .stochastic import clean_correct_draws, verify_draws
 from .verify import check_examples
 
@@ -70,7 +71,7 @@ class CellOutcome:
     single: Tensor | None = None  # stochastic models: adversarial correct under one fresh draw, bool [N]
 
 
-def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
+def run_cell(model: nn.Module, spec: AttackSpec, grad: str | GradPath, x: Tensor, y: Tensor, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device | None = None,
              clean: Tensor | None = None, part: Part = WHOLE) -> Tensor:
     """Per-sample robustness ``bool [N]`` (on the CPU) of ``model`` under ``spec`` with gradient mode ``grad``:
@@ -78,16 +79,17 @@ def run_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor
     return attack_cell(model, spec, grad, x, y, seed, batch_size, device, clean, part=part).correct
 
 
-def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Tensor, seed: int = 0,
+def attack_cell(model: nn.Module, spec: AttackSpec, grad: str | GradPath, x: Tensor, y: Tensor, seed: int = 0,
                 batch_size: int | None = None, device: str | torch.device | None = None,
                 clean: Tensor | None = None, keep_adv: bool = False, part: Part = WHOLE) -> CellOutcome:
     """Attack the clean-correct samples of ``x`` and verify every example (:mod:`robench.eval.verify`).
 
-    ``model`` must already be on ``device`` (default: its parameters' device); ``x`` ``[N, C, H, W]`` in
-    ``[0, 1]`` and ``y`` ``[N]`` are moved there (a no-op when they are). ``clean``: the clean ``correct``
+    ``model`` must already be on ``device`` (default: its parameters' device); ``x`` ``[N, C, H, W]`` in ``[0, 1]``
+    and ``y`` ``[N]`` are moved there (a no-op when they are). ``grad``: a gradient path (text is parsed here, once;
+    a :class:`GradPath` is used as it is) or ``"none"`` for a gradient-free attack. ``clean``: the clean ``correct``
     vector when already known. ``keep_adv``: also return the verified examples of the broken samples (on the CPU).
-    The initially correct images are attacked in global batches of ``batch_size``; before each, torch is seeded
-    from ``seed``, the cell (attack, params, eps, ``grad``) and the batch's first image index
+    The initially correct images are attacked in global batches of ``batch_size``; before each, torch is seeded from
+    ``seed``, the cell (attack, params, eps, ``grad``) and the batch's first image index
     (:func:`robench.dist.batch_seed`), so a cell is reproducible and its outcome does not depend on ``part``:
     torchrun ranks run every K-th batch and gather; a ``--shard`` returns its own batches' bits and examples only.
     A spec with ``eot`` (a stochastic model, :mod:`robench.eval.stochastic`) attacks the K-draw average and is
@@ -102,13 +104,15 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str, x: Tensor, y: Ten
         clean = clean_correct(model, x, y, bs, part) if eot is None else \
             clean_correct_draws(model, x, y, bs, spec.draws, seed, part)
     clean = clean.to(device)
-    ctx = nullcontext if grad == "none" else (lambda: grad_mode(model, grad))
+    path = None if grad == "none" else parse_path(grad)
+    ctx = nullcontext if path is None else (lambda: grad_mode(model, path))
     correct = torch.zeros_like(clean)  # set on this part's images only: the parts' vectors are disjoint
     single = torch.zeros_like(clean)
     name = getattr(spec, "name", type(spec).__name__)
     ball = getattr(spec, "budgeted", not getattr(spec, "gradient_free", False))  # square: no gradient, L-inf ball
     norm = getattr(spec, "norm", "Linf")
     invalid, kept, index = 0, [], []
+    # the seed's cell tag: the path as given (a GradPath renders as its key, what sweeps and cascades give)
     tag = f"{name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else f"{name}|{grad}"
     with frozen(model), sampler(model, getattr(spec, "sampler", None)):
         attack = build(spec, model if eot is None else Averaged(model, eot))

@@ -20,6 +20,7 @@ from ..results.findings import Finding
 from ..results.stats import encode_mask
 from ..results.store import Key, row_key
 from ..runtime import now, versions
+from ..snn.pathkeys import GradPath
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Target:
     config: str = ""
 
 
+Grad = GradPath | str  # a gradient path, or the label "none" (gradient-free) or "worst" (over the paths)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One cell: a model (id, sha256, config digest) on data (dataset, n), one attack at one eps, one gradient
@@ -54,13 +58,13 @@ class Cell:
     dataset: str
     n: int
     spec: AttackSpec
-    grad: str
+    grad: Grad  # its key goes into the row
     seed: int
     config: str = ""
 
     def stub(self) -> dict:
         return {"model": self.model, "sha256": self.sha256, "config": self.config, "dataset": self.dataset,
-                "n": self.n, "attack": self.spec.name, "params": self.spec.params_json(), "grad": self.grad,
+                "n": self.n, "attack": self.spec.name, "params": self.spec.params_json(), "grad": str(self.grad),
                 "eps": self.spec.eps, "eps_str": self.spec.eps_str, "seed": self.seed}
 
     @property
@@ -89,12 +93,13 @@ def make_row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device:
             "robust_mask": encode_mask(correct.cpu().numpy())}
 
 
-def row_flags(findings: Sequence[Finding], grad: str, invalid: int = 0) -> str:
-    names = [f.name for f in findings if not f.grads or grad in f.grads or grad == "worst"]
+def row_flags(findings: Sequence[Finding], grad: Grad, invalid: int = 0) -> str:
+    key = str(grad)
+    names = [f.name for f in findings if not f.grads or key in f.grads or key == "worst"]
     return ";".join(dict.fromkeys(names + ([f"invalid-adv={invalid}"] if invalid else [])))
 
 
 def invalid_finding(cell: Cell, invalid: int) -> Finding:
     return Finding("invalid-adv", f"{cell.model} {cell.spec.name} eps={cell.spec.eps_str} grad={cell.grad}: "
                    f"{invalid} adversarial example(s) failed verification (not finite, outside [0, 1] or the "
-                   "eps-ball) and were counted robust", model=cell.model, grads=(cell.grad,))
+                   "eps-ball) and were counted robust", model=cell.model, grads=(str(cell.grad),))

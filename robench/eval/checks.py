@@ -29,6 +29,7 @@ from ..results.checks import (  # noqa: F401  (the record checks, importable fro
     stored_flags,
 )
 from ..results.findings import Finding
+from ..snn.pathkeys import GradPath
 
 
 # ----------------------------------------------------------------------------------------- model checks
@@ -58,7 +59,7 @@ def outputs_probabilities(model, x, tol: float = 1e-5) -> bool:
     return bool(out.min() > -tol and out.max() < 1 + tol and ((out.sum(-1) - 1).abs() < tol).all())
 
 
-def zero_grad_fraction(model, x, y, mode: str) -> float:
+def zero_grad_fraction(model, x, y, mode: str | GradPath) -> float:
     """Fraction of samples whose input gradient of the cross-entropy is exactly zero in gradient ``mode``."""
     import torch
     import torch.nn.functional as F
@@ -73,7 +74,8 @@ def zero_grad_fraction(model, x, y, mode: str) -> float:
     return float((g.flatten(1) == 0).all(1).float().mean())
 
 
-def model_findings(model, model_id: str, x, y, modes: Sequence[str], zero_grad: float = 0.05) -> list[Finding]:
+def model_findings(model, model_id: str, x, y, modes: Sequence[str | GradPath], zero_grad: float = 0.05
+                   ) -> list[Finding]:
     """The model checks on a few samples: determinism, logits, and the zero-gradient fraction per mode."""
     out = []
     if not eval_determinism(model, x):
@@ -87,5 +89,5 @@ def model_findings(model, model_id: str, x, y, modes: Sequence[str], zero_grad: 
         if frac > zero_grad:
             out.append(Finding("zero-grad", f"{model_id}: {100 * frac:.1f}% of {len(x)} samples have an all-zero input "
                                f"gradient with {mode} (gradient masking: that mode's attacks are blind there)",
-                               model=model_id, grads=(mode,)))
+                               model=model_id, grads=(str(mode),)))
     return out

@@ -4,10 +4,11 @@ A cell returns a per-sample vector ``correct[n]``: a sample counts as robust whe
 clean and under attack (the AutoAttack convention), so only initially correct samples are attacked, and robust
 accuracy never exceeds clean accuracy. The worst case over gradient paths (``grad = worst``) is the AND of the
 paths' vectors (``grad`` holds a path's canonical key, e.g. ``bptt`` or ``sigmoid:k=4``). A gradient-free attack
-(``gaussian``) runs once, recorded with ``grad = none``. Every adversarial
+(``gaussian``) runs once, recorded with ``grad = none``. The paths are parsed once (:func:`parse_grads`) and carried
+as :class:`~robench.snn.pathkeys.GradPath` objects down to the neurons; only rows hold their keys. Every adversarial
 example is verified before its sample counts as broken (:mod:`robench.eval.verify`); an invalid one counts as robust
-and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (docs/evaluation.md §5), and
-``save_adv`` writes each cell run's verified examples (:mod:`robench.eval.adversarial`).
+and leaves ``invalid-adv=N`` in the row's ``flags``. Each row carries its ``robust_mask`` (docs/evaluation.md §5),
+and ``save_adv`` writes each cell run's verified examples (:mod:`robench.eval.adversarial`).
 
 One cell (one attack x gradient path on a batch, verified) is :mod:`robench.eval.cell`; the data, targets, cells
 and the row a cell writes are :mod:`robench.eval.cells`; this module plans the cells, runs each model's, and stores
@@ -40,6 +41,7 @@ from ..results.shards import shard_fields
 from ..results.store import COLUMNS, ByKey, ResultsStore, row_key, to_frame
 from ..results.worstcase import masking
 from ..runtime import resolve_device
+from ..snn.pathkeys import GradPath
 from ..snn.paths import parse_paths, path_applies
 from .cell import (  # noqa: F401 (the cell's names, re-exported: a sweep's callers run single cells too)
     CPU_CAP,
@@ -56,6 +58,7 @@ from .cells import (  # noqa: F401 (importable from the sweep, as before)
     Cell,
     Data,
     Evaluation,
+    Grad,
     Target,
     invalid_finding,
     make_row,
@@ -67,10 +70,10 @@ from .stochastic import clean_correct_draws, stochastic_specs
 CHECK_SAMPLES = 64  # samples used by the model checks
 
 
-def parse_grads(grad: str | Sequence[str]) -> list[str]:
-    """Gradient paths (``robench.snn.paths.parse_paths`` syntax; ``both`` = ``bptt,rate``) -> their canonical
-    keys, distinct, in order: what the cells and the results' ``grad`` column use."""
-    return [p.key for p in parse_paths(grad, label="--grad")]
+def parse_grads(grad: str | GradPath | Sequence[str | GradPath]) -> list[GradPath]:
+    """Gradient paths (``robench.snn.paths.parse_paths`` syntax; ``both`` = ``bptt,rate``) -> the paths, distinct,
+    in order: what the cells carry (paths already parsed are only checked, once per path)."""
+    return parse_paths(grad, label="--grad")
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
@@ -80,7 +83,7 @@ class _Group:
 
     target: Target
     spec: AttackSpec
-    modes: list[str]
+    modes: list[Grad]
     cells: list[Cell]
     single: list[Cell] = field(default_factory=list)  # stochastic: the same cells verified with one draw
 
@@ -91,7 +94,7 @@ def _single(cell: Cell) -> Cell:
 
 
 def plan(models: Sequence[Target], specs: Sequence[AttackSpec] | Mapping[int, Sequence[AttackSpec]],
-         grads: Sequence[str], data: Mapping[str, Data], seed: int) -> list[_Group]:
+         grads: Sequence[GradPath], data: Mapping[str, Data], seed: int) -> list[_Group]:
     """The cell groups of ``models x specs x grads``; ``specs`` may map a target's ``id()`` to its own list."""
     groups = []
     for t in models:
@@ -105,7 +108,7 @@ def plan(models: Sequence[Target], specs: Sequence[AttackSpec] | Mapping[int, Se
     return groups
 
 
-def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str | Sequence[str],
+def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str | Sequence[str | GradPath],
              data: Data | Mapping[str, Data], store: ResultsStore | None = None,
              progress: Callable[[dict], None] | None = None, force: bool = False, seed: int = 0,
              batch_size: int | None = None, device: str | torch.device = "auto",
@@ -198,7 +201,7 @@ def check_fits(t: Target, d: Data) -> None:
         raise BadSpec(f"model {t.id} has {k} classes, but {d.name} labels go up to {int(d.y.max())}")
 
 
-def _check_paths(t: Target, grads: Sequence[str]) -> None:
+def _check_paths(t: Target, grads: Sequence[GradPath]) -> None:
     """Refuse, before any cell runs, a gradient path that does not apply to the model (never run it under that
     path's name with another gradient)."""
     for g in grads:
@@ -221,7 +224,7 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
                 clean_correct_draws(model, d.x, d.y, bs, draws, seed, part)
         return cleans[draws]
 
-    modes = sorted({m for g in groups for m in g.modes} - {"none"})
+    modes = sorted({m for g in groups for m in g.modes} - {"none"}, key=str)
     found = model_findings(model, target.id, d.x[:CHECK_SAMPLES], d.y[:CHECK_SAMPLES], modes) if check_models else []
     rows, invalid_found = [], []
     for g in groups:
@@ -249,7 +252,7 @@ def _run_target(target: Target, groups: list[_Group], d: Data, dev: torch.device
                 rows += keep_rows([make_row(_single(cell), singles[-1], one, secs, dev, row["flags"])], store, done,
                                   force)
             emit({"kind": "cell", "model": cell.model, "attack": cell.spec.name, "eps_str": cell.spec.eps_str,
-                  "grad": cell.grad, "robust_acc": row["robust_acc"]})
+                  "grad": str(cell.grad), "robust_acc": row["robust_acc"]})
         if len(g.cells) > len(g.modes):  # worst case: a sample is robust only if robust in every mode
             worst = torch.stack([v for v, _ in vectors]).all(0)
             secs = sum(s for _, s in vectors)

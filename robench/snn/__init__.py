@@ -1,1 +1,2 @@
-"""Spiking networks: neurons and their engines (``neurons``), gradient paths (``paths``), architectures (``models``)."""
+"""Spiking networks: neurons (``neurons``) and their fused engine (``fused``), gradient paths (``paths``),
+architectures (``models``)."""

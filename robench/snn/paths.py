@@ -22,6 +22,7 @@ train/eval, because attack libraries call ``model.eval()`` inside every attack::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -172,7 +173,7 @@ def parse_paths(paths: str | GradPath | Sequence[str | GradPath], label: str = "
     out: list[GradPath] = []
     for item in items:
         if isinstance(item, GradPath):
-            out += _expand(item.key, label)  # re-checked: a hand-made GradPath must be valid too
+            out.append(_checked(item, label))  # a hand-made GradPath must be valid too
             continue
         for part in str(item).split(","):
             part = part.strip()
@@ -180,6 +181,13 @@ def parse_paths(paths: str | GradPath | Sequence[str | GradPath], label: str = "
     if not out:
         raise BadSpec(f"{label} {paths!r}; choose from: {choices()}")
     return list(dict.fromkeys(out))
+
+
+@functools.lru_cache(maxsize=256)
+def _checked(path: GradPath, label: str) -> GradPath:
+    """``path`` when its key parses back to it (checked once per path: attacks set it at every batch)."""
+    (out,) = _expand(path.key, label)
+    return out
 
 
 def _expand_preset(name: str, label: str) -> list[GradPath]:
@@ -201,6 +209,9 @@ def parse_grad_mode(mode: str | GradMode | GradPath) -> GradMode | GradPath:
 
 
 def _as_path(mode: str | GradMode | GradPath) -> GradPath:
+    """A path given as text is parsed; one given as a :class:`GradPath` is only checked (once per path)."""
+    if isinstance(mode, GradPath):
+        return _checked(mode, "unknown gradient mode")
     return parse_path(mode.value if isinstance(mode, GradMode) else mode)
 
 
