@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -44,23 +44,20 @@ __all__ = ["GradMode", "GradPath", "PATHS", "PRESETS", "grad_mode", "set_grad_mo
 
 @dataclass(frozen=True)
 class PathKind:
-    """A registered path: its parameter (name and default, None = required) and how to check a value."""
+    """A registered path: its parameter (name and default, None = required), what builds its backward rule from
+    a value (and so checks it), and the values it accepts, in words."""
 
     name: str
     param: str | None = None
     default: float | None = None
     help: str = ""
+    make: Callable[[float], object] | None = None
+    accepts: str = "a finite number > 0"
 
     def check(self, value: float) -> None:
         """Raise :class:`BadSpec` for a value the path does not accept."""
-        if self.name == "assg":
-            AssgState(value)
-        elif self.name in SURROGATES:
-            SURROGATES.get(self.name)(value)
-
-    @property
-    def accepts(self) -> str:
-        return f"in [{ASSG_A_RANGE[0]}, {ASSG_A_RANGE[1]}]" if self.name == "assg" else "a finite number > 0"
+        if self.make is not None:
+            self.make(value)
 
     @property
     def syntax(self) -> str:
@@ -75,8 +72,10 @@ PATHS: Registry[PathKind] = Registry("gradient path")
 PATHS.add("bptt", PathKind("bptt", help="the model's own training surrogate"))
 PATHS.add("rate", PathKind("rate", help="rate gradient (docs/method.md §5)"))
 for _name in SURROGATES:
-    PATHS.add(_name, PathKind(_name, SURROGATES.get(_name).param, help=f"{_name} surrogate"))
-PATHS.add("assg", PathKind("assg", "A", 0.425, help=f"adaptive arctan, A in {list(ASSG_A_RANGE)}"))
+    _cls = SURROGATES.get(_name)
+    PATHS.add(_name, PathKind(_name, _cls.param, help=f"{_name} surrogate", make=_cls))
+PATHS.add("assg", PathKind("assg", "A", 0.425, help=f"adaptive arctan, A in {list(ASSG_A_RANGE)}", make=AssgState,
+                           accepts=f"in [{ASSG_A_RANGE[0]}, {ASSG_A_RANGE[1]}]"))
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "both": ("bptt", "rate"),
