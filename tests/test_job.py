@@ -13,6 +13,7 @@ from robench.errors import BadSpec, UsageError
 from robench.eval.job import AttackOptions, prepare_attack, run_attack
 from robench.results.report import make_report
 from robench.results.shards import merge_results
+from robench.snn.pathkeys import BPTT, RATE
 
 STAMPS = ["seconds", "timestamp"]
 
@@ -55,8 +56,8 @@ def test_prepare_attack_refuses_a_bad_option_and_writes_nothing(zoo, tmp_path, k
 def test_prepare_attack_leaves_the_options_as_given(zoo, tmp_path):  # noqa: F811
     opts = _options(zoo, tmp_path / "res", norm="linf")
     job = prepare_attack(opts)
-    assert opts.norm == "linf" and job.options.norm == "Linf" and job.batch_size is None and job.grads == ["bptt",
-                                                                                                         "rate"]
+    assert opts.norm == "linf" and job.options.norm == "Linf" and job.batch_size is None
+    assert job.grads == [BPTT, RATE]  # parsed once, carried as paths
 
 
 def test_make_report_writes_what_the_command_writes_and_checks_first(zoo, tmp_path, capsys):  # noqa: F811

@@ -29,6 +29,7 @@ from ..results.shards import ShardFile, shard_path
 from ..results.store import ResultsStore
 from ..runtime import resolve_device
 from ..snn.encoding import ENCODINGS, SAMPLERS, check_draws, is_stochastic
+from ..snn.pathkeys import GradPath
 from ..zoo import select
 from .adversarial import check_adv_dir
 from .cascade import is_protocol, names, protocol, run_reliable
@@ -95,7 +96,7 @@ class AttackJob:
     options: AttackOptions
     cascade: Protocol | None
     specs: list[AttackSpec]
-    grads: list[str]
+    grads: list[GradPath]  # parsed once, carried to the neurons
     batch_size: int | None
     part: Part
     device: torch.device
