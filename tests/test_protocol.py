@@ -225,7 +225,7 @@ def test_probe_ranks_paths_and_stages_use_the_ranking(trained, tmp_path, one_thr
     rows = df[[json.loads(q)["stage"] == "probe" for q in df["params"]]]
     assert list(rows["grad"]) == ["bptt", "rate", "arctan:a=4"]  # every path that applies, in the file's order
     broke = dict(zip(rows["grad"], rows["clean_count"] - rows["robust_count"], strict=True))
-    ranking = probe_mod.rank(broke, probe.paths)
+    ranking = probe_mod.rank(broke, [p.key for p in probe.paths])  # the rows hold the keys
     stages = df[[isinstance(json.loads(q)["stage"], int) for q in df["params"]]]
     assert list(stages["grad"]) == [ranking[1], ranking[0]]
     assert [json.loads(q)["path_requested"] for q in stages["params"]] == ["probe:2", "probe:1"]

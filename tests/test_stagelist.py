@@ -13,6 +13,7 @@ import robench.eval.cascade as proto
 from robench.errors import BadSpec
 from robench.eval import stagelist
 from robench.results import ResultsStore
+from robench.snn.pathkeys import GradPath
 
 OLD_ROWS = Path(__file__).parent / "data" / "reliable-v1.csv"  # rows the first cascade wrote (results/reliable.csv)
 GOOD = """
@@ -61,7 +62,7 @@ def test_v1_rows_keep_their_keys():
     assert p.at(*p.eps).stages == p.stages  # the CLI retargets to the protocol's own budget: nothing moves
     for k, stage in enumerate(p.stages, 1):
         assert json.dumps(proto.stage_params(p, k, stage), sort_keys=True) == old["params"].iloc[k - 1]
-        assert stage.grad == old["grad"].iloc[k - 1]
+        assert str(stage.grad) == old["grad"].iloc[k - 1]
     assert json.dumps(proto.whole_params(p), sort_keys=True) == old["params"].iloc[7]
     assert proto.stage_seed(0, "ab", 1, 0) == proto.stage_seed(0, "ab", 1, 0, "reliable", 1)
 
@@ -71,7 +72,9 @@ def test_retarget_and_digest():
     q = p.at(4 / 255, "4/255")
     assert q.stages[1].spec.step_size == pytest.approx(0.5 / 255) and q.probe.spec.eps == pytest.approx(4 / 255)
     assert q.digest() == p.digest() != stagelist.load("reliable-v2").digest()
-    assert p.stages[1].restarts == 2 and p.stages[1].grad == "sigmoid:k=16" and p.stages[0].probe_rank == 1
+    assert p.stages[1].restarts == 2 and p.stages[0].probe_rank == 1
+    assert p.stages[1].grad == GradPath("sigmoid", (("k", 16.0),))  # parsed once, on loading the file
+    assert stagelist.Stage(p.stages[1].spec, "sigmoid:k=16.0").grad == p.stages[1].grad  # a hand-made stage too
 
 
 @pytest.mark.parametrize("edit, message", [

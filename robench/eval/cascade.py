@@ -37,6 +37,7 @@ from ..errors import BadSpec
 from ..results.findings import Finding
 from ..results.store import ByKey, ResultsStore, row_key
 from ..runtime import resolve_device
+from ..snn.pathkeys import GradPath
 from .adversarial import check_adv_dir
 from .cell import auto_batch_size
 from .cell import clean_correct as _clean_correct
@@ -96,15 +97,15 @@ def _run_model(m: ModelRuns) -> list[Finding]:
     return found
 
 
-def _stage_run(m: ModelRuns, k: int, r: int, stage: Stage, grad: str, asked: str | None, robust: torch.Tensor
-               ) -> torch.Tensor:
+def _stage_run(m: ModelRuns, k: int, r: int, stage: Stage, grad: GradPath | str, asked: GradPath | str | None,
+               robust: torch.Tensor) -> torch.Tensor:
     params = stage_params(m.p, k, stage, r, asked)
     seed = stage_seed(m.seed, m.t.sha256, k, r, m.p.name, m.p.version)
     black = lambda broke: ["gradient-masking"] if broke and not stage.white_box else []  # noqa: E731
     return m.attack(params, stage, grad, seed, robust, robust.nonzero().flatten(), black)
 
 
-def _probe(m: ModelRuns) -> list[str]:
+def _probe(m: ModelRuns) -> list[GradPath]:
     """Every applicable probe path on the first ``images`` images (a row each); the ranking."""
     pr = m.p.probe
     first = min(pr.images, m.n)
@@ -138,7 +139,7 @@ def _more_restarts(m: ModelRuns, robust: torch.Tensor) -> torch.Tensor:
     return robust
 
 
-def _ranking(m: ModelRuns) -> list[str]:
+def _ranking(m: ModelRuns) -> list[GradPath]:
     """The probe's ranking (probed once per model; empty when no stage asks for it)."""
     if m.ranking is None:
         m.ranking = _probe(m) if m.p.probe is not None and any(s.probe_rank for s in m.p.stages) else []

@@ -12,7 +12,7 @@ under that path's name: it runs through the strongest substitute that applies (t
 the model's own gradient), and its row says so (``params.path_requested``).
 
 Examples:
-    >>> ranking = rank({"bptt": 3, "rate": 5, "arctan:a=4": 5}, ["bptt", "rate", "arctan:a=4"])
+    >>> ranking = rank({"bptt": 3, "rate": 5, "arctan:a=4": 5}, ["bptt", "rate", "arctan:a=4"])   # any keys
     >>> ranking
     ['rate', 'arctan:a=4', 'bptt']
 """
@@ -23,24 +23,26 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
+from ..snn.pathkeys import BPTT, GradPath
 from ..snn.paths import applicable, path_applies
 from .stagelist import Stage
 
-FALLBACK = "bptt"  # the model's own gradient: applies to every model
+FALLBACK = BPTT  # the model's own gradient: applies to every model
 
 
-def rank(broke: Mapping[str, int], order: Sequence[str]) -> list[str]:
+def rank(broke: Mapping[GradPath, int], order: Sequence[GradPath]) -> list[GradPath]:
     """The probed paths, most images broken first; ties in the order of ``order``."""
     pos = {p: i for i, p in enumerate(order)}
     return sorted(broke, key=lambda p: (-broke[p], pos.get(p, len(pos))))
 
 
-def probe_paths(model: nn.Module, paths: Sequence[str]) -> list[str]:
+def probe_paths(model: nn.Module, paths: Sequence[GradPath]) -> list[GradPath]:
     """The probe's paths that apply to ``model`` (``bptt`` always does)."""
     return applicable(model, paths)
 
 
-def resolve(stage: Stage, ranking: Sequence[str], model: nn.Module) -> tuple[str, str | None]:
+def resolve(stage: Stage, ranking: Sequence[GradPath], model: nn.Module
+            ) -> tuple[GradPath | str, GradPath | str | None]:
     """The path a stage really runs through and, when it differs from what the stage names, the name it asked for.
 
     ``probe:K`` takes the K-th best path of ``ranking`` (the best when fewer paths applied); a path that does not

@@ -23,6 +23,7 @@ from ..dist import Part
 from ..errors import BadSpec, RobenchError
 from ..results.stats import decode_mask
 from ..results.store import ResultsStore
+from ..snn.pathkeys import GradPath
 from .adversarial import file_name, read_adv, write_adv
 from .cell import CellOutcome, attack_cell
 from .stagelist import Protocol, Stage
@@ -54,11 +55,12 @@ def protocol_head(p: Protocol) -> dict:
     return {"suite": p.name, "version": p.version, **({"digest": p.digest()} if p.version >= 2 else {})}
 
 
-def stage_params(p: Protocol, k: int, stage: Stage, restart: int = 0, asked: str | None = None) -> dict:
+def stage_params(p: Protocol, k: int, stage: Stage, restart: int = 0, asked: GradPath | str | None = None) -> dict:
     """The ``params`` of a stage's row: run ``k`` (``"k+r"`` for restart r), the attack's parameters, and the path
     the stage asked for when another ran (``path_requested``)."""
     return {**protocol_head(p), "stage": k if restart == 0 else f"{k}+{restart}", "attack": stage.spec.name,
-            "stage_restarts": stage.restarts, **stage.spec.params(), **({"path_requested": asked} if asked else {})}
+            "stage_restarts": stage.restarts, **stage.spec.params(),
+            **({"path_requested": str(asked)} if asked else {})}
 
 
 def whole_params(p: Protocol) -> dict:
@@ -109,13 +111,14 @@ class ModelRuns:
     def n(self) -> int:
         return len(self.d.x)
 
-    def cell(self, params: dict, grad: str) -> Cell:
+    def cell(self, params: dict, grad: GradPath | str) -> Cell:
         eps, eps_str = self.p.eps
         return Cell(self.t.id, self.t.sha256, self.d.name, self.n, RunLabel(self.p.name, eps, eps_str, params), grad,
                     self.seed, self.t.config)
 
-    def attack(self, params: dict, stage: Stage, grad: str, seed: int, robust: torch.Tensor, todo: torch.Tensor,
-               flags: Callable[[int], list[str]] = lambda broke: [], cumulative: bool = True) -> torch.Tensor:
+    def attack(self, params: dict, stage: Stage, grad: GradPath | str, seed: int, robust: torch.Tensor,
+               todo: torch.Tensor, flags: Callable[[int], list[str]] = lambda broke: [], cumulative: bool = True
+               ) -> torch.Tensor:
         """Attack images ``todo`` (still robust in ``robust``) once, or read the stored row; store the row; return
         the new robust mask (bool [n], CPU). ``flags(broke)``: extra flags for the row."""
         cell = self.cell(params, grad)
@@ -152,12 +155,12 @@ class ModelRuns:
             self.probe_secs += secs
         return after
 
-    def _done(self, params: dict, stage: Stage, grad: str, broke: int, after: torch.Tensor, secs: float,
+    def _done(self, params: dict, stage: Stage, grad: GradPath | str, broke: int, after: torch.Tensor, secs: float,
               resumed: bool, cumulative: bool) -> None:
         if cumulative:
             self.runs.append(Run(str(params["stage"]), stage, broke, int(after.sum()), secs))
         self.emit({"kind": "stage", "model": self.t.id, "stage": params["stage"], "of": len(self.p.stages),
-                   "attack": stage.spec.name, "grad": grad, "robust_acc": float(after.float().mean()),
+                   "attack": stage.spec.name, "grad": str(grad), "robust_acc": float(after.float().mean()),
                    "resumed": resumed})
 
     def _keep_adv(self, index: torch.Tensor, x_adv: torch.Tensor, label: str, cumulative: bool) -> None:

@@ -28,7 +28,7 @@ and the value. The loader is general: a new version is a new file, and ``reliabl
 
 Examples:
     >>> p = load("reliable")            # the newest version; load("reliable-v1") the first
-    >>> [s.grad for s in p.stages][:2]
+    >>> [str(s.grad) for s in p.stages][:2]    # a stage's path is a parsed GradPath, or probe:K or none
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from pathlib import Path
 from ..attacks import ATTACKS, DEFAULTS, NOISE, AttackSpec
 from ..eps import format_eps, parse_one
 from ..errors import BadSpec
+from ..snn.pathkeys import GradPath
 from ..snn.paths import parse_path
 
 if sys.version_info >= (3, 11):
@@ -62,19 +63,24 @@ PROBE_KEYS = ("paths", "attack", "steps", "step_size", "images")
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: ``spec`` through gradient path ``grad`` (a path key, ``probe:K`` or ``none`` for a gradient-free
-    attack), run ``restarts`` times at cascade level (each a new seed, on the samples still robust).
-    ``white_box = False`` marks a black-box stage (the gradient-masking check)."""
+    """One stage: ``spec`` through gradient path ``grad`` (a :class:`GradPath`; a path given as text is parsed here,
+    once), or ``probe:K``, or ``none`` for a gradient-free attack, run ``restarts`` times at cascade level (each a
+    new seed, on the samples still robust). ``white_box = False`` marks a black-box stage (the gradient-masking
+    check)."""
 
     spec: AttackSpec
-    grad: str
+    grad: GradPath | str
     restarts: int = 1
     white_box: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grad, str) and self.grad not in ("none", "probe") and not PROBE_RE.fullmatch(self.grad):
+            object.__setattr__(self, "grad", parse_path(self.grad, label="stage grad"))
 
     @property
     def probe_rank(self) -> int | None:
         """K for a ``probe:K`` stage, else None."""
-        m = PROBE_RE.fullmatch(self.grad)
+        m = PROBE_RE.fullmatch(self.grad) if isinstance(self.grad, str) else None
         return int(m["k"]) if m else None
 
 
@@ -92,11 +98,15 @@ class Adaptive:
 @dataclass(frozen=True)
 class Probe:
     """The path probe: ``spec`` (few steps) through every path of ``paths`` that applies to the model, on the
-    first ``images`` images; the paths ranked by how many images each broke (ties: the order of ``paths``)."""
+    first ``images`` images; the paths ranked by how many images each broke (ties: the order of ``paths``). Paths
+    given as text are parsed here, once."""
 
     spec: AttackSpec
-    paths: tuple[str, ...]
+    paths: tuple[GradPath, ...]
     images: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(parse_path(p, label="probe path") for p in self.paths))
 
 
 @dataclass(frozen=True)
@@ -126,12 +136,12 @@ class Protocol:
             return {"attack": s.name, **{k: round(v, 12) if isinstance(v, float) else v for k, v in s.params().items()}}
 
         body = {"name": ref.name, "version": ref.version,
-                "stages": [{**spec(s.spec), "grad": s.grad, "repeat": s.restarts, "white_box": s.white_box}
+                "stages": [{**spec(s.spec), "grad": str(s.grad), "repeat": s.restarts, "white_box": s.white_box}
                            for s in ref.stages],
                 "adaptive": None if ref.adaptive is None else [ref.adaptive.threshold, ref.adaptive.cap,
                                                                list(ref.adaptive.square_queries)],
-                "probe": None if ref.probe is None else {**spec(ref.probe.spec), "paths": list(ref.probe.paths),
-                                                         "images": ref.probe.images}}
+                "probe": None if ref.probe is None else {**spec(ref.probe.spec), "images": ref.probe.images,
+                                                         "paths": [str(p) for p in ref.probe.paths]}}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
     def at(self, eps: float, eps_str: str) -> Protocol:
@@ -245,7 +255,7 @@ def _spec(table: dict, keys: tuple[str, ...], eps: tuple[float, str], where: str
         raise BadSpec(f"{where}: {str(e).replace('--', '')}") from None
 
 
-def _grad(value: object, spec: AttackSpec, probe: Probe | None, where: str) -> str:
+def _grad(value: object, spec: AttackSpec, probe: Probe | None, where: str) -> GradPath | str:
     if spec.gradient_free:
         if value not in (None, "none"):
             raise BadSpec(f"{where}: grad = {value!r}; the gradient-free {spec.name} takes none")
@@ -262,7 +272,7 @@ def _grad(value: object, spec: AttackSpec, probe: Probe | None, where: str) -> s
                           f"probe:{len(probe.paths)})")
         return value
     try:
-        return parse_path(value, label=f"{where}: grad").key
+        return parse_path(value, label=f"{where}: grad")
     except BadSpec as e:
         raise BadSpec(str(e)) from None
 
@@ -275,11 +285,11 @@ def _probe(table: object, eps: tuple[float, str], where: str) -> Probe:
     paths = t.get("paths")
     if not isinstance(paths, list) or not paths:
         raise BadSpec(f"{where}: paths = {paths!r}; give a non-empty list of gradient paths")
-    keys = [parse_path(p, label=f"{where}: paths").key if isinstance(p, str) else
-            _raise(f"{where}: paths holds {p!r}, not a path") for p in paths]
-    if len(set(keys)) != len(keys):
+    parsed = [parse_path(p, label=f"{where}: paths") if isinstance(p, str) else
+              _raise(f"{where}: paths holds {p!r}, not a path") for p in paths]
+    if len(set(parsed)) != len(parsed):
         raise BadSpec(f"{where}: paths lists a path twice")
-    return Probe(spec, tuple(keys), _int(t.get("images"), f"{where}: images"))
+    return Probe(spec, tuple(parsed), _int(t.get("images"), f"{where}: images"))
 
 
 def _raise(msg: str):

@@ -121,9 +121,9 @@ def path_applies(model: nn.Module, path: str | GradPath) -> str | None:
     return None
 
 
-def applicable(model: nn.Module, paths: Sequence[str | GradPath]) -> list[str]:
-    """The keys of ``paths`` that apply to ``model``, in order."""
-    return [p.key for p in map(_as_path, paths) if path_applies(model, p) is None]
+def applicable(model: nn.Module, paths: Sequence[str | GradPath]) -> list[GradPath]:
+    """The paths of ``paths`` that apply to ``model``, in order."""
+    return [p for p in map(_as_path, paths) if path_applies(model, p) is None]
 
 
 def _expand(item: str, label: str) -> list[GradPath]:
