@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torchattacks
-from tiny_snn import EPS, trained
+from conftest import ATTACK_EPS as EPS
 from torch import nn
 
 import robench.attacks.autoattack as aa_mod
@@ -85,11 +85,8 @@ def test_restart_seeds_start_at_the_cell_seed_and_differ():
     assert all(0 <= s < 2**31 for s in seeds)
 
 
-def test_new_attacks_are_registered_with_documented_defaults():
+def test_new_attacks_are_registered_and_square_keeps_its_eps_ball():
     assert {"pgd-best", "sa-pgd", "apgd-t", "square"} <= set(ATTACKS.names())
-    s = AttackSpec("pgd-best")
-    assert (s.steps, s.step_size, s.restarts, s.random_start) == (50, 2 / 255, 1, True)
-    assert (AttackSpec("sa-pgd").steps, AttackSpec("apgd-t").steps, AttackSpec("square").queries) == (100, 100, 5000)
     sq = AttackSpec("square", queries=100)
     assert sq.gradient_free and sq.budgeted and json.loads(sq.params_json())["norm"] == "Linf"
     assert AttackSpec("gaussian").gradient_free and not AttackSpec("gaussian").budgeted
@@ -102,8 +99,8 @@ def test_new_attacks_are_registered_with_documented_defaults():
         AttackSpec("sa-pgd", step_size=0.1)
 
 
-def test_pgd_best_breaks_every_sample_final_iterate_pgd_breaks():
-    model, x, y = trained()
+def test_pgd_best_breaks_every_sample_final_iterate_pgd_breaks(attacked):
+    model, x, y = attacked
     kw = dict(eps=EPS, steps=10, step_size=EPS / 4)
     torch.manual_seed(0)
     final = robust(model, torchattacks.PGD(model, alpha=kw["step_size"], **{k: kw[k] for k in ("eps", "steps")})(
@@ -116,8 +113,8 @@ def test_pgd_best_breaks_every_sample_final_iterate_pgd_breaks():
     assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
 
 
-def test_pgd_best_stops_updating_broken_samples():
-    model, x, y = trained()
+def test_pgd_best_stops_updating_broken_samples(attacked):
+    model, x, y = attacked
     sizes = []
     hook = model.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])) if torch.is_grad_enabled() else None)
     try:
@@ -128,8 +125,8 @@ def test_pgd_best_stops_updating_broken_samples():
     assert len(sizes) == 10 and sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
 
 
-def test_apgd_t_restarts_attack_only_robust_samples_with_new_seeds(monkeypatch):
-    model, x, y = trained()
+def test_apgd_t_restarts_attack_only_robust_samples_with_new_seeds(monkeypatch, attacked):
+    model, x, y = attacked
     calls = []
     once = OfficialAttack._once
 
@@ -147,8 +144,8 @@ def test_apgd_t_restarts_attack_only_robust_samples_with_new_seeds(monkeypatch):
     assert (adv - x[:16]).abs().max() <= EPS + 1e-6
 
 
-def test_apgd_t_caps_its_targets_and_square_takes_its_queries(monkeypatch):
-    model, x, y = trained()
+def test_apgd_t_caps_its_targets_and_square_takes_its_queries(monkeypatch, attacked):
+    model, x, y = attacked
     made = []
     make = aa_mod.AutoAttackAdapter._make
     monkeypatch.setattr(aa_mod.AutoAttackAdapter, "_make", lambda self, d, k: made.append(make(self, d, k)) or made[-1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
-from tiny_snn import trained
 
 from robench.attacks import AttackSpec, build, specs_from
 from robench.attacks.iterate import BestIterate
@@ -68,8 +67,8 @@ def test_the_norm_is_part_of_the_params_and_so_of_the_key():
     assert a.params()["norm"] == "Linf" and b.params()["norm"] == "L2" and a.params_json() != b.params_json()
 
 
-def test_the_tracker_refuses_an_iterate_outside_the_l2_ball():
-    model, x, y = trained()
+def test_the_tracker_refuses_an_iterate_outside_the_l2_ball(attacked):
+    model, x, y = attacked
     x, y = x[:4], y[:4]
     t = BestIterate(model, x, y, 0.5, "L2")
     inside = project(x + torch.randn_like(x), x, 0.5, "L2")
@@ -81,8 +80,8 @@ def test_the_tracker_refuses_an_iterate_outside_the_l2_ball():
 
 
 @pytest.mark.parametrize("name", L2_ATTACKS)
-def test_every_l2_attack_stays_in_the_l2_ball_and_zero_budget_is_clean(name):
-    model, x, y = trained()
+def test_every_l2_attack_stays_in_the_l2_ball_and_zero_budget_is_clean(name, attacked):
+    model, x, y = attacked
     x, y = x[:12], y[:12]
     kw = {"queries": 30} if name == "square" else {"steps": 5} if name in ("pgd", "pgd-best", "sa-pgd", "apgd-ce",
                                                                                "apgd-dlr", "apgd-t") else {}
@@ -93,8 +92,8 @@ def test_every_l2_attack_stays_in_the_l2_ball_and_zero_budget_is_clean(name):
     assert torch.equal(build(AttackSpec(name, eps=0.0, norm="L2", **kw), model)(x, y), x)
 
 
-def test_l2_attacks_break_samples_and_pgd_is_torchattacks_pgdl2():
-    model, x, y = trained()
+def test_l2_attacks_break_samples_and_pgd_is_torchattacks_pgdl2(attacked):
+    model, x, y = attacked
     torch.manual_seed(0)
     mine = build(AttackSpec("pgd", eps=1.5, norm="L2", steps=5), model)
     assert isinstance(mine, torchattacks.PGDL2) and mine.eps == 1.5 and mine.alpha == 1.5 / 4
@@ -104,17 +103,17 @@ def test_l2_attacks_break_samples_and_pgd_is_torchattacks_pgdl2():
     assert (broken & clean).sum() >= 5
 
 
-def test_fgm_takes_one_step_of_length_eps_along_the_gradient():
-    model, x, y = trained()
+def test_fgm_takes_one_step_of_length_eps_along_the_gradient(attacked):
+    model, x, y = attacked
     x = x[:4] * 0.2 + 0.4  # no clipping at the box
     adv = FGM(model, 0.3)(x, y[:4])
     assert torch.allclose(dist(adv, x, "L2"), torch.full((4,), 0.3, dtype=torch.float64), atol=1e-5)
 
 
-def test_l1_is_accepted_by_the_official_attacks_only():
+def test_l1_is_accepted_by_the_official_attacks_only(attacked):
     spec = AttackSpec("apgd-ce", eps=10.0, norm="L1", steps=5)
     assert spec.params()["norm"] == "L1"
-    model, x, y = trained()
+    model, x, y = attacked
     torch.manual_seed(0)
     adv = build(spec, model)(x[:8], y[:8])
     assert (dist(adv, x[:8], "L1") <= 10.0 + 1e-3).all()

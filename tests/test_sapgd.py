@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
-from tiny_snn import EPS, trained
+from conftest import ATTACK_EPS as EPS
 
 import robench.attacks.iterate as iterate
 from robench.attacks import SAPGD, AttackSpec, build
@@ -47,8 +47,8 @@ def test_first_step_is_a_sign_step_and_a_zero_gradient_moves_nothing():
     assert torch.allclose(m[0], (g / mean_abs)[0]) and torch.allclose(v[0], (g**2 / (g**2).mean())[0])
 
 
-def test_every_iterate_stays_in_the_ball_and_range_and_broken_samples_stop(monkeypatch):
-    model, x, y = trained()
+def test_every_iterate_stays_in_the_ball_and_range_and_broken_samples_stop(monkeypatch, attacked):
+    model, x, y = attacked
     seen = []
     update = iterate.BestIterate.update
 
@@ -67,15 +67,15 @@ def test_every_iterate_stays_in_the_ball_and_range_and_broken_samples_stop(monke
     assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
 
 
-def test_eps_zero_returns_the_clean_images():
-    model, x, y = trained()
+def test_eps_zero_returns_the_clean_images(attacked):
+    model, x, y = attacked
     assert torch.equal(build(AttackSpec("sa-pgd", eps=0.0, steps=3), model)(x, y), x)
     torch.manual_seed(0)
     assert torch.equal(SAPGD(model, 0.0, steps=3)(x, y), x)  # the class itself moves nothing either
 
 
-def test_deterministic_for_a_seed():
-    model, x, y = trained()
+def test_deterministic_for_a_seed(attacked):
+    model, x, y = attacked
     fn = build(AttackSpec("sa-pgd", eps=EPS, steps=8), model)
     runs = []
     for seed in (3, 3, 4):
@@ -85,8 +85,8 @@ def test_deterministic_for_a_seed():
 
 
 @pytest.mark.parametrize("steps", [50])
-def test_at_least_as_strong_as_final_iterate_pgd_with_the_same_steps(steps):
-    model, x, y = trained()
+def test_at_least_as_strong_as_final_iterate_pgd_with_the_same_steps(steps, attacked):
+    model, x, y = attacked
     torch.manual_seed(0)
     pgd = robust(model, torchattacks.PGD(model, eps=EPS, alpha=EPS / 4, steps=steps)(x, y), y)
     torch.manual_seed(0)
