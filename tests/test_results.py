@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from robench.errors import DataNotFound, IntegrityError
-from robench.results import COLUMNS, KEY, ResultsStore, read_dir, row_key
+from robench.results import COLUMNS, ResultsStore, read_dir, row_key
 
 
 def make_row(**kw) -> dict:
@@ -21,11 +21,24 @@ def make_row(**kw) -> dict:
     return {**row, **kw}
 
 
-def test_schema_has_the_issue_columns_and_key():
-    for c in ("model", "sha256", "dataset", "n", "attack", "params", "grad", "eps", "eps_str", "clean_acc",
-              "robust_acc", "robust_count", "seconds", "device", "seed", "versions", "timestamp", "flags"):
-        assert c in COLUMNS
-    assert KEY == ("model", "sha256", "config", "dataset", "n", "attack", "params", "grad", "eps", "seed")
+def test_a_cell_is_what_was_measured_not_when_or_how_fast(tmp_path):
+    """A rerun of the same cell (another time, speed, device, result or flag) is the same cell; any change to what
+    is measured (model, weights, network config, data, attack, parameters, path, budget, seed) is another one."""
+    base = make_row()
+    same = [make_row(**{k: v}) for k, v in (("timestamp", "2027-01-01T00:00:00"), ("seconds", 9.0), ("device",
+            "cuda:0"), ("robust_acc", 0.5), ("robust_count", 50), ("flags", "zero-grad"), ("eps_str", "0.0314"),
+            ("versions", json.dumps({"torch": "3"})))]
+    other = [make_row(**{k: v}) for k, v in (("model", "m2"), ("sha256", "cd" * 32), ("config", "0123456789abcdef"),
+             ("dataset", "cifar10:test"), ("n", 50), ("attack", "bim"), ("params", json.dumps({"steps": 20})),
+             ("grad", "rate"), ("eps", 4 / 255), ("seed", 1))]
+    assert all(row_key(r) == row_key(base) for r in same)
+    assert len({row_key(r) for r in [base, *other]}) == 1 + len(other)
+    store = ResultsStore(tmp_path / "r.csv")
+    store.append([base])
+    store.append(same)  # a concurrent run's copy of a stored cell is dropped
+    assert len(store.read()) == 1 and store.read()["seconds"].tolist() == [1.5]
+    store.append(other)
+    assert len(store.read()) == 1 + len(other) and set(COLUMNS) <= set(store.read().columns)
 
 
 def test_round_trip_is_exact_and_keys_match(tmp_path):
