@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from datetime import date
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,23 @@ def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: s
     return "\n".join(lines)
 
 
+def replay_stages(path: Path) -> list[Choice]:
+    """The stages of a shipped stage-list file as matrix choices (its budgets at the matrix's eps and norm)."""
+    import tomllib
+
+    out = []
+    for st in tomllib.loads(path.read_text())["stage"]:
+        p = {"norm": st.get("norm", "Linf")}
+        for k in SPEC_KEYS:
+            if k in st:
+                v = st[k]
+                p[k] = float(Fraction(v)) if k == "step_size" and isinstance(v, str) else v
+        if st["attack"] == "square":
+            p.setdefault("restarts", 1)
+        out.append(Choice(st["attack"], json.dumps(p, sort_keys=True), st.get("grad", "none")))
+    return out
+
+
 def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".1f")
 
@@ -89,11 +107,18 @@ def main() -> None:
     ap.add_argument("--model", action="append", help="choose on these models only (default: every model)")
     ap.add_argument("--write", action="store_true", help="write robench/eval/protocols/reliable-v2.toml")
     ap.add_argument("--table", default=str(ROOT / "benchmarks" / "selection.md"))
+    ap.add_argument("--replay", metavar="FILE.toml",
+                    help="replay this stage list on both splits instead of choosing (no --write)")
     a = ap.parse_args()
+    if a.replay and a.write:
+        ap.error("--replay and --write exclude each other")
     mx = read_matrix(ResultsStore(a.evidence).read(), a.n, a.eps)
     half = a.n // 2
     sel, val = np.arange(0, half), np.arange(half, a.n)
     probe = (PROBE_ATTACK, json.dumps(PROBE_PARAMS, sort_keys=True))
+    if a.replay:
+        replay(a, mx, sel, val, probe)
+        return
     chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
     rel = ResultsStore(a.v1).read() if a.v1 else None
     v1 = cascade_masks(rel, a.n, a.eps, 1) if rel is not None else None
@@ -124,6 +149,25 @@ def main() -> None:
         dest = ROOT / "robench" / "eval" / "protocols" / "reliable-v2.toml"
         dest.write_text(stage_toml(chosen.stages, PROBE_PARAMS["steps"], a.probe_images, why))
         print(f"-> {dest}")
+
+
+def replay(a: argparse.Namespace, mx, sel: np.ndarray, val: np.ndarray, probe: tuple[str, str]) -> None:
+    """The tables of ``main`` for a stage list fixed in advance: how it does on models it was not chosen on."""
+    stages = replay_stages(Path(a.replay))
+    tables = [evaluate_choice(mx, stages, idx, probe, PROBE_PATHS, a.probe_images) for idx in (sel, val)]
+    cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
+    out = [f"# Replaying the stage list {Path(a.replay).name} on the evidence matrix", "",
+           f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "
+           f"({len(mx.models)} models, eps {a.eps}, the first {a.n} test images). Each model's probe ranking is "
+           f"simulated from its best-iterate PGD-50 cells on its first {a.probe_images} images of each split, each "
+           "stage's mask is the matrix cell with the same attack, budget and (ranked) path, and `stages missing` "
+           "counts the stages the matrix has no cell for on that model (they break nothing here, so the gap is an "
+           "upper bound).", "",
+           "Stages: " + "; ".join(c.label() for c in stages) + ".", "",
+           "## Images 0-" + str(sel[-1]), "", _md(tables[0]), "", f"## Images {val[0]}-{val[-1]}", "",
+           _md(tables[1]), ""]
+    Path(a.table).write_text("\n".join(out))
+    print("\n".join(out))
 
 
 if __name__ == "__main__":
