@@ -234,6 +234,14 @@ def test_headline_keeps_clean_worst_case_and_each_attacks_worst_over_paths(recor
     assert not any(c.startswith("reliable") for c in cols) and "pgd-10 (final) @ 8/255 (worst)" in cols
 
 
+def test_headline_keeps_a_gradient_free_attacks_only_column(records):
+    """Square has no worst-over-paths row (it takes no path): its one column is its result, and the pointwise
+    worst case it lowers must not appear without it."""
+    df = to_frame([*records.to_dict("records"), row(attack="square", params={"queries": 5000}, grad="none")])
+    cols = list(report.headline_view(report.comparison(df)).table.columns)
+    assert "square-5000 @ 8/255 (none)" in cols and all(c.endswith(("(worst)", "(none)")) for c in cols[3:])
+
+
 def test_rows_the_first_protocol_wrote_still_read_and_are_labelled_v1(tmp_path):
     """A copy of rows from results/reliable.csv, written before protocols were versioned files."""
     old = Path(__file__).parent / "data" / "reliable-v1.csv"

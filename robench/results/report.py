@@ -165,10 +165,11 @@ def _put(table: pd.DataFrame, lo: pd.DataFrame, hi: pd.DataFrame, name: str, acc
 
 def headline_view(c: Comparison) -> Comparison:
     """``c`` with only the columns a headline needs: clean, the pointwise worst case (and its cell count), and per
-    attack its worst case over gradient paths (``(worst)`` columns, a cascade's result among them); single-path
-    columns and a cascade's stage columns are left out."""
+    attack its worst case over gradient paths (``(worst)`` columns, a cascade's result among them) or, for a
+    gradient-free attack (Square, noise), its only column (``(none)``); single-path columns of gradient attacks and
+    a cascade's stage columns are left out."""
     keep = [col for col in c.table.columns if col == "clean" or col.startswith(("worst case", "cells", "seeds"))
-            or (col.endswith("(worst)") and not _is_cascade(col))]
+            or (col.endswith(("(worst)", "(none)")) and not _is_cascade(col))]
     keep = [col for col in keep if not _is_stage(col)]
     return replace(c, table=c.table[keep], lo=c.lo[keep], hi=c.hi[keep])
 
