@@ -61,7 +61,8 @@ def _fraction(v: float) -> str:
 
 def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str) -> str:
     lines = [f"# {line}" if line else "#" for line in why.splitlines()]
-    lines += ['name = "reliable"', "version = 2", 'eps = "8/255"', "",
+    lines += ['name = "reliable"', "version = 2",
+              'norm = "Linf"   # the threat model these stages were chosen for (L-inf only)', 'eps = "8/255"', "",
               "[probe]", "paths = [" + ",\n         ".join(_toml_value(g) for g in PROBE_PATHS) + "]",
               f'attack = "{PROBE_ATTACK}"', f"steps = {probe_steps}", 'step_size = "2/255"',
               f"images = {probe_images}", "",

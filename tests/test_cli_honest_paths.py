@@ -18,6 +18,7 @@ NETS = Path(__file__).with_name("foreign_nets.py")
 PROTOCOL = """
 name = "honest"
 version = 2
+norm = "Linf"
 eps = "8/255"
 [probe]
 paths = ["bptt", "rate", "arctan:a=4"]

@@ -19,6 +19,7 @@ OLD_ROWS = Path(__file__).parent / "data" / "reliable-v1.csv"  # rows the first 
 GOOD = """
 name = "reliable"
 version = 3
+norm = "Linf"
 eps = "8/255"
 [adaptive]
 threshold = 0.005
@@ -114,3 +115,41 @@ def test_versions_and_file_names(tmp_path):
 
 def _toml(text: str) -> dict:
     return stagelist.tomllib.loads(text)
+
+
+# ------------------------------------------------------------------------------------------------- norms
+def test_every_list_declares_its_norm_and_the_shipped_ones_are_linf():
+    assert [stagelist.load(f"reliable-v{v}").norm for v in stagelist.versions("reliable")] == ["Linf", "Linf"]
+    assert all(s.spec.norm == "Linf" for s in stagelist.load("reliable").stages)
+    with pytest.raises(BadSpec, match="x.toml: norm is missing"):
+        stagelist.parse(_toml(GOOD.replace('norm = "Linf"\n', "")), "x.toml")
+    with pytest.raises(BadSpec, match="x.toml: norm 'L3'; choose from: Linf, L2, L1"):
+        stagelist.parse(_toml(GOOD.replace('norm = "Linf"', 'norm = "L3"')), "x.toml")
+
+
+def test_an_attack_without_a_version_in_the_lists_norm_fails_at_load_naming_the_stage():
+    l2 = GOOD.replace('norm = "Linf"', 'norm = "L2"').replace('eps = "8/255"', 'eps = "1.0"')
+    p = stagelist.parse(_toml(l2), "x.toml")
+    assert p.norm == "L2" and {s.spec.norm for s in p.stages} == {"L2"} and p.probe.spec.norm == "L2"
+    assert p.digest() != stagelist.parse(_toml(GOOD), "x.toml").digest()
+    with pytest.raises(BadSpec) as e:
+        stagelist.parse(_toml(l2.replace('attack = "pgd-best"\ngrad = "sigmoid:k=16"',
+                                         'attack = "bim"\ngrad = "sigmoid:k=16"')), "x.toml")
+    assert "x.toml: stage 2: norm L2: bim has no L2 version" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_newest_list_for_the_norm_asked_for(tmp_path):
+    for v, norm, eps in ((1, "Linf", "8/255"), (2, "L2", "1.0"), (3, "Linf", "8/255")):
+        text = GOOD.replace("version = 3", f"version = {v}").replace('norm = "Linf"', f'norm = "{norm}"')
+        (tmp_path / f"reliable-v{v}.toml").write_text(text.replace('eps = "8/255"', f'eps = "{eps}"'))
+    assert stagelist.load("reliable", tmp_path).version == 3  # L-inf by default, never the L2 list
+    assert stagelist.load("reliable", tmp_path, norm="l2").version == 2
+    assert stagelist.load("reliable", tmp_path, norm="Linf").version == 3
+    with pytest.raises(BadSpec, match="'reliable-v2' is a stage list for L2, not Linf"):
+        stagelist.load("reliable-v2", tmp_path, norm="Linf")
+    with pytest.raises(BadSpec, match="no reliable stage list for L1: its lists are for Linf: reliable-v1, "
+                                      "reliable-v3; L2: reliable-v2"):
+        stagelist.load("reliable", tmp_path, norm="L1")
+    with pytest.raises(BadSpec, match=r"no reliable stage list for L2: its lists are for Linf: reliable-v1, "
+                                      r"reliable-v2; in L2, name the attacks"):
+        proto.protocol("reliable", "L2")  # the shipped lists: no L2 list is chosen yet

@@ -34,8 +34,9 @@ def attack(
         "--attack", "-a", help=f"{help_text()}; repeatable or a,b (default fgsm,pgd).")] = None,
     suite: Annotated[str | None, typer.Option(help="Preset attack list: paper, quick, pgd-sweep, autoattack, "
                                               "noise; or the cascade reliable (the strongest honest number: "
-                                              "each stage attacks only what is still robust; its newest version), "
-                                              "reliable-v1 (an older version), or a protocol file FILE.toml.")]
+                                              "each stage attacks only what is still robust; its newest stage "
+                                              "list for --norm), reliable-v1 (an older version), or a protocol "
+                                              "file FILE.toml.")]
     = None,
     eps: Annotated[str | None, typer.Option(help="Budgets: 8/255, 0.03, lists a,b, ranges start:stop:step "
                                             "(default 8/255 in Linf, 1.0 in L2, 10 in L1, or the suite's own). "

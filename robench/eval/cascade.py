@@ -52,9 +52,10 @@ __all__ = ["CONVERGED_PT", "Protocol", "Stage", "cascade", "findings", "is_proto
 CONVERGED_PT = 0.01  # version 1: a last stage or restart that still breaks more than 1 point of n: not converged
 
 
-def protocol(name: str = SUITE) -> Protocol:
-    """A protocol by name (``reliable`` = its newest version, ``reliable-v1``) or ``.toml`` file; checked whole."""
-    return load(name)
+def protocol(name: str = SUITE, norm: str | None = None) -> Protocol:
+    """A protocol by name (``reliable`` = its newest version for ``norm``, default L-inf; ``reliable-v1``) or
+    ``.toml`` file; checked whole. A ``norm`` no list is for, or a version for another norm, is one BadSpec line."""
+    return load(name, norm=norm)
 
 
 def cascade(name: str) -> list[Stage]:
@@ -70,7 +71,10 @@ def _as_protocol(stages: Protocol | Sequence[Stage] | None) -> Protocol:
     stages = tuple(stages)
     if not stages:
         raise BadSpec("a cascade needs at least one stage")
-    return Protocol(SUITE, 1, stages)  # a hand-made list: version 1 rows (no probe, no adaptive part)
+    norms = {getattr(s.spec, "norm", "Linf") for s in stages}
+    if len(norms) != 1:
+        raise BadSpec(f"a cascade's stages share one norm; these mix {', '.join(sorted(norms))}")
+    return Protocol(SUITE, 1, stages, norm=norms.pop())  # a hand-made list: version 1 rows (no probe, no adaptive)
 
 
 def _run_model(m: ModelRuns) -> list[Finding]:

@@ -158,7 +158,7 @@ def prepare_attack(o: AttackOptions, note: Callable[[str], None] | None = None) 
         check_adv_dir(o.save_adv)
     targets = load_targets(cards, o.zoo, o.dataset, trust_code=o.trust_code, encoding=o.encoding)
     if cascade is not None:
-        _check_cascade_targets(str(o.suite), targets, o.norm)
+        _check_cascade_targets(str(o.suite), targets)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
         data[ds], said = load_data(ds, o.data_dir, o.n, o.split)
@@ -171,7 +171,7 @@ def _check_attacks(o: AttackOptions) -> tuple[Protocol | None, list[AttackSpec]]
     """The cascade (None for a list of attacks), the input coding and the attacks' parameters."""
     if o.encoding is not None and o.encoding not in ENCODINGS:
         raise BadSpec(f"--encoding {o.encoding!r}; choose from: {', '.join(ENCODINGS)}")
-    cascade = protocol(o.suite) if o.suite is not None and o.suite not in SUITES else None  # checked whole
+    cascade = protocol(o.suite, o.norm) if o.suite is not None and o.suite not in SUITES else None  # checked whole
     if cascade is not None:
         _check_cascade_options(str(o.suite), o.attacks, o.steps, o.step_size, o.restarts, o.random_start,
                                o.aa_version, o.queries, o.eot, o.draws, o.sampler, o.grad)
@@ -213,11 +213,8 @@ def _check_cascade_options(suite: str, *given: object) -> None:
                       "--sampler")
 
 
-def _check_cascade_targets(suite: str, targets: Sequence[Target], norm: str) -> None:
-    """The cascades are L-inf and deterministic: refuse another norm or a stochastic model in one line."""
-    if norm != "Linf":
-        raise BadSpec(f"--suite {suite} is an L-inf protocol; with --norm {norm} name the attacks (--attack "
-                      "apgd-ce,apgd-t,square ...)")
+def _check_cascade_targets(suite: str, targets: Sequence[Target]) -> None:
+    """The cascades are deterministic: refuse a stochastic model in one line (the norm is the loader's check)."""
     random = [t.id for t in targets if is_stochastic(t.model)]
     if random:
         raise BadSpec(f"--suite {suite} does not average random draws; {', '.join(random)} samples in its forward "
@@ -228,7 +225,7 @@ def _run_cascade(job: AttackJob, part: Part = WHOLE, progress: Progress | None =
     """Each budget of ``--eps`` (default: the protocol's own 8/255) runs the whole cascade, resumably."""
     o, p = job.options, job.cascade
     assert p is not None
-    budgets = parse_eps(o.eps) if o.eps is not None else [p.eps]
+    budgets = parse_eps(o.eps, limit=EPS_MAX[p.norm]) if o.eps is not None else [p.eps]
     evs = [run_reliable(job.targets, job.data, job.store, p.at(v, t), seed=o.seed, batch_size=job.batch_size,
                         device=job.device, progress=progress, force=o.force, part=part, min_batches=o.min_batches,
                         save_adv=o.save_adv)

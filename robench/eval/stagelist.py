@@ -1,10 +1,12 @@
 """A protocol's stage list as versioned data: ``robench/eval/protocols/<name>-v<version>.toml``.
 
-A protocol file names the protocol and its version, the budget its step sizes are given at, the stages of the
-cascade in order, and optionally the path probe and the adaptive part (``docs/protocol.md``)::
+A protocol file names the protocol and its version, the threat model (norm) it is for, the budget its step sizes
+are given at, the stages of the cascade in order, and optionally the path probe and the adaptive part
+(``docs/protocol.md``)::
 
     name = "reliable"
     version = 2
+    norm = "Linf"                  # the threat model of every stage: Linf, L2 or L1
     eps = "8/255"                  # the reference budget of the step sizes (a retarget scales them)
     [adaptive]                     # optional
     threshold = 0.005              # fraction of n: a run that breaks more than this earns another
@@ -23,11 +25,14 @@ cascade in order, and optionally the path probe and the adaptive part (``docs/pr
     images = 32
 
 :func:`load` reads and checks the whole file before anything runs: an unknown key, attack, path, parameter or
-version, a cap <= 0 or a black-box stage before a white-box one raise one :class:`BadSpec` line naming the file
-and the value. The loader is general: a new version is a new file, and ``reliable`` means the newest.
+version, a missing or unknown norm, an attack without a version in that norm, a cap <= 0 or a black-box stage
+before a white-box one raise one :class:`BadSpec` line naming the file, the stage and the value. The loader is
+general: a new version is a new file, and ``reliable`` means the newest list for the norm asked for (L-inf by
+default); a norm no list is for is refused, never run with another norm's stages.
 
 Examples:
-    >>> p = load("reliable")            # the newest version; load("reliable-v1") the first
+    >>> p = load("reliable")            # the newest L-inf version; load("reliable-v1") the first
+    >>> load("reliable", norm="L2")     # the newest list for L2, or one BadSpec line when there is none
     >>> [str(s.grad) for s in p.stages][:2]    # a stage's path is a parsed GradPath, or probe:K or none
 """
 
@@ -40,7 +45,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..attacks import ATTACKS, DEFAULTS, NOISE, AttackSpec
+from ..attacks import ATTACKS, DEFAULTS, EPS_MAX, NOISE, AttackSpec, check_norm
 from ..eps import format_eps, parse_one
 from ..errors import BadSpec
 from ..snn.pathkeys import GradPath
@@ -55,7 +60,7 @@ PROTOCOL_DIR = Path(__file__).resolve().with_name("protocols")
 FILE_RE = re.compile(r"(?P<name>[a-z][a-z0-9-]*?)-v(?P<version>[0-9]+)\.toml")
 PROBE_RE = re.compile(r"probe:(?P<k>[0-9]+)")
 SPEC_KEYS = ("steps", "step_size", "restarts", "random_start", "queries")  # AttackSpec parameters a stage may set
-TOP_KEYS = ("name", "version", "eps", "adaptive", "stage", "probe")
+TOP_KEYS = ("name", "version", "norm", "eps", "adaptive", "stage", "probe")
 STAGE_KEYS = ("attack", "grad", "repeat", "white_box", *SPEC_KEYS)
 ADAPTIVE_KEYS = ("threshold", "cap", "square_queries")
 PROBE_KEYS = ("paths", "attack", "steps", "step_size", "images")
@@ -111,13 +116,15 @@ class Probe:
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named, versioned cascade: its ``stages`` in order, and optionally its ``adaptive`` part and ``probe``."""
+    """A named, versioned cascade for one threat model (``norm``): its ``stages`` in order, and optionally its
+    ``adaptive`` part and ``probe``."""
 
     name: str
     version: int
     stages: tuple[Stage, ...]
     adaptive: Adaptive | None = None
     probe: Probe | None = None
+    norm: str = "Linf"
 
     @property
     def label(self) -> str:
@@ -183,10 +190,13 @@ def is_protocol(name: str, folder: Path = PROTOCOL_DIR) -> bool:
         (m := re.fullmatch(r"(.+)-v([0-9]+)", name)) and versions(m[1], folder))
 
 
-def load(name: str, folder: Path = PROTOCOL_DIR) -> Protocol:
-    """The protocol ``name`` (its newest version), ``name-vN`` (version N) or a ``.toml`` file path."""
+def load(name: str, folder: Path = PROTOCOL_DIR, norm: str | None = None) -> Protocol:
+    """The protocol ``name`` (its newest version for ``norm``, default L-inf), ``name-vN`` (version N) or a
+    ``.toml`` file path. With ``norm``, a version or file for another norm is refused, and so is a ``name`` with
+    no list for ``norm`` (one line naming the norms its lists are for)."""
+    want = None if norm is None else check_norm(norm)
     if name.endswith(".toml"):
-        return load_file(Path(name))
+        return _for_norm(load_file(Path(name)), want, name)
     base, version = name, None
     m = re.fullmatch(r"(.+)-v([0-9]+)", name)
     if m and versions(m[1], folder):
@@ -194,11 +204,27 @@ def load(name: str, folder: Path = PROTOCOL_DIR) -> Protocol:
     have = versions(base, folder)
     if not have:
         raise BadSpec(f"unknown protocol {name!r}; choose from: {', '.join(names(folder))}")
-    if version is None:
-        version = max(have)
-    if version not in have:
-        raise BadSpec(f"unknown protocol version {version} of {base!r}; versions: {', '.join(map(str, have))}")
-    return load_file(have[version])
+    if version is not None:
+        if version not in have:
+            raise BadSpec(f"unknown protocol version {version} of {base!r}; versions: {', '.join(map(str, have))}")
+        return _for_norm(load_file(have[version]), want, name)
+    lists = {v: load_file(f) for v, f in have.items()}
+    fits = [v for v, p in lists.items() if p.norm == (want or "Linf")]
+    if not fits:
+        by = {}
+        for v, p in lists.items():
+            by.setdefault(p.norm, []).append(p.label)
+        shipped = "; ".join(f"{n}: {', '.join(labels)}" for n, labels in by.items())
+        raise BadSpec(f"no {base} stage list for {want}: its lists are for {shipped}; in {want}, name the attacks "
+                      "instead (e.g. --attack apgd-ce,apgd-t,square)")
+    return lists[max(fits)]
+
+
+def _for_norm(p: Protocol, norm: str | None, name: str) -> Protocol:
+    if norm is not None and p.norm != norm:
+        raise BadSpec(f"protocol {name!r} is a stage list for {p.norm}, not {norm}; give --norm {p.norm}, or a "
+                      f"list for {norm}")
+    return p
 
 
 def load_file(path: Path) -> Protocol:
@@ -229,7 +255,7 @@ def _int(v: object, what: str, low: int = 1) -> int:
     return v
 
 
-def _spec(table: dict, keys: tuple[str, ...], eps: tuple[float, str], where: str) -> AttackSpec:
+def _spec(table: dict, keys: tuple[str, ...], eps: tuple[float, str], norm: str, where: str) -> AttackSpec:
     """An AttackSpec from a stage's (or the probe's) keys; the spec's own checks, named in file terms."""
     name = table.get("attack")
     if not isinstance(name, str):
@@ -237,7 +263,7 @@ def _spec(table: dict, keys: tuple[str, ...], eps: tuple[float, str], where: str
     if name not in ATTACKS:
         raise BadSpec(f"{where}: unknown attack {name!r}; choose from: {', '.join(ATTACKS.names())}")
     if name in NOISE or name == "autoattack":
-        raise BadSpec(f"{where}: attack {name!r} cannot be a stage (noise has no L-inf budget; autoattack is a "
+        raise BadSpec(f"{where}: attack {name!r} cannot be a stage (noise has no budget to verify; autoattack is a "
                       "cascade of its own)")
     kw = {k: table[k] for k in keys if k in table}
     for k, v in kw.items():
@@ -246,11 +272,11 @@ def _spec(table: dict, keys: tuple[str, ...], eps: tuple[float, str], where: str
             raise BadSpec(f"{where}: {k} does not apply to {name}; it applies to: {takers}")
         if k == "step_size":
             try:
-                kw[k] = parse_one(v, "step_size") if isinstance(v, str) else v
+                kw[k] = parse_one(v, "step_size", EPS_MAX[norm]) if isinstance(v, str) else v
             except BadSpec as e:
                 raise BadSpec(f"{where}: {e}") from None
     try:
-        return AttackSpec(name, eps=eps[0], eps_str=eps[1], **kw)
+        return AttackSpec(name, eps=eps[0], eps_str=eps[1], norm=norm, **kw)
     except (BadSpec, TypeError) as e:
         raise BadSpec(f"{where}: {str(e).replace('--', '')}") from None
 
@@ -277,9 +303,9 @@ def _grad(value: object, spec: AttackSpec, probe: Probe | None, where: str) -> G
         raise BadSpec(str(e)) from None
 
 
-def _probe(table: object, eps: tuple[float, str], where: str) -> Probe:
+def _probe(table: object, eps: tuple[float, str], norm: str, where: str) -> Probe:
     t = _keys(table, PROBE_KEYS, where)
-    spec = _spec(t, ("steps", "step_size"), eps, where)
+    spec = _spec(t, ("steps", "step_size"), eps, norm, where)
     if spec.gradient_free:
         raise BadSpec(f"{where}: attack {spec.name!r} uses no gradient; a probe ranks gradient paths")
     paths = t.get("paths")
@@ -319,14 +345,18 @@ def parse(data: dict, where: str = "protocol") -> Protocol:
     if m and (m["name"] != name or int(m["version"]) != version):
         raise BadSpec(f"{where}: holds {name} version {version}; its file name says {m['name']} version "
                       f"{m['version']}")
+    if "norm" not in data:
+        raise BadSpec(f"{where}: norm is missing (the threat model every stage is for: Linf, L2 or L1)")
+    norm = check_norm(data["norm"], f"{where}: norm")
     if "eps" not in data:
         raise BadSpec(f"{where}: eps is missing (the budget the step sizes are given at, e.g. \"8/255\")")
     try:
-        eps_v = parse_one(data["eps"], f"{where}: eps")
+        eps_v = parse_one(data["eps"], f"{where}: eps", EPS_MAX[norm])
     except BadSpec as e:
         raise BadSpec(str(e)) from None
-    eps = (eps_v, data["eps"] if isinstance(data["eps"], str) else format_eps(eps_v, den=255))
-    probe = _probe(data["probe"], eps, f"{where}: [probe]") if "probe" in data else None
+    den = 255 if norm == "Linf" else None
+    eps = (eps_v, data["eps"] if isinstance(data["eps"], str) else format_eps(eps_v, den=den))
+    probe = _probe(data["probe"], eps, norm, f"{where}: [probe]") if "probe" in data else None
     adaptive = _adaptive(data["adaptive"], f"{where}: [adaptive]") if "adaptive" in data else None
     tables = data.get("stage")
     if not isinstance(tables, list) or not tables:
@@ -335,7 +365,7 @@ def parse(data: dict, where: str = "protocol") -> Protocol:
     for i, t in enumerate(tables, 1):
         here = f"{where}: stage {i}"
         _keys(t, STAGE_KEYS, here)
-        spec = _spec(t, SPEC_KEYS, eps, here)
+        spec = _spec(t, SPEC_KEYS, eps, norm, here)
         grad = _grad(t.get("grad"), spec, probe, here)
         white = t.get("white_box", not spec.gradient_free)
         if not isinstance(white, bool) or (white and spec.gradient_free):
@@ -349,4 +379,4 @@ def parse(data: dict, where: str = "protocol") -> Protocol:
         black = [s for s in stages if not s.white_box]
         if not black or "queries" not in DEFAULTS.get(black[-1].spec.name, {}):
             raise BadSpec(f"{where}: [adaptive] square_queries needs a last black-box stage that takes queries")
-    return Protocol(name, version, tuple(stages), adaptive, probe)
+    return Protocol(name, version, tuple(stages), adaptive, probe, norm)
