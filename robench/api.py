@@ -2,7 +2,8 @@
 
 :func:`evaluate` takes a model (an ``nn.Module`` or a zoo id) and data, runs the ``reliable`` cascade
 (:func:`robench.eval.cascade.run_reliable`) and returns an :class:`EvalResult`: robust accuracy with its Wilson 95%
-interval, the per-image mask, the per-stage table, the flags, and ``to_dict()`` / ``to_json()``. Nothing is
+interval, the per-image mask, the per-stage table, the flags, optionally the verified adversarial examples
+(``return_adv=True``), and ``to_dict()`` / ``to_json()``. Nothing is
 needed beyond the model and the data: the model's identity is the sha256 of its weights, the data's name the
 sha256 of the images and labels. ``results=FILE`` stores every finished stage there, so an interrupted call
 resumes. :func:`benchmark` also loads the data, RobustBench-style.
@@ -15,6 +16,7 @@ are used as they are.
 Examples:
     >>> result = evaluate(model, x, y, eps=8 / 255)          # x [N, C, H, W] in [0, 1], y [N]
     >>> result.robust_acc, result.interval, result.flags
+    >>> evaluate(model, x, y, return_adv=True).adv.x_adv     # [m, C, H, W]: the m images it broke, verified
     >>> result = benchmark("fmnist-vgg11-lif-clean", n=100)   # the zoo entry on its own test images
 """
 
@@ -32,11 +34,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .attacks import EPS_MAX, check_norm
 from .eps import parse_eps
 from .errors import BadSpec
-from .eval.cascade import run_reliable
+from .eval.adversarial import AdvExamples
+from .eval.cascade import as_protocol, run_reliable
 from .eval.checks import DOC, eval_determinism, outputs_probabilities
-from .eval.stagelist import Protocol, Stage, load, retarget
+from .eval.stagelist import Protocol, Stage, load
 from .eval.sweep import Data, Target, load_data, load_targets
 from .results.stats import decode_mask, wilson
 from .results.store import ResultsStore
@@ -53,7 +57,9 @@ class EvalResult:
     ``interval`` its Wilson 95% interval, ``robust_mask`` ``bool [n]`` (True: image i stayed robust),
     ``stages`` one row per cascade stage (``stage, attack, grad, robust_acc, broken, seconds``), ``flags`` the
     findings' names (``not-converged``, ``gradient-masking``, ``invalid-adv``, ``own-gradient`` for paths that
-    did not apply) with ``messages`` their one-line explanations, and ``records`` the results rows."""
+    did not apply) with ``messages`` their one-line explanations, ``records`` the results rows, and with
+    ``return_adv`` ``adv``: the verified adversarial examples of exactly the images the cascade broke
+    (:class:`~robench.eval.adversarial.AdvExamples`: ``x_adv [m, C, H, W]``, ``index [m]``, ``stage``)."""
 
     model: str
     sha256: str
@@ -71,6 +77,8 @@ class EvalResult:
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
     records: pd.DataFrame | None = field(default=None, repr=False)
+    norm: str = "Linf"
+    adv: AdvExamples | None = field(default=None, repr=False)
 
     @property
     def clean_count(self) -> int:
@@ -81,17 +89,20 @@ class EvalResult:
         return int(self.robust_mask.sum())
 
     def to_dict(self) -> dict:
-        """Plain JSON types: fractions in [0, 1], the mask as a list of robust image indices and as the hex of
-        ``numpy.packbits(mask, bitorder="little")`` (the results files' encoding)."""
+        """Plain JSON types: fractions in [0, 1], the mask as the hex of ``numpy.packbits(mask,
+        bitorder="little")`` (the results files' encoding); of the adversarial examples only their count
+        (``adv_count``, None when they were not asked for) and indices: the tensors stay in ``adv``."""
         mask = self.robust_mask.cpu().numpy().astype(bool)
         return {
             "model": self.model, "sha256": self.sha256, "dataset": self.dataset, "n": self.n, "eps": self.eps,
-            "eps_str": self.eps_str, "protocol": self.protocol, "clean_acc": self.clean_acc,
+            "eps_str": self.eps_str, "norm": self.norm, "protocol": self.protocol, "clean_acc": self.clean_acc,
             "clean_count": self.clean_count, "robust_acc": self.robust_acc, "robust_count": self.robust_count,
             "robust_ci": list(self.interval),
             "robust_mask": np.packbits(mask, bitorder="little").tobytes().hex(),
             "stages": [{k: _plain(v) for k, v in r.items()} for r in self.stages.to_dict("records")],
             "flags": list(self.flags), "messages": list(self.messages), "seconds": round(self.seconds, 3),
+            "adv_count": None if self.adv is None else len(self.adv),
+            "adv_index": None if self.adv is None else self.adv.index.tolist(),
         }
 
     def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
@@ -103,11 +114,13 @@ class EvalResult:
 
     def __str__(self) -> str:
         lo, hi = self.interval
-        head = (f"{self.model} on {self.dataset} (n = {self.n}), eps {self.eps_str}, {self.protocol}: clean "
+        budget = self.eps_str if self.norm == "Linf" else f"{self.eps_str} ({self.norm})"
+        head = (f"{self.model} on {self.dataset} (n = {self.n}), eps {budget}, {self.protocol}: clean "
                 f"{100 * self.clean_acc:.1f}%, robust {100 * self.robust_acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
         table = self.stages.assign(robust_acc=(100 * self.stages["robust_acc"]).round(1)).to_string(index=False)
         flags = "flags: " + (", ".join(self.flags) if self.flags else "none")
-        return "\n".join([head, table, flags])
+        adv = [] if self.adv is None else [f"adversarial examples: {len(self.adv)} verified (result.adv)"]
+        return "\n".join([head, table, flags, *adv])
 
 
 def _plain(v: object) -> object:
@@ -199,9 +212,10 @@ def data_name(x: Tensor, y: Tensor) -> str:
 
 
 # -------------------------------------------------------------------------------------------- the calls
-def default_stages() -> Protocol:
-    """The newest ``reliable`` protocol at its own budget (:func:`evaluate` re-targets it to ``eps``)."""
-    return load("reliable")
+def default_stages(norm: str = "Linf") -> Protocol:
+    """The newest ``reliable`` stage list for ``norm`` at its own budget (:func:`evaluate` re-targets it to
+    ``eps``); a norm without a list is one BadSpec line."""
+    return load("reliable", norm=norm)
 
 
 def _wrap(model: nn.Module, framework: str | None, T: int | None, step_mode: str) -> nn.Module:
@@ -245,6 +259,7 @@ def evaluate(model: nn.Module | str, x: Tensor | None = None, y: Tensor | None =
              seed: int = 0, batch_size: int | None = None, device: str = "auto",
              n: int | None = None, split: str = "test", data_dir: str | Path | None = None,
              zoo: str | Path = "zoo", trust_code: bool = False, stages: Protocol | Sequence[Stage] | None = None,
+             norm: str | None = None, return_adv: bool = False, save_adv: str | Path | None = None,
              progress: Callable[[dict], None] | None = None) -> EvalResult:
     """Run the ``reliable`` protocol on ``model`` and return its :class:`EvalResult`.
 
@@ -252,12 +267,15 @@ def evaluate(model: nn.Module | str, x: Tensor | None = None, y: Tensor | None =
         model: an ``nn.Module`` mapping images in [0, 1] to logits (robench's, a plain PyTorch SNN or any
             network), a SpikingJelly/snnTorch network with ``framework``, ``T`` and ``step_mode``, or a zoo id.
         x, y: images and labels; for a zoo id they default to the first ``n`` images of its dataset's ``split``.
-        eps: the L-inf budget, a number or a string such as ``"8/255"``.
+        eps: the budget in ``norm``, a number or a string such as ``"8/255"``.
         name: the model's name in results and JSON (default: its class name, or the zoo id).
         results: a results CSV: every finished stage is stored there and a rerun resumes (default: nothing
             written).
         seed, batch_size, device: the cascade's seed, images per batch (None: auto), ``auto``/``cpu``/``cuda``.
-        stages: another protocol or stage list (default: the newest ``reliable`` protocol).
+        stages: another protocol or stage list (default: the newest ``reliable`` list for ``norm``).
+        norm: the threat model (default: the stages' own, else L-inf); a norm no list is for is refused.
+        return_adv: also return the verified adversarial examples (``result.adv``); resuming from a results file
+            needs ``save_adv`` too. save_adv: a folder that gets them as files (``robench verify-adv`` checks them).
 
     Shape:
         x ``[N, C, H, W]`` in ``[0, 1]``; y ``[N]``; the result's ``robust_mask`` ``[N]``.
@@ -266,22 +284,36 @@ def evaluate(model: nn.Module | str, x: Tensor | None = None, y: Tensor | None =
         >>> result = evaluate(model, x, y, eps="8/255", results="results/mine.csv")
         >>> print(result); result.to_json("mine.json")
     """
-    budgets = parse_eps(_as_k255(eps), "eps")
+    chosen = _stages(stages, norm)
+    budgets = parse_eps(_as_k255(eps) if chosen.norm == "Linf" else eps, "eps", EPS_MAX[chosen.norm])
     if len(budgets) != 1:
         raise BadSpec(f"eps {eps!r}: give one budget, not {len(budgets)}")
     (eps_v, eps_s), = budgets
     target, data = _target(model, x, y, name, framework, T, step_mode, zoo, trust_code, n, split, data_dir)
     target.dataset = data.name
     _check_model(target.model, data.x, data.y)
-    chosen = stages if stages is not None else default_stages()
-    plan = chosen.at(eps_v, eps_s) if isinstance(chosen, Protocol) else retarget(list(chosen), eps_v, eps_s)
+    plan = chosen.at(eps_v, eps_s)
     store = ResultsStore(results) if results is not None else None
     if store is not None:
         Path(results).parent.mkdir(parents=True, exist_ok=True)
         store.check_writable()
     ev = run_reliable([target], data, store, plan, seed=seed, batch_size=batch_size, device=device,
-                      progress=progress)
-    return _result(target, ev.records, ev.findings)
+                      progress=progress, save_adv=save_adv, return_adv=return_adv)
+    result = _result(target, ev.records, ev.findings)
+    result.norm, result.adv = plan.norm, ev.adv.get(target.id)
+    return result
+
+
+def _stages(stages: Protocol | Sequence[Stage] | None, norm: str | None) -> Protocol:
+    """The protocol to run: ``stages`` (a hand list becomes a version-1 protocol) or the newest ``reliable``
+    list for ``norm``; a ``norm`` other than the stages' own is one BadSpec line."""
+    want = None if norm is None else check_norm(norm, "norm")
+    if stages is None:
+        return default_stages(want or "Linf")
+    p = stages if isinstance(stages, Protocol) else as_protocol(stages)
+    if want is not None and p.norm != want:
+        raise BadSpec(f"norm {want!r}, but the stages given are for {p.norm}")
+    return p
 
 
 def benchmark(model: nn.Module | str, dataset: str = "fashion-mnist", *, n: int = 1000, eps: float | str = 8 / 255,

@@ -8,6 +8,11 @@ marked ``live`` are fast and deterministic: tests/test_readme.py runs them again
 minutes or print timings (training, an import, an attack); their last run is stored in tests/readme/consoles.json,
 which the test compares README against, and is renewed only by this script.
 
+The Python example. The ```python block under "## One call from Python" is followed by its output, a ```text block
+between ``<!-- output python: start -->`` and ``<!-- output python: end -->``. :func:`run_python` runs the example
+from the repository root with a quick three-stage list (:data:`PYTHON_PRELUDE`) in place of the protocol's, so that
+it takes seconds; tests/test_readme.py runs it again and compares, timings aside (:func:`untimed`).
+
 The report. README quotes every ``robench report`` command that writes one of its tables or a folder of
 ``results/report/``; :func:`report_commands` finds them (inline code spans starting ``robench report`` without
 placeholders such as ``DIR`` or ``NAME``). ``--report`` runs them all, in README order, from the repository root,
@@ -16,7 +21,8 @@ which rewrites README's tables and ``results/report/``. The test runs them into 
 Usage (from the repository root, with the venv's python)::
 
     python scripts/readme_consoles.py                  # every console block, then every report command
-    python scripts/readme_consoles.py --only zoo,report # some blocks (names as in the markers)
+    python scripts/readme_consoles.py --only zoo,report # some blocks (names as in the markers; python: the
+                                                        # Python example's output)
     python scripts/readme_consoles.py --report          # the report commands only
 """
 
@@ -180,6 +186,60 @@ def run_block(name: str, commands: list[str]) -> list[str]:
         return outputs
 
 
+# ------------------------------------------------------------------------------------ the Python example
+PYTHON = "python"  # the output block's name
+PYTHON_PRELUDE = """\
+from robench import api
+from robench.attacks import AttackSpec
+from robench.eval.stagelist import Protocol, Stage
+api.default_stages = lambda norm="Linf": Protocol("readme-quick", 1, (   # seconds, not the protocol's minutes
+    Stage(AttackSpec("fgsm"), "bptt"), Stage(AttackSpec("pgd", steps=3, step_size=2 / 255), "bptt"),
+    Stage(AttackSpec("square", queries=20), "none", white_box=False)))
+"""
+OUTPUT_RE = re.compile(r"<!-- output (?P<name>[\w-]+): start -->\n```text\n(?P<body>.*?)```\n"
+                       r"<!-- output (?P=name): end -->\n", re.S)
+
+
+def python_example(text: str) -> str:
+    """The ```python block under README's 'One call from Python' heading."""
+    section = text[text.index("## One call from Python"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def output_block(text: str, name: str = PYTHON) -> str:
+    """The text inside README's output block ``name``."""
+    m = next((m for m in OUTPUT_RE.finditer(text) if m["name"] == name), None)
+    if m is None:
+        raise SystemExit(f"README lacks the output block {name!r} (a ```text fence between its markers)")
+    return m["body"]
+
+
+def run_python(code: str) -> str:
+    """Run README's Python example from the repository root (it reads the shipped zoo) with the quick stage
+    list; its stdout and stderr, trailing spaces stripped."""
+    done = subprocess.run([sys.executable, "-c", PYTHON_PRELUDE + code], cwd=ROOT, env=environment(),
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise SystemExit(f"README's Python example failed: {done.stderr[-2000:]}")
+    out = done.stdout + done.stderr
+    return "\n".join(ln.rstrip() for ln in out.rstrip("\n").splitlines()) + "\n"
+
+
+def untimed(text: str) -> str:
+    """``text`` with the stage table's seconds (the last number of a line) masked: all that may differ between
+    two runs of the example."""
+    return re.sub(r"(?m)\s+\d+\.\d+$", " <seconds>", text)
+
+
+def write_python_output() -> None:
+    text = README.read_text()
+    out = run_python(python_example(text))
+    output_block(text)  # the markers must be there
+    start, end = f"<!-- output {PYTHON}: start -->\n", f"<!-- output {PYTHON}: end -->"
+    a, b = text.index(start) + len(start), text.index(end)
+    README.write_text(text[:a] + "```text\n" + out + "```\n" + text[b:])
+
+
 # ------------------------------------------------------------------------------------------- the report
 PLACEHOLDER = re.compile(r"^[A-Z]+$")
 
@@ -219,11 +279,15 @@ def run_reports(root: Path = ROOT, clean: bool = True) -> None:
 
 # ---------------------------------------------------------------------------------------------------- main
 def regenerate(names: list[str]) -> None:
+    if PYTHON in names:
+        print("output python: README's Python example", flush=True)
+        write_python_output()
+        names = [n for n in names if n != PYTHON]
     text = README.read_text()
     blocks = console_blocks(text)
     unknown = [n for n in [*names, *blocks] if n not in BLOCKS]
     if unknown:
-        raise SystemExit(f"unknown console block(s) {unknown}; known: {', '.join(BLOCKS)}")
+        raise SystemExit(f"unknown console block(s) {unknown}; known: {', '.join([*BLOCKS, PYTHON])}")
     for name in names:
         print(f"console {name}: {len(blocks[name])} command(s)", flush=True)
         outputs = run_block(name, blocks[name])
@@ -244,7 +308,7 @@ def main() -> None:
     p.add_argument("--only", help="comma-separated console blocks (default: all); 'report' alone with --report")
     p.add_argument("--report", action="store_true", help="run README's report commands (alone, unless --only)")
     a = p.parse_args()
-    names = [n for n in (a.only or "").split(",") if n] or ([] if a.report else list(BLOCKS))
+    names = [n for n in (a.only or "").split(",") if n] or ([] if a.report else [*BLOCKS, PYTHON])
     if names:
         regenerate(names)
     if a.report or not a.only:

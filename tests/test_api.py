@@ -1,13 +1,10 @@
 """robench.evaluate / robench.benchmark: the reliable protocol in one call on any module, its result object, its
-one-line refusals of bad input, resuming from a results file, and README's example (run from README's text)."""
+one-line refusals of bad input, resuming from a results file, and the verified adversarial examples it returns
+(README's example and its output: tests/test_readme.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +12,10 @@ from conftest import make_tiny_data, train_tiny
 from torch import nn
 
 import robench
-from robench import api
 from robench.attacks import AttackSpec
 from robench.eval.stagelist import Stage
 from robench.results.stats import wilson
 
-ROOT = Path(__file__).resolve().parents[1]
 EPS = dict(eps=0.3, eps_str="0.3")
 QUICK = [Stage(AttackSpec("fgsm", **EPS), "bptt"), Stage(AttackSpec("pgd", steps=3, step_size=0.1, **EPS), "bptt"),
          Stage(AttackSpec("square", queries=20, **EPS), "none", white_box=False)]
@@ -166,19 +161,55 @@ def test_benchmark_loads_the_shipped_subset(one_thread):
     assert r.dataset.startswith("data:") and r.n == 8 and r.eps_str == "8/255"
 
 
-def readme_example() -> str:
-    """The Python block under README's 'One call from Python' heading."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## One call from Python"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+# ------------------------------------------------------------------------------------- adversarial examples
+def check_examples(model, x, y, r, norm="Linf"):
+    """Every returned example is misclassified and inside the ball; they cover exactly the broken images."""
+    from robench.attacks.norms import dist, slack
+
+    adv = r.adv
+    with torch.inference_mode():
+        clean = model(x).argmax(1) == y
+        pred = model(adv.x_adv).argmax(1)
+    assert adv.x_adv.shape == (len(adv), *x.shape[1:]) and adv.index.dtype == torch.int64
+    assert torch.equal(adv.index, adv.index.sort().values) and len(set(adv.stage)) >= 1
+    assert (pred != y[adv.index]).all()
+    assert (dist(adv.x_adv, x[adv.index], norm) <= r.eps + slack(r.eps, norm)).all()
+    assert adv.x_adv.min() >= 0 and adv.x_adv.max() <= 1
+    broken = (clean & ~r.robust_mask).nonzero().flatten()
+    assert torch.equal(adv.index, broken) and len(adv) == r.clean_count - r.robust_count > 0
 
 
-def test_readme_example_runs(monkeypatch, one_thread):
-    code = readme_example()
-    assert len(code.strip().splitlines()) == 5 and "robench.evaluate(" in code
-    monkeypatch.chdir(ROOT)  # the example reads the shipped zoo from zoo/
-    monkeypatch.setattr(api, "default_stages", lambda: QUICK)  # the same call, a quicker cascade
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {})
-    assert re.search(r"robust \d+\.\d% \[\d+\.\d, \d+\.\d\]", out.getvalue())
+def test_return_adv_gives_the_verified_examples_of_exactly_the_broken_images(tiny, tmp_path, one_thread):
+    model, x, y = tiny
+    r = run(model, x, y, return_adv=True)
+    check_examples(model, x, y, r)
+    assert sorted({int(s) for s in r.adv.stage}) == sorted(
+        int(s) for s, b in zip(r.stages["stage"], r.stages["broken"], strict=True) if b)  # the run that broke it
+    d = json.loads(r.to_json())  # JSON-able: no tensors, the count and the indices
+    assert d["adv_count"] == len(r.adv) and d["adv_index"] == r.adv.index.tolist()
+    assert f"adversarial examples: {len(r.adv)} verified" in str(r)
+    assert run(model, x, y).adv is None and json.loads(run(model, x, y).to_json())["adv_count"] is None
+
+
+def test_return_adv_in_l2_and_after_a_resume(tiny, tmp_path, one_thread):
+    model, x, y = tiny
+    l2 = [Stage(AttackSpec("fgsm", eps=1.0, norm="L2"), "bptt"),
+          Stage(AttackSpec("pgd-best", eps=1.0, steps=5, norm="L2"), "bptt")]
+    r = run(model, x, y, stages=l2, eps=1.5, return_adv=True)
+    assert r.norm == "L2" and r.eps == 1.5 and "eps 1.5 (L2)" in str(r)
+    check_examples(model, x, y, r, "L2")
+    with pytest.raises(ValueError, match="norm 'Linf', but the stages given are for L2"):
+        run(model, x, y, stages=l2, norm="Linf")
+    res, adv = tmp_path / "r.csv", tmp_path / "adv"
+    first = run(model, x, y, results=res, save_adv=adv, return_adv=True)
+    again = run(model, x, y, results=res, save_adv=adv, return_adv=True)  # every run resumed: read back
+    assert torch.equal(again.adv.index, first.adv.index) and torch.equal(again.adv.x_adv, first.adv.x_adv)
+    assert again.adv.stage == first.adv.stage
+    with pytest.raises(ValueError, match="return_adv: the results file already holds runs of"):
+        run(model, x, y, results=res, return_adv=True)  # stored runs, their examples nowhere: said, not faked
+
+
+def test_a_norm_without_a_stage_list_is_refused(tiny):
+    model, x, y = tiny
+    with pytest.raises(ValueError, match="no reliable stage list for L2"):
+        robench.evaluate(model, x, y, eps=1.0, norm="L2")

@@ -79,6 +79,19 @@ def test_render_round_trips_a_block():
     assert rc.replace_block(text, "b", "new\n") == "x\n<!-- console b: start -->\nnew\n<!-- console b: end -->\n"
 
 
+# ------------------------------------------------------------------------------------------ Python example
+def test_python_example_prints_its_readme_output():
+    """README's 5-line example runs (with the quick stage list of scripts/readme_consoles.py) and prints the output
+    block under it, timings aside."""
+    code = rc.python_example(README)
+    assert len(code.strip().splitlines()) == 5 and "robench.evaluate(" in code
+    shown = rc.output_block(README)
+    out = rc.run_python(code)
+    assert re.search(r"robust \d+\.\d% \[\d+\.\d, \d+\.\d\]", out) and "readme-quick v1" in out
+    assert rc.untimed(out) == rc.untimed(shown), f"README's Python example output. {FIX}"
+    assert rc.untimed(shown) != shown  # the masking only hides the seconds column
+
+
 # ------------------------------------------------------------------------------------------------- report
 def test_report_commands_skip_templates():
     text = ("`robench report --results DIR --out DIR`, `robench report --compare A B`, `robench report`, "

@@ -37,6 +37,21 @@ FORMAT = "robench-adversarial/1"
 
 
 @dataclass(frozen=True)
+class AdvExamples:
+    """Verified adversarial examples held in memory (what ``robench.evaluate(..., return_adv=True)`` gives):
+    ``x_adv`` ``[m, C, H, W]`` float32 in [0, 1], ``index`` ``[m]`` int64 (ascending) into the evaluated images,
+    ``stage`` the cascade run that broke each (``"2"``, ``"3+1"``). Every one was re-classified wrongly by a fresh
+    forward of the model and lies within the budget in the run's norm."""
+
+    x_adv: Tensor
+    index: Tensor
+    stage: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass(frozen=True)
 class AdvFile:
     """A read adversarial-example file: ``x_adv`` ``[m, C, H, W]``, ``index`` ``[m]`` and its ``meta`` dict."""
 

@@ -46,8 +46,8 @@ from .runs import SUITE, ModelRuns, Run, protocol_head, stage_params, stage_seed
 from .stagelist import Protocol, Stage, is_protocol, load, names, retarget
 from .sweep import Data, Evaluation, Target, check_fits, collect_records, make_row
 
-__all__ = ["CONVERGED_PT", "Protocol", "Stage", "cascade", "findings", "is_protocol", "names", "protocol",
-           "retarget", "run_reliable", "stage_params", "stage_seed", "whole_params"]
+__all__ = ["CONVERGED_PT", "Protocol", "Stage", "as_protocol", "cascade", "findings", "is_protocol", "names",
+           "protocol", "retarget", "run_reliable", "stage_params", "stage_seed", "whole_params"]
 
 CONVERGED_PT = 0.01  # version 1: a last stage or restart that still breaks more than 1 point of n: not converged
 
@@ -63,7 +63,8 @@ def cascade(name: str) -> list[Stage]:
     return list(protocol(name).stages)
 
 
-def _as_protocol(stages: Protocol | Sequence[Stage] | None) -> Protocol:
+def as_protocol(stages: Protocol | Sequence[Stage] | None) -> Protocol:
+    """``stages`` as a :class:`Protocol`: None is the newest ``reliable``; a hand list is version 1 of its norm."""
     if stages is None:
         return protocol()
     if isinstance(stages, Protocol):
@@ -208,7 +209,7 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
                  stages: Protocol | Sequence[Stage] | None = None, seed: int = 0, batch_size: int | None = None,
                  device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None,
                  force: bool = False, part: Part = WHOLE, min_batches: int = 1,
-                 save_adv: str | Path | None = None) -> Evaluation:
+                 save_adv: str | Path | None = None, return_adv: bool = False) -> Evaluation:
     """Run the cascade on every model; store each run as it finishes; resume from the first missing run.
 
     ``stages``: a :class:`Protocol` (default: the newest ``reliable``), or a list of :class:`Stage` (version 1
@@ -216,12 +217,13 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     the ranks (rank 0 writes). ``min_batches``: cut every run's images into at least this many global batches
     (recorded in the rows' params when > 1). ``save_adv``: a folder that gets, per run, the verified adversarial
     examples of every image broken so far (metadata ``stage``: the run that broke each), so ``robench verify-adv``
-    can confirm every row, the cascade's result included.
+    can confirm every row, the cascade's result included. ``return_adv``: also return those examples in memory
+    (``Evaluation.adv``, per model id); resuming from stored runs needs ``save_adv`` to read theirs back.
 
     ``progress`` gets ``{"kind": "start", "total"}``, then per run ``{"kind": "batch", ...}`` and
     ``{"kind": "stage", ...}``.
     """
-    p = _as_protocol(stages)
+    p = as_protocol(stages)
     if min_batches != 1:
         p = replace(p, stages=tuple(replace(s, spec=replace(s.spec, min_batches=min_batches)) for s in p.stages))
     dev = resolve_device(str(device))
@@ -236,20 +238,22 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     store = store if part.writer else None
     emit = progress or (lambda ev: None)
     emit({"kind": "start", "total": len(models) * len(p.stages)})
-    new_rows, found, keys = [], [], []
+    new_rows, found, keys, adv = [], [], [], {}
     for t in models:
         d = on_dev[t.dataset]
         model = t.model.to(dev).eval()
         bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)
         clean = _clean_correct(model, d.x, d.y, bs, part).cpu()
         m = ModelRuns(t, d, p, stored, store, seed, bs, dev, emit, force, part, clean,
-                   None if save_adv is None else Path(save_adv))
+                      None if save_adv is None else Path(save_adv), keep_adv=return_adv or save_adv is not None)
         found += _run_model(m)
+        if return_adv:
+            adv[t.id] = m.examples()
         new_rows += m.rows
         keys += m.keys
     records = collect_records([_Key(k) for k in dict.fromkeys(keys)], new_rows, store)
     return Evaluation(records, ran=len(new_rows), skipped=len(set(keys)) - len(new_rows), findings=found,
-                      new={row_key(r) for r in new_rows})
+                      new={row_key(r) for r in new_rows}, adv=adv)
 
 
 @dataclass(frozen=True)

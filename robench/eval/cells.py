@@ -75,13 +75,16 @@ class Cell:
 @dataclass
 class Evaluation:
     """What :func:`evaluate` returns: the rows of every requested cell (new and already stored), how many
-    cells ran and were skipped, and the model checks' findings."""
+    cells ran and were skipped, and the model checks' findings; a cascade run with ``return_adv`` also gives
+    ``adv``: per model id, the verified adversarial examples of every image it broke
+    (:class:`robench.eval.adversarial.AdvExamples`)."""
 
     records: pd.DataFrame
     ran: int = 0
     skipped: int = 0
     findings: list[Finding] = field(default_factory=list)
     new: set[Key] = field(default_factory=set)
+    adv: dict = field(default_factory=dict)
 
 
 def make_row(cell: Cell, correct: Tensor, clean: Tensor, seconds: float, device: torch.device, flags: str) -> dict:

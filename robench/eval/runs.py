@@ -24,7 +24,7 @@ from ..errors import BadSpec, RobenchError
 from ..results.stats import decode_mask
 from ..results.store import ResultsStore
 from ..snn.pathkeys import GradPath
-from .adversarial import file_name, read_adv, write_adv
+from .adversarial import AdvExamples, file_name, read_adv, write_adv
 from .cell import CellOutcome, attack_cell
 from .stagelist import Protocol, Stage
 from .sweep import Cell, Data, Target, invalid_finding, keep_rows, make_row, row_flags
@@ -98,6 +98,7 @@ class ModelRuns:
     part: Part
     clean: torch.Tensor  # bool [n] on the CPU
     save_adv: Path | None = None
+    keep_adv: bool = False  # keep the verified examples (in adv): with save_adv, or for return_adv
     rows: list = field(default_factory=list)
     runs: list = field(default_factory=list)
     bad: list = field(default_factory=list)
@@ -125,6 +126,10 @@ class ModelRuns:
         self.keys.append(cell.key)
         old = None if self.force else self.stored.get(cell.key)
         if old is not None and old.get("robust_mask"):
+            if cumulative and self.keep_adv and self.save_adv is None:
+                raise BadSpec(f"return_adv: the results file already holds runs of {self.t.id}'s cascade, whose "
+                              "examples were not kept; give save_adv=DIR with the results file (a resumed call "
+                              "reads them back from there), or a new results file")
             after = torch.from_numpy(decode_mask(old["robust_mask"], self.n, int(old["robust_count"])).copy())
             self._done(params, stage, grad, int(robust.sum()) - int(after.sum()), after, float(old["seconds"]),
                        True, cumulative)
@@ -138,7 +143,7 @@ class ModelRuns:
         if len(todo):
             out = attack_cell(self.t.model, stage.spec, grad, self.d.x[todo.to(self.dev)], self.d.y[todo.to(self.dev)],
                               seed, self.bs, self.dev, torch.ones(len(todo), dtype=torch.bool),
-                              keep_adv=self.save_adv is not None, part=self.part)
+                              keep_adv=self.keep_adv, part=self.part)
             after[todo[~out.correct]] = False
             invalid = out.invalid
             if out.x_adv is not None:
@@ -182,13 +187,17 @@ class ModelRuns:
         labels = f.meta.get("stage", ["?"] * len(f.index))
         self.adv = {int(i): (x, str(s)) for i, x, s in zip(f.index.tolist(), f.x_adv, labels, strict=True)}
 
+    def examples(self) -> AdvExamples:
+        """The verified examples of every image the cascade broke so far, in image order."""
+        self._load_adv()
+        idx = sorted(self.adv)
+        x = torch.stack([self.adv[i][0] for i in idx]) if idx else torch.zeros(0, *self.d.x.shape[1:])
+        return AdvExamples(x.float().cpu(), torch.tensor(idx, dtype=torch.long), tuple(self.adv[i][1] for i in idx))
+
     def write(self, row: dict, after: torch.Tensor, cumulative: bool) -> None:
         self.rows += keep_rows([row], self.store, set(self.stored), self.force)
         if self.save_adv is None or not self.part.writer:
             return
         if cumulative:
-            self._load_adv()
-            idx = sorted(self.adv)
-            x = torch.stack([self.adv[i][0] for i in idx]) if idx else torch.zeros(0, *self.d.x.shape[1:])
-            out = CellOutcome(after, x_adv=x, index=torch.tensor(idx, dtype=torch.long))
-            write_adv(self.save_adv, row, out, {"stage": [self.adv[i][1] for i in idx]})
+            ex = self.examples()
+            write_adv(self.save_adv, row, CellOutcome(after, x_adv=ex.x_adv, index=ex.index), {"stage": list(ex.stage)})

@@ -212,7 +212,7 @@ def load(name: str, folder: Path = PROTOCOL_DIR, norm: str | None = None) -> Pro
     fits = [v for v, p in lists.items() if p.norm == (want or "Linf")]
     if not fits:
         by = {}
-        for v, p in lists.items():
+        for p in lists.values():
             by.setdefault(p.norm, []).append(p.label)
         shipped = "; ".join(f"{n}: {', '.join(labels)}" for n, labels in by.items())
         raise BadSpec(f"no {base} stage list for {want}: its lists are for {shipped}; in {want}, name the attacks "
