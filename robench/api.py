@@ -79,6 +79,8 @@ class EvalResult:
     records: pd.DataFrame | None = field(default=None, repr=False)
     norm: str = "Linf"
     adv: AdvExamples | None = field(default=None, repr=False)
+    eot: int | None = None  # a stochastic model: draws averaged per gradient step
+    draws: int | None = None  # ... and fresh draws averaged per verdict
 
     @property
     def clean_count(self) -> int:
@@ -95,7 +97,8 @@ class EvalResult:
         mask = self.robust_mask.cpu().numpy().astype(bool)
         return {
             "model": self.model, "sha256": self.sha256, "dataset": self.dataset, "n": self.n, "eps": self.eps,
-            "eps_str": self.eps_str, "norm": self.norm, "protocol": self.protocol, "clean_acc": self.clean_acc,
+            "eps_str": self.eps_str, "norm": self.norm, "protocol": self.protocol, "eot": self.eot,
+            "draws": self.draws, "clean_acc": self.clean_acc,
             "clean_count": self.clean_count, "robust_acc": self.robust_acc, "robust_count": self.robust_count,
             "robust_ci": list(self.interval),
             "robust_mask": np.packbits(mask, bitorder="little").tobytes().hex(),
@@ -115,6 +118,8 @@ class EvalResult:
     def __str__(self) -> str:
         lo, hi = self.interval
         budget = self.eps_str if self.norm == "Linf" else f"{self.eps_str} ({self.norm})"
+        if self.eot is not None:
+            budget += f", EOT {self.eot} draws per step, {self.draws} fresh per verdict"
         head = (f"{self.model} on {self.dataset} (n = {self.n}), eps {budget}, {self.protocol}: clean "
                 f"{100 * self.clean_acc:.1f}%, robust {100 * self.robust_acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
         table = self.stages.assign(robust_acc=(100 * self.stages["robust_acc"]).round(1)).to_string(index=False)
@@ -260,6 +265,7 @@ def evaluate(model: nn.Module | str, x: Tensor | None = None, y: Tensor | None =
              n: int | None = None, split: str = "test", data_dir: str | Path | None = None,
              zoo: str | Path = "zoo", trust_code: bool = False, stages: Protocol | Sequence[Stage] | None = None,
              norm: str | None = None, return_adv: bool = False, save_adv: str | Path | None = None,
+             eot: int | None = None, draws: int | None = None, sampler: str | None = None,
              progress: Callable[[dict], None] | None = None) -> EvalResult:
     """Run the ``reliable`` protocol on ``model`` and return its :class:`EvalResult`.
 
@@ -276,6 +282,10 @@ def evaluate(model: nn.Module | str, x: Tensor | None = None, y: Tensor | None =
         norm: the threat model (default: the stages' own, else L-inf); a norm no list is for is refused.
         return_adv: also return the verified adversarial examples (``result.adv``); resuming from a results file
             needs ``save_adv`` too. save_adv: a folder that gets them as files (``robench verify-adv`` checks them).
+        eot, draws, sampler: a stochastic model (one that samples in its forward pass, e.g. Poisson coding): K
+            draws averaged per gradient step (default 8), M fresh draws per verdict (default 16), the gradient
+            estimator through the draws (``rate`` or ``ste``); every stage runs so (EOT). Refused for a
+            deterministic model.
 
     Shape:
         x ``[N, C, H, W]`` in ``[0, 1]``; y ``[N]``; the result's ``robust_mask`` ``[N]``.
@@ -298,7 +308,8 @@ def evaluate(model: nn.Module | str, x: Tensor | None = None, y: Tensor | None =
         Path(results).parent.mkdir(parents=True, exist_ok=True)
         store.check_writable()
     ev = run_reliable([target], data, store, plan, seed=seed, batch_size=batch_size, device=device,
-                      progress=progress, save_adv=save_adv, return_adv=return_adv)
+                      progress=progress, save_adv=save_adv, return_adv=return_adv, eot=eot, draws=draws,
+                      sampler=sampler)
     result = _result(target, ev.records, ev.findings)
     result.norm, result.adv = plan.norm, ev.adv.get(target.id)
     return result
@@ -346,6 +357,7 @@ def _result(target: Target, records: pd.DataFrame, findings: Sequence) -> EvalRe
     messages = [f.line() for f in findings] or [f"{f}: {DOC.get(f.split('=')[0], 'flagged')}" for f in names]
     names += [t.split(":")[0] for t in notes]
     version, suite = wp.get("version"), wp.get("suite", "reliable")
+    eot, draws = wp.get("eot"), wp.get("draws")
     return EvalResult(
         model=target.id, sha256=target.sha256, dataset=str(whole["dataset"]), n=n, eps=float(whole["eps"]),
         eps_str=str(whole["eps_str"]), protocol=f"{suite} v{version}" if version else suite,
@@ -353,4 +365,4 @@ def _result(target: Target, records: pd.DataFrame, findings: Sequence) -> EvalRe
         interval=wilson(int(whole["robust_count"]), n), robust_mask=mask,
         stages=pd.DataFrame(table, columns=["stage", "attack", "grad", "robust_acc", "broken", "seconds"]),
         flags=list(dict.fromkeys(names)), messages=messages + list(dict.fromkeys(notes)),
-        seconds=float(whole["seconds"]), records=records)
+        seconds=float(whole["seconds"]), records=records, eot=eot, draws=draws)

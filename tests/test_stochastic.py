@@ -143,3 +143,55 @@ def test_verification_catches_an_example_outside_the_l2_ball(poisson):
     v = check_examples(model, x, y, cheat, 0.5, norm="L2")
     assert v.invalid.all() and not v.broken.any()
     assert not check_examples(model, x, y, cheat, 0.2 + 1e-7, norm="Linf").invalid.any()
+
+
+# ------------------------------------------------------------------------------------ the reliable protocol
+def test_the_reliable_protocol_runs_every_stage_of_a_stochastic_model_with_eot_and_fresh_draws(poisson, monkeypatch):
+    import robench
+    import robench.eval.cell as cell
+    from robench.eval.stagelist import Stage
+
+    model, x, y = poisson
+    seen = []
+    real = cell.verify_draws
+
+    def spy(model, x, y, x_adv, spec, *a, **kw):
+        seen.append((spec.name, spec.eot, spec.draws))
+        return real(model, x, y, x_adv, spec, *a, **kw)
+
+    monkeypatch.setattr(cell, "verify_draws", spy)
+    stages = [Stage(AttackSpec("fgsm", eps=0.2), "bptt"), Stage(AttackSpec("pgd-best", eps=0.2, steps=3), "rate"),
+              Stage(AttackSpec("square", eps=0.2, queries=10), "none", white_box=False)]
+    r = robench.evaluate(model, x, y, eps=0.2, stages=stages, eot=2, draws=4, batch_size=24, device="cpu", seed=1)
+    params = [json.loads(p) for p in r.records["params"]]
+    assert len(params) == 4 and all((p["eot"], p["draws"], p["sampler"]) == (2, 4, "rate") for p in params)
+    assert {(name, k, m) for name, k, m in seen} <= {("fgsm", 2, 4), ("pgd-best", 2, 4), ("square", 2, 4)}
+    assert seen and seen[0][0] == "fgsm"  # every verdict came from fresh draws (the stages that attacked)
+    clean = clean_correct_draws(model, x, y, 24, draws=4, seed=1).cpu()
+    assert r.clean_count == int(clean.sum()) and not (r.robust_mask & ~clean).any()  # clean: the M-draw verdict
+    assert (r.eot, r.draws) == (2, 4) and "EOT 2 draws per step, 4 fresh per verdict" in str(r)
+    again = robench.evaluate(model, x, y, eps=0.2, stages=stages, eot=2, draws=4, batch_size=24, device="cpu",
+                             seed=1)
+    assert torch.equal(again.robust_mask, r.robust_mask)  # determinism under fixed seeds
+    deterministic = build_model(ModelConfig(**TINY)).eval()
+    with pytest.raises(ValueError, match="apply to stochastic models"):
+        robench.evaluate(deterministic, x, y, eps=0.2, stages=stages, eot=2)
+
+
+def test_suite_reliable_on_a_poisson_model_runs_with_eot(zoo, tmp_path, capsys):  # noqa: F811
+    from test_cli_reliable import TINY as PROTOCOL
+
+    f = tmp_path / "tiny.toml"
+    f.write_text(PROTOCOL)
+    out = tmp_path / "res"
+    code, _, err = run_main(capsys, ["attack", "--zoo", str(zoo), "--model", ID, "--suite", str(f), "--n", "8",
+                                     "--out", str(out), "--encoding", "poisson", "--eot", "2", "--draws", "3",
+                                     "--device", "cpu", "--batch-size", "8"])
+    assert code == 0, err
+    params = [json.loads(p) for p in pd.read_csv(out / "results.csv")["params"]]
+    assert params[-1]["stage"] == "all" and {p["stage"] for p in params} >= {"probe", 1, 2, 3}
+    assert all((p["eot"], p["draws"]) == (2, 3) for p in params)
+    code, _, err = run_main(capsys, ["attack", "--zoo", str(zoo), "--model", ID, "--suite", "reliable", "--n", "8",
+                                     "--out", str(tmp_path / "none"), "--eot", "2"])
+    assert code == 2 and one_line(err).startswith("Error:") and "apply to stochastic models" in one_line(err), err
+    assert not (tmp_path / "none").exists()

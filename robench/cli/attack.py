@@ -44,9 +44,9 @@ def attack(
     norm: Annotated[str, typer.Option(help="Threat model: Linf, L2, or L1 (official APGD, Square and "
                                       "AutoAttack only); part of every row's params.")] = "Linf",
     eot: Annotated[int | None, typer.Option(help="Stochastic models (Poisson coding): draws averaged per gradient "
-                                            "step, EOT (default 8).")] = None,
+                                            "step, EOT (default 8); --suite reliable runs every stage so.")] = None,
     draws: Annotated[int | None, typer.Option(help="Stochastic models: fresh draws averaged by every verdict "
-                                              "(default 16); a single-draw row is stored too.")] = None,
+                                              "(default 16); a sweep also stores a single-draw row.")] = None,
     sampler: Annotated[str | None, typer.Option(help="Stochastic models: the gradient through the draws, rate "
                                                 "(the expectation, default) or ste (straight-through).")] = None,
     encoding: Annotated[str | None, typer.Option(help="Input coding: direct or poisson (default: each model's "

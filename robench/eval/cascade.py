@@ -19,6 +19,11 @@ samples every white-box run missed; ``not-converged`` when the cap (or the last 
 was still breaking more than the threshold (version 1: when the last white-box stage or restart still lowered
 robust accuracy by more than 1 point).
 
+A stochastic model (Poisson coding, a foreign model that declares its sampling) runs every stage, the probe
+included, with EOT: K draws averaged per gradient step, clean and adversarial verdicts from M fresh draws the
+attack never used, K, M and the sampler in every row's ``params`` (the result row's too). Only the averaged
+verdict is stored; a sweep (``robench attack --attack ...``) also stores the single-draw rows.
+
 Examples:
     >>> ev = run_reliable(targets, data, ResultsStore("results/reliable.csv"), seed=0)   # the newest version
     >>> ev = run_reliable(targets, data, store, protocol("reliable-v1"))                 # the first
@@ -37,6 +42,7 @@ from ..errors import BadSpec
 from ..results.findings import Finding
 from ..results.store import ByKey, ResultsStore, row_key
 from ..runtime import resolve_device
+from ..snn.encoding import is_stochastic
 from ..snn.pathkeys import GradPath
 from .adversarial import check_adv_dir
 from .cell import auto_batch_size
@@ -44,6 +50,7 @@ from .cell import clean_correct as _clean_correct
 from .probe import probe_paths, rank, resolve
 from .runs import SUITE, ModelRuns, Run, protocol_head, stage_params, stage_seed, whole_params
 from .stagelist import Protocol, Stage, is_protocol, load, names, retarget
+from .stochastic import clean_correct_draws, stochastic_spec, stochastic_specs
 from .sweep import Data, Evaluation, Target, check_fits, collect_records, make_row
 
 __all__ = ["CONVERGED_PT", "Protocol", "Stage", "as_protocol", "cascade", "findings", "is_protocol", "names",
@@ -93,7 +100,7 @@ def _run_model(m: ModelRuns) -> list[Finding]:
         robust = _escalate(m, robust)
     found = m.bad + (_adaptive_findings(m) if p.adaptive is not None else
                      findings(m.t.id, _history(m), int(m.clean.sum()), m.n))
-    whole = m.cell(whole_params(p), "worst")
+    whole = m.cell(m.whole_params(), "worst")
     m.keys.append(whole.key)
     if m.force or whole.key not in m.stored:
         secs = m.probe_secs + sum(r.secs for r in m.runs)
@@ -104,6 +111,7 @@ def _run_model(m: ModelRuns) -> list[Finding]:
 
 def _stage_run(m: ModelRuns, k: int, r: int, stage: Stage, grad: GradPath | str, asked: GradPath | str | None,
                robust: torch.Tensor) -> torch.Tensor:
+    stage = m.staged(stage)
     params = stage_params(m.p, k, stage, r, asked)
     seed = stage_seed(m.seed, m.t.sha256, k, r, m.p.name, m.p.version)
     black = lambda broke: ["gradient-masking"] if broke and not stage.white_box else []  # noqa: E731
@@ -116,9 +124,10 @@ def _probe(m: ModelRuns) -> list[GradPath]:
     first = min(pr.images, m.n)
     todo = m.clean[:first].nonzero().flatten()
     broke = {}
-    stage = Stage(pr.spec, "probe")
+    stage = m.staged(Stage(pr.spec, "probe"))
     for path in probe_paths(m.t.model, pr.paths):
-        params = {**protocol_head(m.p), "stage": "probe", "images": first, "attack": pr.spec.name, **pr.spec.params()}
+        params = {**protocol_head(m.p), "stage": "probe", "images": first, "attack": pr.spec.name,
+                  **stage.spec.params()}
         seed = stage_seed(m.seed, m.t.sha256, "probe", 0, m.p.name, m.p.version)
         after = m.attack(params, stage, path, seed, m.clean, todo, cumulative=False)
         broke[path] = int(m.clean.sum()) - int(after.sum())
@@ -209,7 +218,8 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
                  stages: Protocol | Sequence[Stage] | None = None, seed: int = 0, batch_size: int | None = None,
                  device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None,
                  force: bool = False, part: Part = WHOLE, min_batches: int = 1,
-                 save_adv: str | Path | None = None, return_adv: bool = False) -> Evaluation:
+                 save_adv: str | Path | None = None, return_adv: bool = False, eot: int | None = None,
+                 draws: int | None = None, sampler: str | None = None) -> Evaluation:
     """Run the cascade on every model; store each run as it finishes; resume from the first missing run.
 
     ``stages``: a :class:`Protocol` (default: the newest ``reliable``), or a list of :class:`Stage` (version 1
@@ -219,6 +229,9 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     examples of every image broken so far (metadata ``stage``: the run that broke each), so ``robench verify-adv``
     can confirm every row, the cascade's result included. ``return_adv``: also return those examples in memory
     (``Evaluation.adv``, per model id); resuming from stored runs needs ``save_adv`` to read theirs back.
+    ``eot``, ``draws``, ``sampler``: a stochastic model's K draws per gradient step, M fresh draws per verdict
+    (clean and adversarial) and gradient estimator (defaults 8, 16, ``rate``; :mod:`robench.eval.stochastic`);
+    every stage of it runs with EOT and is recorded so. Given with no stochastic model: one BadSpec line.
 
     ``progress`` gets ``{"kind": "start", "total"}``, then per run ``{"kind": "batch", ...}`` and
     ``{"kind": "stage", ...}``.
@@ -229,6 +242,8 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
     dev = resolve_device(str(device))
     if save_adv is not None:
         check_adv_dir(save_adv)
+    random = {t.id for t in models if is_stochastic(t.model)}
+    stochastic_specs(models, [], eot, draws, sampler)  # checks the values; refuses them with no stochastic model
     data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
     on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}
     for t in models:
@@ -243,9 +258,13 @@ def run_reliable(models: Sequence[Target], data: Data | Mapping[str, Data], stor
         d = on_dev[t.dataset]
         model = t.model.to(dev).eval()
         bs = batch_size or agree_min(auto_batch_size(model, d.x, dev), part)
-        clean = _clean_correct(model, d.x, d.y, bs, part).cpu()
+        opts = (eot, draws, sampler) if t.id in random else None
+        m_draws = stochastic_spec(p.stages[0].spec, *opts).draws if opts else None
+        clean = (_clean_correct(model, d.x, d.y, bs, part) if opts is None else
+                 clean_correct_draws(model, d.x, d.y, bs, m_draws, seed, part)).cpu()
         m = ModelRuns(t, d, p, stored, store, seed, bs, dev, emit, force, part, clean,
-                      None if save_adv is None else Path(save_adv), keep_adv=return_adv or save_adv is not None)
+                      None if save_adv is None else Path(save_adv), keep_adv=return_adv or save_adv is not None,
+                      draws=opts)
         found += _run_model(m)
         if return_adv:
             adv[t.id] = m.examples()

@@ -11,7 +11,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,12 +28,13 @@ from ..results.findings import Finding
 from ..results.shards import ShardFile, shard_path
 from ..results.store import ResultsStore
 from ..runtime import resolve_device
-from ..snn.encoding import ENCODINGS, SAMPLERS, check_draws, is_stochastic
+from ..snn.encoding import ENCODINGS, SAMPLERS, check_draws
 from ..snn.pathkeys import GradPath
 from ..zoo import select
 from .adversarial import check_adv_dir
 from .cascade import is_protocol, names, protocol, run_reliable
 from .stagelist import Protocol
+from .stochastic import stochastic_specs
 from .sweep import Data, Evaluation, Target, evaluate, load_data, load_targets, parse_grads
 
 Progress = Callable[[dict], None]
@@ -157,8 +158,8 @@ def prepare_attack(o: AttackOptions, note: Callable[[str], None] | None = None) 
     if o.save_adv is not None:
         check_adv_dir(o.save_adv)
     targets = load_targets(cards, o.zoo, o.dataset, trust_code=o.trust_code, encoding=o.encoding)
-    if cascade is not None:
-        _check_cascade_targets(str(o.suite), targets)
+    if cascade is not None:  # draws given with no stochastic model: refused here, before any work
+        stochastic_specs(targets, [], o.eot, o.draws, o.sampler)
     data = {}
     for ds in dict.fromkeys(t.dataset for t in targets):
         data[ds], said = load_data(ds, o.data_dir, o.n, o.split)
@@ -174,7 +175,7 @@ def _check_attacks(o: AttackOptions) -> tuple[Protocol | None, list[AttackSpec]]
     cascade = protocol(o.suite, o.norm) if o.suite is not None and o.suite not in SUITES else None  # checked whole
     if cascade is not None:
         _check_cascade_options(str(o.suite), o.attacks, o.steps, o.step_size, o.restarts, o.random_start,
-                               o.aa_version, o.queries, o.eot, o.draws, o.sampler, o.grad)
+                               o.aa_version, o.queries, o.grad)
     step = parse_one(o.step_size, "--step-size", EPS_MAX[o.norm]) if o.step_size else None
     specs = [] if cascade is not None else specs_from(o.attacks, o.suite, o.eps, o.norm, steps=o.steps,
                                                       restarts=o.restarts, random_start=o.random_start,
@@ -209,26 +210,19 @@ def batch_size(text: str | int) -> int | None:
 def _check_cascade_options(suite: str, *given: object) -> None:
     if any(v is not None and v != [] for v in given):
         raise BadSpec(f"--suite {suite} fixes every attack, path and parameter; drop --attack, --grad, --steps, "
-                      "--step-size, --restarts, --random-start, --aa-version, --queries, --eot, --draws and "
-                      "--sampler")
-
-
-def _check_cascade_targets(suite: str, targets: Sequence[Target]) -> None:
-    """The cascades are deterministic: refuse a stochastic model in one line (the norm is the loader's check)."""
-    random = [t.id for t in targets if is_stochastic(t.model)]
-    if random:
-        raise BadSpec(f"--suite {suite} does not average random draws; {', '.join(random)} samples in its forward "
-                      "pass: name the attacks (--attack pgd-best ...) with --eot and --draws")
+                      "--step-size, --restarts, --random-start, --aa-version and --queries (--eot, --draws and "
+                      "--sampler set a stochastic model's draws)")
 
 
 def _run_cascade(job: AttackJob, part: Part = WHOLE, progress: Progress | None = None) -> Evaluation:
-    """Each budget of ``--eps`` (default: the protocol's own 8/255) runs the whole cascade, resumably."""
+    """Each budget of ``--eps`` (default: the protocol's own 8/255) runs the whole cascade, resumably; a
+    stochastic model with EOT (--eot, --draws, --sampler)."""
     o, p = job.options, job.cascade
     assert p is not None
     budgets = parse_eps(o.eps, limit=EPS_MAX[p.norm]) if o.eps is not None else [p.eps]
     evs = [run_reliable(job.targets, job.data, job.store, p.at(v, t), seed=o.seed, batch_size=job.batch_size,
                         device=job.device, progress=progress, force=o.force, part=part, min_batches=o.min_batches,
-                        save_adv=o.save_adv)
+                        save_adv=o.save_adv, eot=o.eot, draws=o.draws, sampler=o.sampler)
            for v, t in budgets]
     ev = evs[0]
     for other in evs[1:]:

@@ -4,7 +4,10 @@ A run is one attack of one stage (its first try, ``stage = k``, or a restart, ``
 :class:`ModelRuns` runs it through :func:`robench.eval.sweep.attack_cell`, or, when its row is already stored,
 reads the mask back, so a resumed cascade replays every decision it made before; it stores each row at once, and
 with ``--save-adv`` writes the verified examples of every image broken so far beside each row
-(:mod:`robench.eval.adversarial`). :func:`stage_params` and :func:`whole_params` are the rows' ``params``, the
+(:mod:`robench.eval.adversarial`). On a stochastic model (one that samples in its forward pass, e.g. Poisson
+coding) every run is an EOT run (:mod:`robench.eval.stochastic`): each gradient step averages K draws, every verdict
+re-classifies with M fresh draws the attack never used, and K, M and the sampler are part of every row's
+``params``. :func:`stage_params` and :func:`whole_params` are the rows' ``params``, the
 part of their key that names the protocol, its version and the run.
 """
 
@@ -14,7 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +30,7 @@ from ..snn.pathkeys import GradPath
 from .adversarial import AdvExamples, file_name, read_adv, write_adv
 from .cell import CellOutcome, attack_cell
 from .stagelist import Protocol, Stage
+from .stochastic import stochastic_spec
 from .sweep import Cell, Data, Target, invalid_finding, keep_rows, make_row, row_flags
 
 SUITE = "reliable"
@@ -99,6 +103,7 @@ class ModelRuns:
     clean: torch.Tensor  # bool [n] on the CPU
     save_adv: Path | None = None
     keep_adv: bool = False  # keep the verified examples (in adv): with save_adv, or for return_adv
+    draws: tuple | None = None  # a stochastic model: (eot, draws, sampler) as given (None each: the defaults)
     rows: list = field(default_factory=list)
     runs: list = field(default_factory=list)
     bad: list = field(default_factory=list)
@@ -111,6 +116,17 @@ class ModelRuns:
     @property
     def n(self) -> int:
         return len(self.d.x)
+
+    def staged(self, stage: Stage) -> Stage:
+        """The stage as it runs on this model: with EOT (K draws per step, M fresh draws per verdict) on a
+        stochastic one, unchanged otherwise."""
+        return stage if self.draws is None else replace(stage, spec=stochastic_spec(stage.spec, *self.draws))
+
+    def whole_params(self) -> dict:
+        """The cascade's result row's ``params``: the protocol's, and K, M and the sampler on a stochastic model."""
+        s = self.staged(self.p.stages[0]).spec
+        return {**whole_params(self.p), **({"eot": s.eot, "draws": s.draws, "sampler": s.sampler}
+                                          if self.draws is not None else {})}
 
     def cell(self, params: dict, grad: GradPath | str) -> Cell:
         eps, eps_str = self.p.eps
