@@ -3,8 +3,8 @@
 Reads the evidence matrix (scripts/evidence_v2.sh writes results/evidence-v2.csv: attacks x gradient paths on the
 first 200 test images of many models, with per-sample masks), chooses the stages greedily on the selection split
 (images 0-99) and replays them on the validation split (images 100-199), which the choice never sees. Writes the
-selection table (benchmarks/selection.md) and, with --write, the stage list of the protocol
-(robench/eval/protocols/reliable-v2.toml), which the cascade reads.
+selection table (benchmarks/selection-v<N>.md; version 2's is benchmarks/selection.md) and, with --write, the
+stage list of the protocol (robench/eval/protocols/reliable-v<N>.toml), which the cascade reads.
 
     .venv/bin/python scripts/select_stages.py results/evidence-v2.csv --v1 results/reliable.csv --write
 """
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from robench.eval.stagelist import load as load_protocol  # noqa: E402
+from robench.eval.stagelist import versions  # noqa: E402
 from robench.results.selection import (  # noqa: E402
     Choice,
     cascade_masks,
@@ -59,9 +60,9 @@ def _fraction(v: float) -> str:
     return f'"{k}/255"' if abs(v * 255 - k) < 1e-9 else repr(v)
 
 
-def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str) -> str:
+def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str, version: int = 2) -> str:
     lines = [f"# {line}" if line else "#" for line in why.splitlines()]
-    lines += ['name = "reliable"', "version = 2",
+    lines += ['name = "reliable"', f"version = {version}",
               'norm = "Linf"   # the threat model these stages were chosen for (L-inf only)', 'eps = "8/255"', "",
               "[probe]", "paths = [" + ",\n         ".join(_toml_value(g) for g in PROBE_PATHS) + "]",
               f'attack = "{PROBE_ATTACK}"', f"steps = {probe_steps}", 'step_size = "2/255"',
@@ -93,6 +94,21 @@ def replay_stages(path: Path) -> list[Choice]:
     return out
 
 
+def real_cascades(path: str | None, n: int, eps: str) -> dict[str, dict]:
+    """The real cascades' masks in a results file, per shipped version (``v1``, ``v2``, ...; a version of 2 or
+    more only from rows of exactly the shipped stage list)."""
+    if not path:
+        return {}
+    rel = ResultsStore(path).read()
+    out = {}
+    for v in versions("reliable"):
+        digest = load_protocol(f"reliable-v{v}").digest() if v >= 2 else None
+        got = cascade_masks(rel, n, eps, v, digest)
+        if got:
+            out[f"v{v}"] = got
+    return out
+
+
 def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".1f")
 
@@ -100,13 +116,16 @@ def _md(df: pd.DataFrame) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("evidence")
-    ap.add_argument("--v1", help="results file with reliable rows of version 1 and 2 (their first n images compared)")
+    ap.add_argument("--v1", "--real", dest="v1",
+                    help="results file with real reliable rows (every shipped version; their first n images compared)")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--eps", default="8/255")
     ap.add_argument("--probe-images", type=int, default=64)
     ap.add_argument("--threshold", type=float, default=0.005)
     ap.add_argument("--model", action="append", help="choose on these models only (default: every model)")
-    ap.add_argument("--write", action="store_true", help="write robench/eval/protocols/reliable-v2.toml")
+    ap.add_argument("--write", action="store_true",
+                    help="write the choice as robench/eval/protocols/reliable-v<--version>.toml")
+    ap.add_argument("--version", type=int, default=2, help="the protocol version the choice is written as")
     ap.add_argument("--table", default=str(ROOT / "benchmarks" / "selection.md"))
     ap.add_argument("--replay", metavar="FILE.toml",
                     help="replay this stage list on both splits instead of choosing (no --write)")
@@ -121,17 +140,15 @@ def main() -> None:
         replay(a, mx, sel, val, probe)
         return
     chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
-    rel = ResultsStore(a.v1).read() if a.v1 else None
-    v1 = cascade_masks(rel, a.n, a.eps, 1) if rel is not None else None
-    v2 = cascade_masks(rel, a.n, a.eps, 2, load_protocol("reliable").digest()) if rel is not None else None
+    real = real_cascades(a.v1, a.n, a.eps)
     picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. cost": cost,
                            **{m.removeprefix("fmnist-"): g for m, g in gain.items()}}
                           for i, (c, gain, cost) in enumerate(zip(chosen.stages, chosen.gains, chosen.cost,
                                                                   strict=True))])
-    tables = [evaluate_choice(mx, chosen.stages, idx, probe, PROBE_PATHS, a.probe_images, v1, v2)
+    tables = [evaluate_choice(mx, chosen.stages, idx, probe, PROBE_PATHS, a.probe_images, real)
               for idx in (sel, val)]
     cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
-    out = ["# Choosing the reliable protocol's stages (version 2)", "",
+    out = [f"# Choosing the reliable protocol's stages (version {a.version})", "",
            f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "
            f"({len(mx.models)} models, eps {a.eps}, the first {a.n} test images).",
            f"Selection split: images 0-{half - 1}; validation split: images {half}-{a.n - 1} (never seen by the "
@@ -144,18 +161,20 @@ def main() -> None:
     Path(a.table).write_text("\n".join(out))
     print("\n".join(out))
     if a.write:
-        why = (f"The reliable protocol, version 2: stages chosen by scripts/select_stages.py on the evidence matrix\n"
+        why = (f"The reliable protocol, version {a.version}: stages chosen by scripts/select_stages.py on the evidence matrix\n"
                f"({a.evidence}, images 0-{half - 1} of {len(mx.models)} models) and proven on images {half}-{a.n - 1};"
-               f"\nthe table is benchmarks/selection.md. probe:K = the K-th best path of this model's probe.")
-        dest = ROOT / "robench" / "eval" / "protocols" / "reliable-v2.toml"
-        dest.write_text(stage_toml(chosen.stages, PROBE_PARAMS["steps"], a.probe_images, why))
+               f"\nthe table is {Path(a.table).relative_to(ROOT) if Path(a.table).is_relative_to(ROOT) else a.table}. "
+               "probe:K = the K-th best path of this model's probe.")
+        dest = ROOT / "robench" / "eval" / "protocols" / f"reliable-v{a.version}.toml"
+        dest.write_text(stage_toml(chosen.stages, PROBE_PARAMS["steps"], a.probe_images, why, a.version))
         print(f"-> {dest}")
 
 
 def replay(a: argparse.Namespace, mx, sel: np.ndarray, val: np.ndarray, probe: tuple[str, str]) -> None:
     """The tables of ``main`` for a stage list fixed in advance: how it does on models it was not chosen on."""
     stages = replay_stages(Path(a.replay))
-    tables = [evaluate_choice(mx, stages, idx, probe, PROBE_PATHS, a.probe_images) for idx in (sel, val)]
+    real = real_cascades(a.v1, a.n, a.eps)
+    tables = [evaluate_choice(mx, stages, idx, probe, PROBE_PATHS, a.probe_images, real) for idx in (sel, val)]
     cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
     out = [f"# Replaying the stage list {Path(a.replay).name} on the evidence matrix", "",
            f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "

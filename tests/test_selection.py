@@ -133,3 +133,31 @@ def test_ordering_by_time_takes_breaks_per_second_and_uses_only_cells_on_every_m
     models, cells = read_timed(_frame(rows), first=4)  # the selection split: images 0-3, seconds halved
     picks = greedy_by_time(models, cells)
     assert [p.key[2] for p in picks] == ["rate", "bptt"] and picks[1].cost == 2 * 50.0 * 2 / 4
+
+
+def test_a_probe_stage_runs_through_exactly_the_kth_ranked_path_even_without_its_cell():
+    # the probe ranks rate second; the matrix has APGD through bptt and arctan:a=4 only: probe:2 must count as
+    # breaking nothing (the real cascade runs APGD through rate), not as APGD through the next path with a cell
+    rows = [_row("a", "pgd-best", PGD, "arctan:a=4", _m([4, 5, 6, 7])),
+            _row("a", "pgd-best", PGD, "rate", _m([3, 4, 5, 6, 7])),
+            _row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3, 4, 5, 6, 7])),
+            _row("a", "apgd-ce", APGD, "bptt", _m([6, 7])),
+            _row("a", "apgd-ce", APGD, "arctan:a=4", _m([5, 6, 7]))]
+    mx = read_matrix(_frame(rows), 8)
+    order = ["bptt", "arctan:a=4", "rate"]
+    table = evaluate_choice(mx, [Choice("apgd-ce", APGD, "probe:2")], np.arange(8), PROBE, order, probe_images=8)
+    row = table.iloc[0]
+    assert row["probe top 3"] == "arctan:a=4, rate, bptt"
+    assert row["stages missing"] == 1 and row["stages robust %"] == 100.0  # nothing credited
+    table = evaluate_choice(mx, [Choice("apgd-ce", APGD, "probe:3")], np.arange(8), PROBE, order, probe_images=8)
+    assert table.iloc[0]["stages robust %"] == 25.0  # probe:3 is bptt, which has a cell
+
+
+def test_the_rule_kept_square_check_matches_a_square_cell_with_its_budget():
+    sq_full = json.dumps({"queries": 5000, "restarts": 1, "norm": "Linf", "p_init": 0.8}, sort_keys=True)
+    rows = [_row("a", "pgd-best", PGD, "bptt", _m([0, 1, 2, 3])),
+            _row("a", "square", sq_full, "none", _m([0, 1])),
+            _row("a", "square", json.dumps({"queries": 1000}), "none", _m([0, 1, 2]))]
+    mx = read_matrix(_frame(rows), 8)
+    table = evaluate_choice(mx, [Choice("square", SQ, "none")], np.arange(8), PROBE, ["bptt"], probe_images=8)
+    assert table.iloc[0]["stages missing"] == 0 and table.iloc[0]["stages robust %"] == 25.0

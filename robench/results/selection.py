@@ -129,14 +129,32 @@ def probe_ranking(mx: Matrix, model: str, idx: np.ndarray, probe: tuple[str, str
 
 
 def resolve(mx: Matrix, model: str, choice: Choice, ranking: Sequence[str]) -> tuple[str, str, str] | None:
-    """The matrix cell a choice runs as on ``model``: ``probe:K`` becomes the K-th best ranked path for which
-    the attack has a cell (the simulation of the cascade's run-time probe)."""
+    """The matrix cell a choice runs as on ``model``: ``probe:K`` becomes the K-th best ranked path, as the
+    cascade's run-time probe resolves it (the best one when fewer paths were ranked). ``None`` when the matrix has
+    no cell for that attack through that path: the stage then counts as breaking nothing. (Skipping to the next
+    ranked path that has a cell would credit the stage with a path the real cascade does not run.)"""
     if not choice.grad.startswith(PROBE + ":"):
         key = (choice.attack, choice.params, choice.grad)
-        return key if key in mx.masks[model] else None
+        if key in mx.masks[model] or choice.white_box:
+            return key if key in mx.masks[model] else None
+        return _same_black_box(mx, model, choice)
+    if not ranking:
+        return None
     k = int(choice.grad.split(":")[1])
-    have = [g for g in ranking if (choice.attack, choice.params, g) in mx.masks[model]]
-    return (choice.attack, choice.params, have[k - 1]) if len(have) >= k else None
+    key = (choice.attack, choice.params, ranking[min(k, len(ranking)) - 1])
+    return key if key in mx.masks[model] else None
+
+
+def _same_black_box(mx: Matrix, model: str, choice: Choice) -> tuple[str, str, str] | None:
+    """A black-box cell of ``model`` with the choice's attack and budget (queries, restarts) whatever its other
+    recorded parameters (the rule-kept Square check names only its queries)."""
+    want = json.loads(choice.params)
+    for key in mx.masks[model]:
+        if key[0] == choice.attack and key[2] == choice.grad:
+            have = json.loads(key[1])
+            if all(int(have.get(k) or 1) == int(want.get(k) or 1) for k in ("queries", "restarts")):
+                return key
+    return None
 
 
 @dataclass
@@ -216,11 +234,11 @@ def select(mx: Matrix, idx: np.ndarray, probe: tuple[str, str], order: Sequence[
 
 
 def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe: tuple[str, str],
-                    order: Sequence[str], probe_images: int = 32, v1: Mapping[str, np.ndarray] | None = None,
-                    v2: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+                    order: Sequence[str], probe_images: int = 32,
+                    real: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Per model on the images ``idx``: the stage list replayed (robust %), the matrix worst case, the gap, the
-    estimated cost of the stages against the whole matrix's, and the real cascades' rows (version 1 and 2) and
-    their gaps to the matrix worst case where ``v1`` / ``v2`` have a mask."""
+    estimated cost of the stages against the whole matrix's, and the real cascades' rows and their gaps to the
+    matrix worst case: ``real`` maps a label (``v1``, ``v2``, ...) to per-model masks, a column pair each."""
     out = []
     for m in mx.models:
         rank = probe_ranking(mx, m, idx, probe, order, probe_images)
@@ -239,8 +257,8 @@ def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe
                "stages cost": cost, "matrix cost": sum(work(a, p) for a, p, _ in mx.masks[m]),
                "cells": len(mx.masks[m]),
                "probe top 3": ", ".join(rank[:3]), "stages missing": len(missing)}
-        for name, got in (("v1", v1), ("v2", v2)):
-            if got is not None and m in got and len(got[m]) > idx[-1]:
+        for name, got in (real or {}).items():
+            if m in got and len(got[m]) > idx[-1]:
                 row[f"{name} cascade %"] = 100 * got[m][idx].mean()
                 row[f"{name} gap pt"] = 100 * (got[m][idx].mean() - worst.mean())
         out.append(row)
