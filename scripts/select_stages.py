@@ -161,10 +161,11 @@ def main() -> None:
     Path(a.table).write_text("\n".join(out))
     print("\n".join(out))
     if a.write:
-        why = (f"The reliable protocol, version {a.version}: stages chosen by scripts/select_stages.py on the evidence matrix\n"
-               f"({a.evidence}, images 0-{half - 1} of {len(mx.models)} models) and proven on images {half}-{a.n - 1};"
-               f"\nthe table is {Path(a.table).relative_to(ROOT) if Path(a.table).is_relative_to(ROOT) else a.table}. "
-               "probe:K = the K-th best path of this model's probe.")
+        table = Path(a.table).resolve()
+        table = table.relative_to(ROOT) if table.is_relative_to(ROOT) else table
+        why = (f"The reliable protocol, version {a.version}: stages chosen by scripts/select_stages.py on the "
+               f"evidence matrix\n({a.evidence}, images 0-{half - 1} of {len(mx.models)} models) and proven on "
+               f"images {half}-{a.n - 1};\nthe table is {table}. probe:K = the K-th best path of this model's probe.")
         dest = ROOT / "robench" / "eval" / "protocols" / f"reliable-v{a.version}.toml"
         dest.write_text(stage_toml(chosen.stages, PROBE_PARAMS["steps"], a.probe_images, why, a.version))
         print(f"-> {dest}")
