@@ -41,6 +41,14 @@ PROBE_PATHS = ["bptt", "arctan:a=4", "assg:A=0.425", "triangle:w=0.5", "arctan:a
                "sigmoid:k=32"]
 PROBE_ATTACK = "pgd-best"
 PROBE_PARAMS = {"norm": "Linf", "random_start": True, "restarts": 1, "step_size": 2 / 255, "steps": 50}
+
+
+def probe_params(norm: str, eps: str) -> dict:
+    """The probe attack's parameters as the matrix stores them: L-inf steps of 2/255, L2 steps of eps/4 (the
+    defaults of `robench attack`)."""
+    if norm == "Linf":
+        return PROBE_PARAMS
+    return {**PROBE_PARAMS, "norm": norm, "step_size": float(Fraction(eps)) / 4}
 SPEC_KEYS = ("steps", "restarts", "step_size", "queries", "random_start")
 
 
@@ -60,14 +68,16 @@ def _fraction(v: float) -> str:
     return f'"{k}/255"' if abs(v * 255 - k) < 1e-9 else repr(v)
 
 
-def stage_toml(stages: list[Choice], probe_steps: int, probe_images: int, why: str, version: int = 2) -> str:
+def stage_toml(stages: list[Choice], probe: dict, probe_paths: list[str], probe_images: int, why: str,
+               version: int = 2, norm: str = "Linf", eps: str = "8/255") -> str:
     lines = [f"# {line}" if line else "#" for line in why.splitlines()]
     lines += ['name = "reliable"', f"version = {version}",
-              'norm = "Linf"   # the threat model these stages were chosen for (L-inf only)', 'eps = "8/255"', "",
-              "[probe]", "paths = [" + ",\n         ".join(_toml_value(g) for g in PROBE_PATHS) + "]",
-              f'attack = "{PROBE_ATTACK}"', f"steps = {probe_steps}", 'step_size = "2/255"',
-              f"images = {probe_images}", "",
-              "[adaptive]", "threshold = 0.005", "cap = 4", "square_queries = [10000, 20000]", ""]
+              f'norm = "{norm}"   # the threat model these stages were chosen for', f'eps = "{eps}"', ""]
+    if any(c.grad.startswith("probe:") for c in stages):
+        lines += ["[probe]", "paths = [" + ",\n         ".join(_toml_value(g) for g in probe_paths) + "]",
+                  f'attack = "{PROBE_ATTACK}"', f"steps = {probe['steps']}",
+                  f"step_size = {_fraction(probe['step_size'])}", f"images = {probe_images}", ""]
+    lines += ["[adaptive]", "threshold = 0.005", "cap = 4", "square_queries = [10000, 20000]", ""]
     for c in stages:
         p = json.loads(c.params)
         lines += ["[[stage]]", f'attack = "{c.attack}"'] + ([f'grad = "{c.grad}"'] if c.white_box else [])
@@ -82,8 +92,9 @@ def replay_stages(path: Path) -> list[Choice]:
     import tomllib
 
     out = []
-    for st in tomllib.loads(path.read_text())["stage"]:
-        p = {"norm": st.get("norm", "Linf")}
+    data = tomllib.loads(path.read_text())
+    for st in data["stage"]:
+        p = {"norm": data.get("norm", "Linf")}
         for k in SPEC_KEYS:
             if k in st:
                 v = st[k]
@@ -94,14 +105,16 @@ def replay_stages(path: Path) -> list[Choice]:
     return out
 
 
-def real_cascades(path: str | None, n: int, eps: str) -> dict[str, dict]:
-    """The real cascades' masks in a results file, per shipped version (``v1``, ``v2``, ...; a version of 2 or
-    more only from rows of exactly the shipped stage list)."""
+def real_cascades(path: str | None, n: int, eps: str, norm: str = "Linf") -> dict[str, dict]:
+    """The real cascades' masks in a results file, per shipped version for ``norm`` (``v1``, ``v2``, ...; a
+    version of 2 or more only from rows of exactly the shipped stage list)."""
     if not path:
         return {}
     rel = ResultsStore(path).read()
     out = {}
     for v in versions("reliable"):
+        if load_protocol(f"reliable-v{v}").norm != norm:
+            continue
         digest = load_protocol(f"reliable-v{v}").digest() if v >= 2 else None
         got = cascade_masks(rel, n, eps, v, digest)
         if got:
@@ -120,6 +133,7 @@ def main() -> None:
                     help="results file with real reliable rows (every shipped version; their first n images compared)")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--eps", default="8/255")
+    ap.add_argument("--norm", default="Linf", choices=["Linf", "L2", "L1"], help="the threat model of the matrix")
     ap.add_argument("--probe-images", type=int, default=64)
     ap.add_argument("--threshold", type=float, default=0.005)
     ap.add_argument("--model", action="append", help="choose on these models only (default: every model)")
@@ -135,22 +149,24 @@ def main() -> None:
     mx = read_matrix(ResultsStore(a.evidence).read(), a.n, a.eps)
     half = a.n // 2
     sel, val = np.arange(0, half), np.arange(half, a.n)
-    probe = (PROBE_ATTACK, json.dumps(PROBE_PARAMS, sort_keys=True))
+    pp = probe_params(a.norm, a.eps)
+    probe = (PROBE_ATTACK, json.dumps(pp, sort_keys=True))
+    paths = [g for g in PROBE_PATHS if any((*probe, g) in cells for cells in mx.masks.values())]
     if a.replay:
-        replay(a, mx, sel, val, probe)
+        replay(a, mx, sel, val, probe, paths)
         return
-    chosen = select(mx, sel, probe, PROBE_PATHS, a.probe_images, a.threshold, a.model)
-    real = real_cascades(a.v1, a.n, a.eps)
+    chosen = select(mx, sel, probe, paths, a.probe_images, a.threshold, a.model)
+    real = real_cascades(a.v1, a.n, a.eps, a.norm)
     picks = pd.DataFrame([{"#": i + 1, "stage": c.label(), "est. cost": cost,
                            **{m.removeprefix("fmnist-"): g for m, g in gain.items()}}
                           for i, (c, gain, cost) in enumerate(zip(chosen.stages, chosen.gains, chosen.cost,
                                                                   strict=True))])
-    tables = [evaluate_choice(mx, chosen.stages, idx, probe, PROBE_PATHS, a.probe_images, real)
+    tables = [evaluate_choice(mx, chosen.stages, idx, probe, paths, a.probe_images, real)
               for idx in (sel, val)]
     cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
     out = [f"# Choosing the reliable protocol's stages (version {a.version})", "",
            f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "
-           f"({len(mx.models)} models, eps {a.eps}, the first {a.n} test images).",
+           f"({len(mx.models)} models, {a.norm} eps {a.eps}, the first {a.n} test images).",
            f"Selection split: images 0-{half - 1}; validation split: images {half}-{a.n - 1} (never seen by the "
            "choice). Greedy: the stage that breaks the most still-robust selection images per unit of cost "
            "(gradient evaluations per image, scaled by the share of images still robust when it runs), "
@@ -167,15 +183,16 @@ def main() -> None:
                f"evidence matrix\n({a.evidence}, images 0-{half - 1} of {len(mx.models)} models) and proven on "
                f"images {half}-{a.n - 1};\nthe table is {table}. probe:K = the K-th best path of this model's probe.")
         dest = ROOT / "robench" / "eval" / "protocols" / f"reliable-v{a.version}.toml"
-        dest.write_text(stage_toml(chosen.stages, PROBE_PARAMS["steps"], a.probe_images, why, a.version))
+        dest.write_text(stage_toml(chosen.stages, pp, paths, a.probe_images, why, a.version, a.norm, a.eps))
         print(f"-> {dest}")
 
 
-def replay(a: argparse.Namespace, mx, sel: np.ndarray, val: np.ndarray, probe: tuple[str, str]) -> None:
+def replay(a: argparse.Namespace, mx, sel: np.ndarray, val: np.ndarray, probe: tuple[str, str],
+           paths: list[str]) -> None:
     """The tables of ``main`` for a stage list fixed in advance: how it does on models it was not chosen on."""
     stages = replay_stages(Path(a.replay))
-    real = real_cascades(a.v1, a.n, a.eps)
-    tables = [evaluate_choice(mx, stages, idx, probe, PROBE_PATHS, a.probe_images, real) for idx in (sel, val)]
+    real = real_cascades(a.v1, a.n, a.eps, a.norm)
+    tables = [evaluate_choice(mx, stages, idx, probe, paths, a.probe_images, real) for idx in (sel, val)]
     cmd = "scripts/select_stages.py " + " ".join(sys.argv[1:])
     out = [f"# Replaying the stage list {Path(a.replay).name} on the evidence matrix", "",
            f"Made by `.venv/bin/python {cmd}` on {date.today()}, from {a.evidence} "
