@@ -66,6 +66,16 @@ def test_registry_matches_the_torch_free_syntax():
     assert {n: ((P.PATHS.get(n).param,) if P.PATHS.get(n).param else ()) for n in P.PATHS} == PATH_PARAMS
 
 
+def test_every_path_has_one_kind():
+    """bptt is the model's own surrogate, rate the rate gradient, every other path a surrogate swapped in at attack
+    time (assg the adaptive one): what neurons, the surrogate swap and the foreign adapter decide by."""
+    for p in P.parse_paths(",".join(KEYS)):
+        assert [p.is_own, p.is_rate, p.swaps_surrogate].count(True) == 1, p
+        assert p.is_adaptive == (p.name == "assg") and (not p.is_adaptive or p.swaps_surrogate)
+    assert [p.key for p in P.parse_paths(",".join(KEYS)) if p.is_own or p.is_rate] == ["bptt", "rate"]
+    assert not GradPath("sideways").swaps_surrogate  # an unregistered name is no surrogate
+
+
 @pytest.mark.parametrize("text, match", [
     ("sideways", r"^--grad 'sideways'; choose from: bptt, rate, both, sweep, triangle:w=W, sigmoid:k=K, "
                  r"arctan:a=A, rectangle:w=W, assg\[:A=0.425\]$"),

@@ -22,7 +22,6 @@ in ``torch.compile``d kernels (forward, and the bptt backward), off by default.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from enum import Enum
 
 import torch
@@ -56,7 +55,7 @@ ENGINES = ("fused", "reference")
 
 def as_mode(path: GradPath) -> GradMode | GradPath:
     """``path`` as the public API has always shown it: a :class:`GradMode` for ``bptt`` and ``rate``, else itself."""
-    return GradMode(path.name) if path.name in GradMode.__members__ else path
+    return GradMode(path.name) if path.is_own or path.is_rate else path
 
 
 # ------------------------------------------------------------------------------------------- engines
@@ -136,7 +135,12 @@ class SpikingNeuron(nn.Module):
     def path_rule(self) -> Rule | Rate:
         """The backward rule of this neuron's path: its own surrogate (``bptt``), :data:`RATE`, a
         :class:`Surrogate`, or this layer's ASSG statistics (kept while the path's A stays the same)."""
-        return _RULES[self.path.name](self, self.path)
+        path = self.path
+        if path.is_own:
+            return self.surrogate
+        if path.is_rate:
+            return RATE
+        return self.assg_state(path) if path.is_adaptive else _surrogate_of(path)
 
     def assg_state(self, path: GradPath) -> AssgState:
         A = path.value("A")
@@ -187,11 +191,6 @@ class SpikingNeuron(nn.Module):
 def _surrogate_of(path: GradPath) -> Surrogate:
     return SURROGATES.get(path.name)(*(v for _, v in path.params))
 
-
-# path name -> how a neuron resolves that path to its backward rule (the registered names of robench.snn.paths)
-_RULES: dict[str, Callable[[SpikingNeuron, GradPath], Rule | Rate]] = {
-    "bptt": lambda n, p: n.surrogate, "rate": lambda n, p: RATE, "assg": SpikingNeuron.assg_state,
-    **{name: (lambda n, p: _surrogate_of(p)) for name in SURROGATES}}
 
 
 def spiking_neurons(model: nn.Module) -> list[SpikingNeuron]:

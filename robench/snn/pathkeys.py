@@ -69,6 +69,29 @@ class GradPath:
     def value(self, param: str) -> float:
         return dict(self.params)[param]
 
+    # What kind of path this is: what the neurons, the surrogate swap and the foreign adapter decide by (the name
+    # alone fixes it; the parameters only tune the backward).
+    @property
+    def is_own(self) -> bool:
+        """``bptt``: the model's own training surrogate (a foreign neuron's own spike function, nothing swapped)."""
+        return self.name == "bptt"
+
+    @property
+    def is_rate(self) -> bool:
+        """``rate``: the rate gradient, derived from robench's LIF dynamics (so it needs robench's neuron)."""
+        return self.name == "rate"
+
+    @property
+    def is_adaptive(self) -> bool:
+        """``assg``: a surrogate that adapts to running statistics of the membrane, one state per time step."""
+        return self.name == "assg"
+
+    @property
+    def swaps_surrogate(self) -> bool:
+        """BPTT through a surrogate chosen at attack time (every registered path but ``bptt`` and ``rate``): what a
+        foreign neuron's spike-function slot can be given (:mod:`robench.snn.swap`)."""
+        return self.name in PATH_PARAMS and not (self.is_own or self.is_rate)
+
     def __str__(self) -> str:
         return self.key
 

@@ -99,15 +99,15 @@ def _number(text: str) -> float | None:
 
 def check_supported(model: nn.Module, path: GradPath) -> None:
     """Raise a one-line BadSpec when ``path`` does not apply to ``model``. A model holding neurons of its own (an
-    adapted SpikingJelly or snnTorch model) says so through its ``check_grad_mode(key)`` method; a model with no
+    adapted SpikingJelly or snnTorch model) says so through its ``check_grad_mode(path)`` method; a model with no
     spiking neuron robench can see into (a plain CNN, a plain-torch SNN) takes ``bptt`` only, its own gradient:
     any other path would silently be that same gradient under another name."""
     check = getattr(model, "check_grad_mode", None)
     if callable(check):
-        check(path.key)
+        check(path)
         return
     slots = getattr(model, "surrogate_slots", None)
-    if path.key != "bptt" and not spiking_neurons(model) and not (callable(slots) and slots()):
+    if not path.is_own and not spiking_neurons(model) and not (callable(slots) and slots()):
         raise BadSpec(f"gradient path {path.key!r} needs spiking neurons robench can see into; this "
                       f"{type(model).__name__} has none, so only bptt (its own gradient) applies; paths for it: bptt")
 

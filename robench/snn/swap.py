@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .pathkeys import GradPath
+from .pathkeys import BPTT, GradPath
 from .surrogates import SURROGATES, AssgState
 
 Slot = tuple[nn.Module, str]  # (the framework's neuron, the attribute holding its spike function)
@@ -60,12 +60,12 @@ class SwappedSpike(nn.Module):
 
     def __init__(self, original: Callable[[Tensor], Tensor], path: GradPath) -> None:
         super().__init__()
-        if path.name != "assg" and path.name not in SURROGATES:
+        if not path.swaps_surrogate:
             raise ValueError(f"path {path.key!r} has no surrogate to swap in")
         self.original, self.path = original, path
         self.spiking = True  # what SpikingJelly reads off a surrogate_function
         self.alpha = path.params[0][1] if path.params else None
-        self.rule = None if path.name == "assg" else SURROGATES.get(path.name)(path.params[0][1])
+        self.rule = None if path.is_adaptive else SURROGATES.get(path.name)(path.params[0][1])
         self.assg: list[AssgState] = []  # ASSG statistics per call within a forward
         self.calls = 0  # calls since the last begin_forward()
 
@@ -127,7 +127,7 @@ def swap_surrogates(model: nn.Module, path: GradPath, saved: Saved) -> None:
         current = getattr(module, attr)
         saved.append((module, attr, current))
         original = original_of(current)
-        _put(module, attr, original if path.name == "bptt" else SwappedSpike(original, path))
+        _put(module, attr, original if path.is_own else SwappedSpike(original, path))
 
 
 def restore_surrogates(saved: Saved) -> None:
@@ -144,5 +144,5 @@ def swapped(model: nn.Module) -> list[SwappedSpike]:
 
 def slot_paths(model: nn.Module) -> set[GradPath]:
     """The path each slot of ``model`` now gives (``bptt`` for the framework's own function)."""
-    return {f.path if isinstance(f, SwappedSpike) else GradPath("bptt")
+    return {f.path if isinstance(f, SwappedSpike) else BPTT
             for m, a in surrogate_slots(model) for f in [getattr(m, a)]}

@@ -39,8 +39,11 @@ from ..snn.swap import swapped
 from .frameworks import FRAMEWORKS, FoldedNeuron, Framework  # noqa: F401  (FRAMEWORKS: importable from here too)
 
 STEP_MODES = ("multi", "single")
-KEPT_PATHS = ("bptt",)  # the gradient paths that apply to every foreign neuron kept as it is
-SWAP_PATHS = tuple(n for n in PATHS.names() if n not in ("bptt", "rate"))  # ... when its surrogate can be swapped
+# one path per registered name, its parameters left out: whether a kept neuron takes a path depends only on the
+# path's kind (GradPath.is_own, .is_rate, .swaps_surrogate), which its name fixes
+_KINDS = tuple(GradPath(n) for n in PATHS.names())
+KEPT_PATHS = tuple(p.name for p in _KINDS if p.is_own)  # the gradient paths that apply to every foreign neuron kept
+SWAP_PATHS = tuple(p.name for p in _KINDS if p.swaps_surrogate)  # ... when its surrogate can be swapped
 RATE_WHY = "rate needs the neuron's dynamics (its slope comes from robench's LIF equations)"
 
 
@@ -203,34 +206,38 @@ class ForeignModel(nn.Module):
         """The gradient paths (registry names) that apply to kept neuron ``name``."""
         return [*KEPT_PATHS, *(SWAP_PATHS if self.swap_why[name] is None else ())]
 
-    def why_not(self, name: str, why: str, path: str) -> str | None:
-        """Why path ``path`` (a registry name) does not apply to kept neuron ``name`` (kept because ``why``)."""
-        if path in self.paths_for(name):
+    def takes(self, name: str, path: GradPath) -> bool:
+        """Whether kept neuron ``name`` takes gradient path ``path``: its own surrogate always, a surrogate chosen at
+        attack time when its spike function can be swapped."""
+        return path.is_own or (path.swaps_surrogate and self.swap_why[name] is None)
+
+    def why_not(self, name: str, why: str, path: GradPath) -> str | None:
+        """Why gradient path ``path`` does not apply to kept neuron ``name`` (kept because ``why``)."""
+        if self.takes(name, path):
             return None
-        if path == "rate":
+        if path.is_rate:
             return f"{RATE_WHY}, and it is not mapped onto robench's neuron: {why}"
         return f"its spike function cannot be swapped: {self.swap_why[name]}; and it is not mapped: {why}"
 
-    def check_grad_mode(self, mode: str) -> None:
-        """One line (BadSpec) when gradient path ``mode`` (a canonical key) does not apply to every spiking neuron
-        of the model, saying why and which paths do."""
-        if mode in KEPT_PATHS:
+    def check_grad_mode(self, path: GradPath) -> None:
+        """One line (BadSpec) when gradient path ``path`` (parsed: :func:`robench.snn.paths.parse_path`) does not
+        apply to every spiking neuron of the model, saying why and which paths do."""
+        if path.is_own:
             return
-        path = GradPath.from_key(mode).name
         for name, cls, why in self.kept:
             reason = self.why_not(name, why, path)
             if reason:
-                raise BadSpec(f"gradient path {mode!r} does not apply to {self.fw.name} {cls} {name!r} ({reason}); "
+                raise BadSpec(f"gradient path {path.key!r} does not apply to {self.fw.name} {cls} {name!r} ({reason}); "
                               f"paths for it: {', '.join(self.paths_for(name))}")
         if not self.kept and not any(isinstance(m, SpikingNeuron) for m in self.net.modules()):
-            raise BadSpec(f"gradient path {mode!r} needs spiking neurons; this {self.fw.name} model has none robench "
-                          f"knows; paths for it: {', '.join(KEPT_PATHS)}")
+            raise BadSpec(f"gradient path {path.key!r} needs spiking neurons; this {self.fw.name} model has none "
+                          f"robench knows; paths for it: {', '.join(KEPT_PATHS)}")
 
     def applicable_paths(self) -> list[str]:
         """The gradient paths (registry names) that apply to the whole model."""
         if not self.kept and not self.mapped:
             return list(KEPT_PATHS)
-        return [p for p in PATHS.names() if all(p in self.paths_for(n) for n, _, _ in self.kept)]
+        return [p.name for p in _KINDS if all(self.takes(n, p) for n, _, _ in self.kept)]
 
     def describe(self) -> str:
         """One line: which neurons were replaced, which kept, and which gradient paths apply (and why not)."""
@@ -245,7 +252,7 @@ class ForeignModel(nn.Module):
         if any(self.swap_why[n] is None for n, _, _ in self.kept):
             out += f" (a kept neuron's {self.fw.surrogate_attr} swapped at attack time)"
         reasons = []
-        for p in (p for p in PATHS.names() if p not in paths):
+        for p in (p for p in _KINDS if p.name not in paths):
             name, _, why = next(k for k in self.kept if self.why_not(k[0], k[2], p))
-            reasons.append(f"not {p}: " + (RATE_WHY if p == "rate" else f"{name!r}: {self.swap_why[name]}"))
+            reasons.append(f"not {p.name}: " + (RATE_WHY if p.is_rate else f"{name!r}: {self.swap_why[name]}"))
         return out + "".join(f"; {r}" for r in dict.fromkeys(reasons))
