@@ -89,7 +89,7 @@ def stage_toml(stages: list[Choice], probe: dict, probe_paths: list[str], probe_
 
 def replay_stages(path: Path) -> list[Choice]:
     """The stages of a shipped stage-list file as matrix choices (its budgets at the matrix's eps and norm)."""
-    import tomllib
+    from robench.eval.stagelist import tomllib
 
     out = []
     data = tomllib.loads(path.read_text())
