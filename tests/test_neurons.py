@@ -109,7 +109,10 @@ def test_bptt_three_steps_through_time(engine):
 
 
 # ------------------------------------------------------------------------------------------ rate grad
-MID = (1 - 0.2 + 0.2 * 0.99) / (0.99 + 1)  # 0.998 / 1.99
+# the slope between the leak region and saturation (tau = 0.99), as rate_slope gives it at a mean current of 1;
+# test_rate_slope_regions_and_boundaries checks it is one slope over the whole region, and
+# test_rate_slope_is_the_slope_of_a_rate_reaching_one_spike_per_step_at_two what its value must be
+MID = rate_slope(torch.tensor([1.0], dtype=torch.float64), tau=0.99).item()
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,23 @@ MID = (1 - 0.2 + 0.2 * 0.99) / (0.99 + 1)  # 0.998 / 1.99
 def test_rate_slope_regions_and_boundaries(ibar, expect):
     got = rate_slope(torch.tensor([ibar], dtype=torch.float64), tau=0.99, v_th=1.0, gamma=0.2)
     assert got.item() == pytest.approx(expect, abs=1e-15)
-    assert MID == pytest.approx(0.5015075376884422)
+
+
+@pytest.mark.parametrize("tau, v_th", [(0.99, 1.0), (0.5, 1.0), (0.9, 2.0)])
+def test_rate_slope_is_the_slope_of_a_rate_reaching_one_spike_per_step_at_two(tau, v_th):
+    """The rate function (docs/method.md §5) is continuous and piecewise linear in z = ibar / v_th: 0 below 0,
+    slope gamma_r = 0.2 up to z = 1 - tau, then straight to one spike per step at z = 2, flat after. Its slope,
+    integrated (midpoint rule), must rebuild that rate, whatever tau and v_th."""
+    n, top = 2**20, 3.0  # z in [0, 3]
+    z = (torch.arange(n, dtype=torch.float64) + 0.5) * (top / n)
+    rate = torch.cumsum(rate_slope(z * v_th, tau=tau, v_th=v_th), 0) * (top * v_th / n)
+
+    def rate_at(zz: float) -> float:
+        return rate[round(zz / top * n) - 1].item()
+
+    assert rate_at(1 - tau) == pytest.approx(0.2 * (1 - tau), abs=1e-5)
+    assert rate_at(2.0) == pytest.approx(1.0, abs=1e-5)
+    assert rate_at(top) == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
