@@ -100,10 +100,7 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str | GradPath, x: Ten
     model.eval()
     bs = batch_size or agree_min(auto_batch_size(model, x, device), part)
     eot = getattr(spec, "eot", None)
-    if clean is None:
-        clean = clean_correct(model, x, y, bs, part) if eot is None else \
-            clean_correct_draws(model, x, y, bs, spec.draws, seed, part)
-    clean = clean.to(device)
+    clean = (_clean_of(model, spec, x, y, bs, seed, part) if clean is None else clean).to(device)
     path = None if grad == "none" else parse_path(grad)
     ctx = nullcontext if path is None else (lambda: grad_mode(model, path))
     correct = torch.zeros_like(clean)  # set on this part's images only: the parts' vectors are disjoint
@@ -112,8 +109,7 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str | GradPath, x: Ten
     ball = getattr(spec, "budgeted", not getattr(spec, "gradient_free", False))  # square: no gradient, L-inf ball
     norm = getattr(spec, "norm", "Linf")
     invalid, kept, index = 0, [], []
-    # the seed's cell tag: the path as given (a GradPath renders as its key, what sweeps and cascades give)
-    tag = f"{name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else f"{name}|{grad}"
+    tag = _cell_tag(spec, name, grad)
     with frozen(model), sampler(model, getattr(spec, "sampler", None)):
         attack = build(spec, model if eot is None else Averaged(model, eot))
         todo = clean.nonzero().flatten()  # only initially correct samples are attacked
@@ -136,13 +132,34 @@ def attack_cell(model: nn.Module, spec: AttackSpec, grad: str | GradPath, x: Ten
     out = CellOutcome(gather(correct, part).cpu(), int(all_sum([invalid], part)[0]),
                       single=gather(single, part).cpu() if eot is not None else None)
     if keep_adv:
-        kept = [t for ks in gather_objects(kept, part) for t in ks]  # every rank's examples (torchrun)
-        index = [t for ix in gather_objects(index, part) for t in ix]
-        out.x_adv = torch.cat(kept) if kept else torch.zeros(0, *x.shape[1:])
-        out.index = torch.cat(index).long() if index else torch.zeros(0, dtype=torch.long)
-        order = out.index.argsort()  # image order, whatever the ranks
-        out.x_adv, out.index = out.x_adv[order], out.index[order]
+        out.x_adv, out.index = _gathered_examples(kept, index, x.shape[1:], part)
     return out
+
+
+def _clean_of(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, batch_size: int, seed: int,
+              part: Part) -> Tensor:
+    """The clean ``correct`` vector: one forward per image, or ``draws`` fresh draws for a spec with ``eot`` (a
+    stochastic model)."""
+    if getattr(spec, "eot", None) is None:
+        return clean_correct(model, x, y, batch_size, part)
+    return clean_correct_draws(model, x, y, batch_size, spec.draws, seed, part)
+
+
+def _cell_tag(spec: AttackSpec, name: str, grad: str | GradPath) -> str:
+    """The cell's part of every batch seed: attack, params, eps and the path as given (a GradPath renders as its
+    key, what sweeps and cascades give)."""
+    return f"{name}|{spec.params_json()}|{spec.eps!r}|{grad}" if isinstance(spec, AttackSpec) else f"{name}|{grad}"
+
+
+def _gathered_examples(kept: list[Tensor], index: list[Tensor], shape: torch.Size, part: Part
+                       ) -> tuple[Tensor, Tensor]:
+    """Every rank's verified examples ``[m, *shape]`` and their image indices ``[m]``, in image order."""
+    kept = [t for ks in gather_objects(kept, part) for t in ks]  # every rank's examples (torchrun)
+    index = [t for ix in gather_objects(index, part) for t in ix]
+    x_adv = torch.cat(kept) if kept else torch.zeros(0, *shape)
+    idx = torch.cat(index).long() if index else torch.zeros(0, dtype=torch.long)
+    order = idx.argsort()  # image order, whatever the ranks
+    return x_adv[order], idx[order]
 
 
 # ------------------------------------------------------------------------------------------ batch size

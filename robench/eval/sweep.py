@@ -128,26 +128,12 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
     ``part``: this process's part of a torchrun job (rank 0 reads the stored keys and writes rows and examples;
     the others only compute) or a ``--shard`` (``store`` is then its shard file); see :mod:`robench.dist`.
     """
-    saver = None
-    if save_adv is not None:
-        from .adversarial import check_adv_dir, write_adv
-
-        check_adv_dir(save_adv)
-        saver = lambda row, outcome: write_adv(save_adv, row, outcome) if part.writer else None  # noqa: E731
+    saver = _adv_saver(save_adv, part)
     grads = parse_grads(grads)
-    if batch_size is not None and batch_size < 1:
-        raise BadSpec(f"--batch-size {batch_size}; must be an integer >= 1 or auto")
-    if not 0 <= seed < 2**32:
-        raise BadSpec(f"--seed {seed}; must be in 0..{2**32 - 1}")
+    _check_numbers(batch_size, seed)
     dev = resolve_device(str(device))
-    data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
-    for d in data.values():
-        check_images(d.x)  # NaN, Inf or values outside [0, 1] would make every number meaningless
-    on_dev = {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
-    for t in models:
-        check_fits(t, on_dev[t.dataset])
-        if any(not s.gradient_free for s in specs):
-            _check_paths(t, grads)
+    on_dev = _data_on(models, data, dev)
+    _check_targets(models, specs, grads, on_dev)
     groups = plan(models, stochastic_specs(models, specs, eot, draws, sampler), grads, on_dev, seed)
     # cells already stored: key -> (robust_mask, seconds); a group whose worst-case row is missing reuses them
     done = share({} if (store is None or force or not part.writer) else _stored_outcomes(store), part)
@@ -170,6 +156,44 @@ def evaluate(models: Sequence[Target], specs: Sequence[AttackSpec], grads: str |
         findings += masked
     return Evaluation(records, ran=total, skipped=sum(len(g.cells) for g in groups) - len(new_rows),
                       findings=findings, new={row_key(r) for r in new_rows})
+
+
+def _adv_saver(save_adv: str | Path | None, part: Part) -> Callable[[dict, CellOutcome], object] | None:
+    """What writes each cell run's verified examples into folder ``save_adv`` (on the writing rank only), the
+    folder checked first; None without one."""
+    if save_adv is None:
+        return None
+    from .adversarial import check_adv_dir, write_adv
+
+    check_adv_dir(save_adv)
+    return lambda row, outcome: write_adv(save_adv, row, outcome) if part.writer else None
+
+
+def _check_numbers(batch_size: int | None, seed: int) -> None:
+    """Refuse a batch size below 1 or a seed outside 32 bits."""
+    if batch_size is not None and batch_size < 1:
+        raise BadSpec(f"--batch-size {batch_size}; must be an integer >= 1 or auto")
+    if not 0 <= seed < 2**32:
+        raise BadSpec(f"--seed {seed}; must be in 0..{2**32 - 1}")
+
+
+def _data_on(models: Sequence[Target], data: Data | Mapping[str, Data], dev: torch.device) -> dict[str, Data]:
+    """Each target's dataset -> its data (one :class:`Data` for every model, or a mapping), checked and moved to
+    ``dev`` once."""
+    data = {t.dataset: data for t in models} if isinstance(data, Data) else dict(data)
+    for d in data.values():
+        check_images(d.x)  # NaN, Inf or values outside [0, 1] would make every number meaningless
+    return {k: Data(d.name, d.x.to(dev), d.y.to(dev)) for k, d in data.items()}  # moved once
+
+
+def _check_targets(models: Sequence[Target], specs: Sequence[AttackSpec], grads: Sequence[GradPath],
+                   data: Mapping[str, Data]) -> None:
+    """Refuse, before any cell runs, data a model cannot take, and (when an attack needs gradients) a gradient path
+    that does not apply to it."""
+    for t in models:
+        check_fits(t, data[t.dataset])
+        if any(not s.gradient_free for s in specs):
+            _check_paths(t, grads)
 
 
 def flag_masking(records: pd.DataFrame, store: ResultsStore | None) -> tuple[pd.DataFrame, list[Finding]]:
