@@ -166,3 +166,20 @@ def test_another_norm_is_another_panel(results):
     assert 127.5 / 255 not in set(linf["eps"])  # an L2 budget never joins the L-inf worst case
     l2w = pts[(pts["panel"] == f"{fig.WORST} · L2") & (pts["row"] == "m05") & (pts["eps"] > 0)]
     assert list(l2w["count"]) == [3] and list(l2w["eps_str"]) == ["127.5/255"]
+
+
+def test_stage_points_keep_one_stage_list_per_model_and_label_stages_by_what_they_asked_for():
+    def v2(model, stage, grad, robust, digest, asked=None, attack="apgd-ce"):
+        p = {"suite": "reliable", "version": 2, "stage": stage, "attack": attack, "digest": digest,
+             **({"path_requested": asked} if asked else {})}
+        return mrow(model, "reliable", 8, range(robust), grad=grad, params=p)
+
+    rows = [v2("a", 1, "rate", 15, "old"), v2("a", 2, "bptt", 14, "old"),  # an earlier list of the same version
+            v2("a", 1, "arctan:a=4", 12, "new", "probe:1"), v2("a", "1+1", "arctan:a=4", 11, "new", "probe:1"),
+            v2("a", 2, "assg:A=0.425", 9, "new"),
+            v2("b", 1, "sigmoid:k=16", 13, "new", "probe:1"), v2("b", 2, "assg:A=0.425", 10, "new")]
+    pts = fig.stage_points(to_frame(rows))
+    a = pts[pts["row"] == "a"]
+    assert list(a["stage"]) == [0, 1, 1.3, 2] and [round(100 * x, 6) for x in a["acc"]] == [90.0, 60.0, 55.0, 45.0]
+    labels = dict(zip(pts["stage"], pts["label"], strict=False))
+    assert labels[1] == "1: apgd-ce\nprobe:1" and labels[2] == "2: apgd-ce\nassg:A=0.425" and labels[1.3] == ""

@@ -210,18 +210,27 @@ def _eps_ticks(ax, ticks: dict[float, str]) -> None:
 # ---------------------------------------------------------------------------------------------- the cascade
 def stage_points(df: pd.DataFrame) -> pd.DataFrame:
     """Long table of the cascade: ``panel, row, eps, n, stage, label, acc`` (stage 0 = clean), one panel per
-    cascade suite, version, budget and n."""
+    cascade suite, version, budget and n. Of a model's runs of one version under several stage lists (an edited
+    list has another digest), only the last list's are kept. A stage's label names its attack and the path it
+    asked for (``probe:2`` runs through a different path on each model, so it is not labelled by any one of them);
+    a further restart of a stage is a point without a label of its own."""
     out = []
     d = df.assign(row=_series(df))
-    for r in d.to_dict("records"):
-        p = json.loads(r["params"]) if r["params"] else {}
+    recs = [(r, json.loads(r["params"]) if r["params"] else {}) for r in d.to_dict("records")]
+    last = {}
+    for r, p in recs:
+        if "suite" in p:
+            last[(r["row"], p["suite"], p.get("version", 1), r["eps_str"], int(r["n"]))] = p.get("digest")
+    for r, p in recs:
         if "suite" not in p or p.get("stage") == "all":
+            continue
+        if p.get("digest") != last[(r["row"], p["suite"], p.get("version", 1), r["eps_str"], int(r["n"]))]:
             continue
         more = f" ({threat(p)})" if threat(p) else ""
         panel = f"{p['suite']} v{p.get('version', 1)} @ {r['eps_str']}{more}, n = {r['n']}"
-        label = f"{p['stage']}: {p.get('attack', r['attack'])}\n{r['grad']}"
-        at = {"panel": panel, "row": r["row"], "eps": float(r["eps"]), "n": int(r["n"])}
         k, _, restart = str(p["stage"]).partition("+")  # "3+1": stage 3's first extra restart; "probe": no stage
+        label = "" if restart else f"{k}: {p.get('attack', r['attack'])}\n{p.get('path_requested') or r['grad']}"
+        at = {"panel": panel, "row": r["row"], "eps": float(r["eps"]), "n": int(r["n"])}
         if not k.isdigit():
             continue
         out += [{**at, "stage": int(k) + 0.3 * int(restart or 0), "label": label, "acc": float(r["robust_acc"])},
