@@ -262,7 +262,9 @@ def evaluate_choice(mx: Matrix, stages: Sequence[Choice], idx: np.ndarray, probe
                 row[f"{name} cascade %"] = 100 * got[m][idx].mean()
                 row[f"{name} gap pt"] = 100 * (got[m][idx].mean() - worst.mean())
         out.append(row)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    real_cols = [c for name in (real or {}) for c in (f"{name} cascade %", f"{name} gap pt") if c in df]
+    return df[[c for c in df if c not in real_cols] + real_cols]
 
 
 def cascade_masks(df: pd.DataFrame, n_min: int, eps_str: str = "8/255", version: int = 1,
