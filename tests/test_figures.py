@@ -183,3 +183,9 @@ def test_stage_points_keep_one_stage_list_per_model_and_label_stages_by_what_the
     assert list(a["stage"]) == [0, 1, 1.3, 2] and [round(100 * x, 6) for x in a["acc"]] == [90.0, 60.0, 55.0, 45.0]
     labels = dict(zip(pts["stage"], pts["label"], strict=False))
     assert labels[1] == "1: apgd-ce\nprobe:1" and labels[2] == "2: apgd-ce\nassg:A=0.425" and labels[1.3] == ""
+
+
+def test_the_seed_figure_draws_a_seed_at_zero_percent(tmp_path):
+    # at n = 200 the Wilson lower bound of 0/200 rounds to 1.7e-18, above the point itself
+    rows = [mrow("z", "pgd", 8, [], n=200, clean=180), mrow("z-s1", "pgd", 8, range(3), n=200, clean=180)]
+    assert fig.plot_seeds(to_frame(rows), tmp_path / "seeds") is not None

@@ -355,7 +355,8 @@ def plot_seeds(df: pd.DataFrame, stem: str | Path) -> list[Path] | None:
             for j, s in enumerate(g.to_dict("records")):
                 x = i + (j - (len(g) - 1) / 2) * 0.12
                 k = seeds.index(s["seed"])
-                ax.errorbar(x, 100 * s["acc"], yerr=[[100 * (s["acc"] - s["lo"])], [100 * (s["hi"] - s["acc"])]],
+                err = [[max(0.0, 100 * (s["acc"] - s["lo"]))], [max(0.0, 100 * (s["hi"] - s["acc"]))]]  # 0 % or 100 %:
+                ax.errorbar(x, 100 * s["acc"], yerr=err,  # the interval's bound can round past the point
                             fmt=MARKERS[k % len(MARKERS)], color=palette[k % 20], ms=4, capsize=2, lw=0.8)
         prefix = _common_prefix(recipes)
         ax.set_xticks(range(len(recipes)))
