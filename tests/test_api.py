@@ -211,5 +211,5 @@ def test_return_adv_in_l2_and_after_a_resume(tiny, tmp_path, one_thread):
 
 def test_a_norm_without_a_stage_list_is_refused(tiny):
     model, x, y = tiny
-    with pytest.raises(ValueError, match="no reliable stage list for L2"):
-        robench.evaluate(model, x, y, eps=1.0, norm="L2")
+    with pytest.raises(ValueError, match="no reliable stage list for L1"):
+        robench.evaluate(model, x, y, eps=10.0, norm="L1")

@@ -109,8 +109,8 @@ def test_cascade_options_and_versions_are_refused(zoo, tmp_path, capsys, extra, 
 @pytest.mark.parametrize("suite", ["reliable", "reliable-v1"])
 def test_a_norm_without_a_stage_list_is_one_error_and_writes_nothing(zoo, tmp_path, capsys, suite):  # noqa: F811
     code, _, err = run_main(capsys, ["attack", "--zoo", str(zoo), "--model", ID, "--n", "4", "--suite", suite,
-                                     "--norm", "L2", "--out", str(tmp_path / "res"), "--save-adv",
+                                     "--norm", "L1", "--out", str(tmp_path / "res"), "--save-adv",
                                      str(tmp_path / "adv")])
-    want = "no reliable stage list for L2" if suite == "reliable" else "'reliable-v1' is a stage list for Linf, not L2"
+    want = "no reliable stage list for L1" if suite == "reliable" else "'reliable-v1' is a stage list for Linf, not L1"
     assert code == 2 and one_line(err).startswith("Error:") and want in one_line(err), err
     assert not (tmp_path / "res").exists() and not (tmp_path / "adv").exists()

@@ -50,7 +50,8 @@ white_box = false
 def test_shipped_files_parse_and_the_newest_is_the_default():
     assert stagelist.names()[:3] == ["reliable", "reliable-v1", "reliable-v2"]
     v1, v2 = stagelist.load("reliable-v1"), stagelist.load("reliable-v2")
-    assert (v1.version, v2.version) == (1, 2) and proto.protocol().version == max(stagelist.versions("reliable"))
+    linf = [v for v in stagelist.versions("reliable") if stagelist.load(f"reliable-v{v}").norm == "Linf"]
+    assert (v1.version, v2.version) == (1, 2) and proto.protocol().version == max(linf)  # the newest L-inf list
     assert v1.probe is None and v1.adaptive is None and len(v1.stages) == 7
     assert v2.probe is not None and v2.adaptive is not None and v2.adaptive.cap >= 1
     assert any(s.probe_rank for s in v2.stages) and not v2.stages[-1].white_box
@@ -118,10 +119,14 @@ def _toml(text: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- norms
-def test_every_list_declares_its_norm_and_the_shipped_ones_are_linf():
-    shipped = stagelist.versions("reliable")
-    assert len(shipped) >= 2 and [stagelist.load(f"reliable-v{v}").norm for v in shipped] == ["Linf"] * len(shipped)
-    assert all(s.spec.norm == "Linf" for s in stagelist.load("reliable").stages)
+def test_every_list_declares_its_norm_and_each_norm_gets_its_own_newest():
+    shipped = {v: stagelist.load(f"reliable-v{v}").norm for v in stagelist.versions("reliable")}
+    assert set(shipped.values()) == {"Linf", "L2"}
+    for norm in ("Linf", "L2"):
+        p = stagelist.load("reliable", norm=norm)
+        assert p.version == max(v for v, n in shipped.items() if n == norm)
+        assert all(s.spec.norm == norm for s in p.stages) and (p.probe is None or p.probe.spec.norm == norm)
+    assert stagelist.load("reliable").norm == "Linf"  # the default threat model
     with pytest.raises(BadSpec, match="x.toml: norm is missing"):
         stagelist.parse(_toml(GOOD.replace('norm = "Linf"\n', "")), "x.toml")
     with pytest.raises(BadSpec, match="x.toml: norm 'L3'; choose from: Linf, L2, L1"):
@@ -151,7 +156,6 @@ def test_the_newest_list_for_the_norm_asked_for(tmp_path):
     with pytest.raises(BadSpec, match="no reliable stage list for L1: its lists are for Linf: reliable-v1, "
                                       "reliable-v3; L2: reliable-v2"):
         stagelist.load("reliable", tmp_path, norm="L1")
-    shipped = ", ".join(f"reliable-v{v}" for v in stagelist.versions("reliable"))
-    with pytest.raises(BadSpec, match=rf"no reliable stage list for L2: its lists are for Linf: {shipped}; in L2, "
-                                      r"name the attacks"):
-        proto.protocol("reliable", "L2")  # the shipped lists: no L2 list is chosen yet
+    with pytest.raises(BadSpec, match=r"no reliable stage list for L1: its lists are for Linf: reliable-v1, .*; "
+                                      r"L2: reliable-v.*; in L1, name the attacks"):
+        proto.protocol("reliable", "L1")  # the shipped lists: none is chosen for L1

@@ -185,7 +185,7 @@ DOC = {
                         "gradients are partly masked there; the worst case counts them broken)",
     "eot-masking": "robust accuracy fell by more than 5 points when the attack averaged more draws per step "
                    "(masking by randomness)",
-    "not-converged": "the cascade stopped while still breaking samples (reliable v2: the cap on extra restarts "
-                     "stopped a run that broke more than the threshold; v1: the last stage or restart lowered "
+    "not-converged": "the cascade stopped while still breaking samples (reliable v2 and later: the cap on extra "
+                     "restarts stopped a run that broke more than the threshold; v1: the last stage or restart lowered "
                      "robust accuracy by more than 1 point): a longer attack may go lower",
 }
