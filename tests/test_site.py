@@ -173,3 +173,19 @@ def test_a_single_draw_row_of_a_stochastic_model_is_never_the_headline():
                                  row("m-p", "autoattack", {**aa, "draws": 1}, "worst", 2)]), {})
     (e,) = board.entries
     assert (e.robust.count, e.autoattack.count) == (7, 9)
+
+
+def test_each_norm_is_ranked_by_its_own_newest_version():
+    from site_data import cascade
+
+    from robench.results import to_frame
+    from robench.results.board import make_board
+
+    # version 3 ran in L-inf only, version 4 (an L2 list) in L2 only: neither unranks the other norm's entries
+    rows = [*cascade("m-a", 3, 5), *cascade("m-b", 3, 8), *cascade("m-b", 2, 9),
+            *cascade("m-a", 4, 4, norm="L2", eps=0.5, eps_str="0.5")]
+    board = make_board(to_frame(rows), {})
+    got = {(e.model, e.norm): (e.rank, e.robust.count, sorted(e.older)) for e in board.entries}
+    assert got == {("m-a", "L2"): (1, 4, []), ("m-b", "Linf"): (1, 8, ["2"]), ("m-a", "Linf"): (2, 5, [])}
+    assert board.newest == {"Linf": "3", "L2": "4"} and board.older == ["2"]
+    assert board.headline() == "v4 (L2), v3 (Linf)"

@@ -103,8 +103,10 @@ class Entry:
 
 @dataclass
 class Board:
-    """Everything the site shows: ``entries`` (ranked within each threat model), ``versions`` (the newest
-    protocol version first), every model's ``rows`` and ``cascades``, the ``cards`` and the ``adv`` files."""
+    """Everything the site shows: ``entries`` (ranked within each threat model), ``versions`` (every protocol
+    version, the newest first), every model's ``rows`` and ``cascades``, the ``cards``, the ``adv`` files and
+    ``newest``: per norm, the version its entries are ranked by (the newest that ran in that norm: the lists are
+    per norm, so the newest L2 list is not a newer version of the L-inf one)."""
 
     entries: list[Entry]
     versions: list[str]
@@ -112,6 +114,16 @@ class Board:
     cascades: dict[str, list[Cascade]]
     cards: dict[str, dict]
     adv: dict[tuple, Path]
+    newest: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def older(self) -> list[str]:
+        """The versions no norm is ranked by (a column each), newest first."""
+        return [v for v in self.versions if v not in self.newest.values()]
+
+    def headline(self) -> str:
+        """What the robust column holds, e.g. ``v3 (Linf), v4 (L2)``."""
+        return ", ".join(f"v{v} ({n})" for n, v in sorted(self.newest.items())) or "?"
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -227,13 +239,17 @@ def make_board(df: pd.DataFrame, cards: Mapping[str, dict], adv: Mapping[tuple, 
     attacked = df[~df["attack"].isin(NOISE)]
     attacked = attacked.assign(_base=attacked["dataset"].str.split(":").str[0], _norm=_norms(attacked))
     threats = {(c.dataset.split(":")[0], c.norm, c.eps) for c in runs if c.summary is not None}
+    newest: dict[str, str] = {}  # each norm ranks by the newest version that ran in it
+    for c in runs:
+        if c.summary is not None and (c.norm not in newest or sort_version(c.version) > sort_version(newest[c.norm])):
+            newest[c.norm] = c.version
     entries = []
     for (model, base, norm, eps), rows in attacked.groupby(["model", "_base", "_norm", "eps"], sort=True):
         if threats and (base, norm, eps) not in threats:  # a budget only a sweep reached: on the model's page
             continue
         mine = [c for c in runs if (c.model, c.dataset.split(":")[0], c.norm, c.eps) == (model, base, norm, eps)]
         best = {v: _best([c for c in mine if c.version == v]) for v in versions}
-        head = best.get(versions[0]) if versions else None
+        head = best.get(newest[norm]) if norm in newest else None
         if not any(best.values()) and not (rows["grad"] != "none").any():
             continue
         first = next((c for c in best.values() if c is not None), None)
@@ -251,7 +267,7 @@ def make_board(df: pd.DataFrame, cards: Mapping[str, dict], adv: Mapping[tuple, 
     by_model: dict[str, list[Cascade]] = {}
     for c in runs:
         by_model.setdefault(c.model, []).append(c)
-    return Board(entries, versions, rows_by_model, by_model, dict(cards), dict(adv or {}))
+    return Board(entries, versions, rows_by_model, by_model, dict(cards), dict(adv or {}), newest)
 
 
 def _rank(entries: list[Entry], versions: list[str]) -> None:
@@ -259,7 +275,7 @@ def _rank(entries: list[Entry], versions: list[str]) -> None:
     without a headline keep no rank and sort after the ranked ones, by their newest older version, then by id."""
 
     def older(e: Entry) -> float:
-        return next((-e.older[v].acc for v in versions[1:] if v in e.older), 1.0)
+        return next((-e.older[v].acc for v in versions if v in e.older), 1.0)
 
     entries.sort(key=lambda e: (e.threat, e.robust is None, -(e.robust.acc if e.robust else 0), older(e),
                                 -(e.clean.acc if e.clean else 0), e.model))

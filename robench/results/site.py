@@ -172,15 +172,15 @@ def _text_cell(key: str, text: str, sort: str | None = None, cls: str = "") -> s
 
 def index_columns(board: Board) -> list[tuple[str, str, str, str]]:
     """(key, header, type, tooltip) of every index column, in order."""
-    head = board.versions[0] if board.versions else "?"
     cols = [("rank", "#", "num", "rank within the dataset and threat model"), ("model", "model", "text", ""),
             ("dataset", "dataset", "text", ""), ("norm", "threat", "text", "norm of the perturbation budget"),
             ("eps", "eps", "num", "budget"), ("n", "n", "num", "images of the headline run"),
             ("clean", "clean %", "num", "clean accuracy on the same images"),
-            ("robust", f"robust % (reliable v{head})", "num",
-             "robust accuracy under the reliable protocol (worst case over its cascade) [Wilson 95% interval]")]
+            ("robust", "robust % (reliable)", "num",
+             "robust accuracy under the newest reliable protocol for the norm, " + board.headline()
+             + " (worst case over its cascade) [Wilson 95% interval]")]
     cols += [(f"reliable-v{v}", f"reliable-v{v} %", "num", f"the older protocol version {v}")
-             for v in board.versions[1:]]
+             for v in board.older]
     if any(e.autoattack for e in board.entries):
         cols.append(("autoattack", "AutoAttack %", "num", "AutoAttack standard, worst case over gradient paths"))
     cols += [("seeds", "seeds: mean ± sd", "num", "the headline over the recipe's training seeds"),
@@ -198,7 +198,7 @@ def _entry_row(board: Board, e: Entry) -> str:
              _text_cell("dataset", e.dataset), _text_cell("norm", e.norm),
              _text_cell("eps", e.eps_str, f"{e.eps:.6g}", "num"), _text_cell("n", str(e.n), cls="num"),
              _acc_cell("clean", e.clean), _acc_cell("robust", e.robust, e.flags)]
-    cells += [_acc_cell(f"reliable-v{v}", e.older.get(v)) for v in board.versions[1:]]
+    cells += [_acc_cell(f"reliable-v{v}", e.older.get(v)) for v in board.older]
     if any(x.autoattack for x in board.entries):
         cells.append(_acc_cell("autoattack", e.autoattack))
     if e.seeds:
@@ -230,10 +230,11 @@ def index_html(board: Board, df: pd.DataFrame) -> str:
     unevaluated = sorted((set(board.cards) | set(board.rows)) - {e.model for e in board.entries})
     extra = ("<h2>Other models (no adversarial result to rank)</h2><p>" + ", ".join(
         f'<a href="models/{_e(slug(m))}.html">{_e(m)}</a>' for m in unevaluated) + "</p>") if unevaluated else ""
-    version = board.versions[0] if board.versions else "?"
+    version = board.headline()
     newest = str(df["timestamp"].max())[:10]
     text = (f"<h1>robench leaderboard</h1>\n<p class=\"lead\">Spiking neural networks ranked by their robust "
-            f"accuracy under robench's <em>reliable</em> protocol (version {_e(version)}): a cascade of attacks and "
+            f"accuracy under robench's <em>reliable</em> protocol (the newest version for each norm: {_e(version)}): "
+            "a cascade of attacks and "
             "gradient paths in which an image counts as robust only if it survived every stage, each adversarial "
             "example verified. Brackets hold Wilson 95% intervals. Click a column header to sort; a model's page "
             "shows its card, the per-stage breakdown, curves and its results rows.</p>\n"
@@ -329,12 +330,12 @@ def model_html(board: Board, model: str, files: dict) -> str:
     entries = [e for e in board.entries if e.model == model]
     parts = [f'<p><a href="../index.html">← leaderboard</a></p><h1>{_e(model)}</h1>']
     if entries:
-        head = f"robust % (reliable v{board.versions[0]})" if board.versions else "robust %"
+        head = f"robust % (reliable {board.headline()})" if board.versions else "robust %"
         heads = "".join(f"<th class=\"num\">{h}</th>" for h in ("n", "clean %", head))
-        older = "".join(f"<th class=\"num\">reliable-v{v} %</th>" for v in board.versions[1:])
+        older = "".join(f"<th class=\"num\">reliable-v{v} %</th>" for v in board.older)
         body = "".join(f"<tr><td>{_e(e.dataset)}</td><td>{_e(e.norm)} {_e(e.eps_str)}</td><td class=\"num\">{e.n}"
                        f"</td>{_acc_cell('clean', e.clean)}{_acc_cell('robust', e.robust, e.flags)}"
-                       + "".join(_acc_cell('older', e.older.get(v)) for v in board.versions[1:])
+                       + "".join(_acc_cell('older', e.older.get(v)) for v in board.older)
                        + f"<td class=\"num\">{e.rank or '–'}</td></tr>" for e in entries)
         parts.append(f"<table><thead><tr><th>dataset</th><th>threat</th>{heads}{older}<th class=\"num\">rank</th>"
                      f"</tr></thead><tbody>{body}</tbody></table>")
