@@ -107,7 +107,7 @@ def test_report_modules_never_import_torch(module):
             for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not any("torch" in (m or "") for m in mods)
     assert mods <= {"__future__", "fnmatch", "json", "math", "collections.abc", "pathlib", "matplotlib",
-                    "matplotlib.figure", "matplotlib.lines", "pandas", "numpy", "dataclasses", "scipy.stats",
+                    "matplotlib.figure", "matplotlib.lines", "pandas", "numpy", "dataclasses", "scipy.stats", "re",
                     "errors", "attack_meta", "findings", "store", "stats", "worstcase", "seeds", "labels", "figures",
                     "report", "checks", "readme", "headline"}
 
@@ -253,3 +253,16 @@ def test_rows_the_first_protocol_wrote_still_read_and_are_labelled_v1(tmp_path):
     assert c.table["worst case"].iloc[0] == round(100 * df["robust_acc"].iloc[-1], 1)
     out = report.write_report(df, tmp_path / "rep")
     assert (tmp_path / "rep" / "table.md").read_text().count("reliable-v1") >= 8 and out
+
+
+def test_a_cascade_is_labelled_newest_within_its_own_norm():
+    from robench.eval import stagelist
+    from robench.results.labels import suite_label, version_norms
+
+    norms = version_norms("reliable")
+    assert norms == {v: stagelist.load(f"reliable-v{v}").norm for v in stagelist.versions("reliable")}
+    for v, norm in norms.items():
+        newest = max(k for k, n in norms.items() if n == norm)  # an L2 list never makes the L-inf one old
+        assert suite_label("reliable", v) == ("reliable" if v == newest else f"reliable-v{v}")
+    assert {suite_label("reliable", max(k for k, n in norms.items() if n == m)) for m in set(norms.values())} == {
+        "reliable"}

@@ -10,6 +10,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -68,17 +69,29 @@ def attack_labels(df: pd.DataFrame) -> pd.Series:
 
 def newest_version(suite: str, folder: Path = PROTOCOL_DIR) -> int | None:
     """The newest shipped version of protocol ``suite`` (from its files' names), None when none ships."""
-    found = [int(f.stem.rsplit("-v", 1)[1]) for f in folder.glob(f"{suite}-v*.toml")
-             if f.stem.rsplit("-v", 1)[1].isdigit()]
-    return max(found, default=None)
+    return max(version_norms(suite, folder), default=None)
+
+
+def version_norms(suite: str, folder: Path = PROTOCOL_DIR) -> dict[int, str]:
+    """Every shipped version of ``suite`` and the threat model (norm) its list declares."""
+    out = {}
+    for f in folder.glob(f"{suite}-v*.toml"):
+        v = f.stem.rsplit("-v", 1)[1]
+        if v.isdigit():
+            m = re.search(r'^norm\s*=\s*"([^"]+)"', f.read_text(), re.M)
+            out[int(v)] = m[1] if m else "Linf"
+    return out
 
 
 def suite_label(suite: str, version: object) -> str:
-    """A cascade's label: ``reliable`` for rows of its newest version, ``reliable-v1`` for an older one."""
-    newest = newest_version(suite)
-    if newest is None or version is None or int(version) == newest:
+    """A cascade's label: ``reliable`` for rows of the newest version for their norm (the lists are per norm:
+    the newest L2 list does not make the newest L-inf one old), ``reliable-v1`` for an older one."""
+    norms = version_norms(suite)
+    if not norms or version is None:
         return suite
-    return f"{suite}-v{version}"
+    v = int(version)
+    same = [k for k, n in norms.items() if n == norms.get(v)] if v in norms else list(norms)
+    return suite if v == max(same) else f"{suite}-v{v}"
 
 
 def _step_ratio(df: pd.DataFrame, params: pd.Series, rows: pd.Index) -> float | None:
