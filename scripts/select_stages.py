@@ -113,10 +113,10 @@ def real_cascades(path: str | None, n: int, eps: str, norm: str = "Linf") -> dic
     rel = ResultsStore(path).read()
     out = {}
     for v in versions("reliable"):
-        if load_protocol(f"reliable-v{v}").norm != norm:
+        proto = load_protocol(f"reliable-v{v}")
+        if proto.norm != norm:
             continue
-        digest = load_protocol(f"reliable-v{v}").digest() if v >= 2 else None
-        got = cascade_masks(rel, n, eps, v, digest)
+        got = cascade_masks(rel, n, eps, v, proto.digest() if v >= 2 else None)
         if got:
             out[f"v{v}"] = got
     return out

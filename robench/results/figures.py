@@ -217,14 +217,10 @@ def stage_points(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     d = df.assign(row=_series(df))
     recs = [(r, json.loads(r["params"]) if r["params"] else {}) for r in d.to_dict("records")]
-    last = {}
+    run = lambda r, p: (r["row"], p["suite"], p.get("version", 1), r["eps_str"], int(r["n"]))  # noqa: E731
+    last = {run(r, p): p.get("digest") for r, p in recs if "suite" in p}  # each run's last stage list
     for r, p in recs:
-        if "suite" in p:
-            last[(r["row"], p["suite"], p.get("version", 1), r["eps_str"], int(r["n"]))] = p.get("digest")
-    for r, p in recs:
-        if "suite" not in p or p.get("stage") == "all":
-            continue
-        if p.get("digest") != last[(r["row"], p["suite"], p.get("version", 1), r["eps_str"], int(r["n"]))]:
+        if "suite" not in p or p.get("stage") == "all" or p.get("digest") != last[run(r, p)]:
             continue
         more = f" ({threat(p)})" if threat(p) else ""
         panel = f"{p['suite']} v{p.get('version', 1)} @ {r['eps_str']}{more}, n = {r['n']}"
@@ -355,8 +351,9 @@ def plot_seeds(df: pd.DataFrame, stem: str | Path) -> list[Path] | None:
             for j, s in enumerate(g.to_dict("records")):
                 x = i + (j - (len(g) - 1) / 2) * 0.12
                 k = seeds.index(s["seed"])
-                err = [[max(0.0, 100 * (s["acc"] - s["lo"]))], [max(0.0, 100 * (s["hi"] - s["acc"]))]]  # 0 % or 100 %:
-                ax.errorbar(x, 100 * s["acc"], yerr=err,  # the interval's bound can round past the point
+                # at 0 % or 100 % the interval's bound can round past the point: never a negative error bar
+                err = [[max(0.0, 100 * (s["acc"] - s["lo"]))], [max(0.0, 100 * (s["hi"] - s["acc"]))]]
+                ax.errorbar(x, 100 * s["acc"], yerr=err,
                             fmt=MARKERS[k % len(MARKERS)], color=palette[k % 20], ms=4, capsize=2, lw=0.8)
         prefix = _common_prefix(recipes)
         ax.set_xticks(range(len(recipes)))

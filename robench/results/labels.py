@@ -72,15 +72,22 @@ def newest_version(suite: str, folder: Path = PROTOCOL_DIR) -> int | None:
     return max(version_norms(suite, folder), default=None)
 
 
+_NORMS: dict[tuple[str, Path], dict[int, str]] = {}  # (suite, folder) -> version_norms, read once per process
+
+
 def version_norms(suite: str, folder: Path = PROTOCOL_DIR) -> dict[int, str]:
-    """Every shipped version of ``suite`` and the threat model (norm) its list declares."""
-    out = {}
-    for f in folder.glob(f"{suite}-v*.toml"):
-        v = f.stem.rsplit("-v", 1)[1]
-        if v.isdigit():
-            m = re.search(r'^norm\s*=\s*"([^"]+)"', f.read_text(), re.M)
-            out[int(v)] = m[1] if m else "Linf"
-    return out
+    """Every shipped version of ``suite`` and the threat model (norm) its list declares (the files are read once
+    per process: :func:`suite_label` asks for every cascade row, and the shipped lists do not change meanwhile)."""
+    key = (suite, Path(folder))
+    if key not in _NORMS:
+        found = {}
+        for f in key[1].glob(f"{suite}-v*.toml"):
+            v = f.stem.rsplit("-v", 1)[1]
+            if v.isdigit():
+                m = re.search(r'^norm\s*=\s*"([^"]+)"', f.read_text(), re.M)
+                found[int(v)] = m[1] if m else "Linf"
+        _NORMS[key] = found
+    return dict(_NORMS[key])
 
 
 def suite_label(suite: str, version: object) -> str:
